@@ -1,0 +1,1 @@
+"""dattui engine: shares, clones, peers and the network. Knows nothing of screens."""

@@ -1,0 +1,269 @@
+"""The one door between front ends (CLI, dashboard, daemon) and the engine.
+
+    engine = Engine(EngineOptions(...))
+    await engine.start()
+    tid = await engine.share(Path("data"))        # or engine.clone(link, folder)
+    engine.status()      -> tuple[TransferStatus, ...]   (immutable snapshots)
+    engine.subscribe()   -> asyncio.Queue of events.Event
+    await engine.wait(tid)                        # a clone's completion or failure
+    await engine.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import keys, keystore
+from .clone import CloneSwarm
+from .discovery.static import StaticPeers, parse_hostport, resolve
+from .errors import DattuiError, DiskError, NotFound, UsageError
+from .events import CloneCompleted, Event, State, TransferFailed, TransferStatus
+from .manifest import DEFAULT_BLOCK_SIZE
+from .node import Node
+from .share import ShareSwarm
+from .statedir import state_dir
+from .store import CloneDB, ShareDB, db_path
+from .transport.identity import NodeIdentity
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    state: Path | None = None
+    host: str = "0.0.0.0"
+    port: int = 3282
+    lan: bool = True
+    lan_group: str = "239.255.32.82"
+    lan_port: int = 3283
+    block_size: int = DEFAULT_BLOCK_SIZE
+    max_inflight_bytes: int = 16 * 1024 * 1024
+    max_inflight_requests: int = 256
+    max_datagram_size: int = 1452
+    rescan_interval: float = 10.0
+    include_hidden: bool = False
+
+
+class Engine:
+    def __init__(self, options: EngineOptions = EngineOptions()) -> None:
+        self.options = options
+        self.state_dir = options.state or state_dir()
+        self.node: Node | None = None
+        self.swarms: dict[str, ShareSwarm | CloneSwarm] = {}
+        self._queues: list[asyncio.Queue] = []
+        self._static: StaticPeers | None = None
+        self._lan = None
+        self._done: dict[str, asyncio.Future] = {}
+
+    # ---- lifecycle -----------------------------------------------------------------
+    async def start(self) -> None:
+        identity = NodeIdentity.load_or_create(self.state_dir)
+        self.node = Node(identity, host=self.options.host, port=self.options.port,
+                         emit=self._emit, max_datagram_size=self.options.max_datagram_size)
+        try:
+            await self.node.start()
+        except OSError as exc:
+            raise DattuiError(f"cannot open a UDP port near {self.options.port}: {exc.strerror}; "
+                              "pick another with --port") from None
+        self._static = StaticPeers(self.node.peer_found)
+        self.node.add_source(self._static)
+        if self.options.lan:
+            from .discovery.lan import LanAnnouncer
+            self._lan = LanAnnouncer(port=self.node.port, group=self.options.lan_group,
+                                     group_port=self.options.lan_port,
+                                     on_found=lambda f: self.node.peer_found(f.dkey, (f.host, f.port), "lan"))
+            await self._lan.start()
+            self.node.add_source(_LanSource(self._lan))
+
+    async def close(self) -> None:
+        for swarm in list(self.swarms.values()):
+            await self._close_swarm(swarm)
+        if self.node:
+            await self.node.close()
+
+    @property
+    def port(self) -> int:
+        return self.node.port if self.node else 0
+
+    # ---- events and status -----------------------------------------------------------
+    def subscribe(self) -> asyncio.Queue:
+        q: asyncio.Queue = asyncio.Queue(maxsize=10000)
+        self._queues.append(q)
+        return q
+
+    def _emit(self, ev: Event) -> None:
+        for q in self._queues:
+            if q.full():
+                try:
+                    q.get_nowait()  # a stalled front end loses the oldest events, not memory
+                except asyncio.QueueEmpty:
+                    pass
+            q.put_nowait(ev)
+        fut = self._done.get(ev.tid)
+        if fut is not None and not fut.done():
+            if isinstance(ev, CloneCompleted):
+                fut.set_result(ev)
+            elif isinstance(ev, TransferFailed):
+                fut.set_exception(DattuiError(ev.message, exit_code=ev.exit_code))
+
+    def status(self) -> tuple[TransferStatus, ...]:
+        return tuple(s.status() for s in self.swarms.values())
+
+    def transfer(self, tid: str) -> ShareSwarm | CloneSwarm:
+        return self.swarms[tid]
+
+    # ---- shares ----------------------------------------------------------------------
+    def share_key(self, folder: Path) -> keys.ShareKey:
+        """The key a folder is shared with: the recorded one, or a new one."""
+        folder = folder.resolve()
+        if not folder.is_dir():
+            raise UsageError(f"{folder} is not a folder: give the folder to share")
+        db = ShareDB(folder)
+        try:
+            if db.get("role") == "clone":
+                raise UsageError(f"{folder} is a clone; keep it serving with "
+                                 "`dattui clone LINK DIR --sync`")
+            public = db.get("public_key")
+            if public is None:
+                key = keys.ShareKey.generate()
+                keystore.save(key, self.state_dir)
+                db.set("public_key", key.public)
+                db.set("role", "share")
+                return key
+            key = keystore.load(public, self.state_dir)
+            if key is None:
+                raise UsageError(
+                    f"{folder} is shared as {keys.format_link(public)} but its secret key is not "
+                    "on this machine: import it with `dattui keys import FILE`")
+            return key
+        finally:
+            db.close()
+
+    async def share(self, folder: Path, *, include_hidden: bool | None = None) -> str:
+        folder = folder.resolve()
+        key = self.share_key(folder)
+        tid = key.discovery_key.hex()[:16]
+        if tid in self.swarms:
+            return tid
+        swarm = ShareSwarm(folder, key, ShareDB(folder), self._emit,
+                           block_size=self.options.block_size,
+                           include_hidden=self.options.include_hidden if include_hidden is None else include_hidden,
+                           rescan_interval=self.options.rescan_interval)
+        self.swarms[tid] = swarm
+        try:
+            await swarm.publish()
+        except BaseException:
+            self.swarms.pop(tid, None)
+            await swarm.close()
+            raise
+        self.node.add_swarm(swarm)
+        swarm.start_rescans()
+        return tid
+
+    # ---- clones ----------------------------------------------------------------------
+    async def clone(self, link: str, folder: Path, *, sync: bool = False,
+                    peers: list[str] = ()) -> str:
+        public = keys.parse_link(link)
+        addrs = [resolve(*parse_hostport(p)) for p in peers]
+        folder = folder.absolute()
+        self._prepare_clone_folder(folder, public)
+        db = CloneDB(folder)
+        db.set("public_key", public)
+        db.set("role", "clone")
+        swarm = CloneSwarm(public, folder, db, self._emit, sync=sync,
+                           max_inflight_bytes=self.options.max_inflight_bytes,
+                           max_inflight_requests=self.options.max_inflight_requests)
+        self.swarms[swarm.tid] = swarm
+        self._done[swarm.tid] = self.node.loop.create_future()
+        self.node.add_swarm(swarm)
+        for addr in addrs:
+            self._static.add(swarm.dkey, addr)
+        return swarm.tid
+
+    def _prepare_clone_folder(self, folder: Path, public: bytes) -> None:
+        if folder.exists() and not folder.is_dir():
+            raise UsageError(f"{folder} exists and is not a folder: choose another target")
+        if folder.exists():
+            recorded = None
+            if db_path(folder).exists():
+                db = CloneDB(folder, create=False)
+                try:
+                    recorded = db.get("public_key")
+                    role = db.get("role")
+                finally:
+                    db.close()
+                if role == "share":
+                    raise UsageError(f"{folder} is a shared folder, not a clone: choose another target")
+                if recorded is not None and recorded != public:
+                    raise UsageError(f"{folder} is a clone of another link "
+                                     f"({keys.format_link(recorded)[:20]}…): choose another target")
+            elif any(folder.iterdir()):
+                raise UsageError(f"{folder} already exists and is not empty: choose a new or empty "
+                                 "folder (nothing in it was touched)")
+        else:
+            try:
+                folder.mkdir(parents=True)
+            except OSError as exc:
+                raise DiskError(f"cannot create {folder}: {exc.strerror}; choose a folder you can "
+                                "write to") from None
+        if not os.access(folder, os.W_OK):
+            raise DiskError(f"{folder} is not writable: choose a folder you can write to")
+
+    async def wait(self, tid: str, *, find_timeout: float | None = None) -> CloneCompleted:
+        """Until a clone has the whole version on disk. NotFound when no peer
+        answers within `find_timeout` seconds of the start."""
+        swarm = self.swarms[tid]
+        fut = self._done[tid]
+        if swarm.completed and not fut.done():
+            m = swarm.manifest
+            fut.set_result(CloneCompleted(tid, m.version, len(m.files), m.total_bytes, 0, 0.0))
+        if find_timeout is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._first_contact(swarm)), find_timeout)
+            except asyncio.TimeoutError:
+                if not fut.done():
+                    raise NotFound(
+                        f"no peer sharing this link answered within {find_timeout:g} s: check the "
+                        "link, that `dattui share` is running on the other side, and run "
+                        "`dattui doctor`") from None
+        return await fut
+
+    async def _first_contact(self, swarm) -> None:
+        while not swarm.contacted and not self._done[swarm.tid].done():
+            await asyncio.sleep(0.1)
+
+    def add_peer(self, tid: str, hostport: str) -> None:
+        swarm = self.swarms[tid]
+        self._static.add(swarm.dkey, resolve(*parse_hostport(hostport)))
+
+    async def stop(self, tid: str) -> None:
+        swarm = self.swarms.get(tid)
+        if swarm is not None:
+            await self._close_swarm(swarm)
+
+    async def _close_swarm(self, swarm) -> None:
+        self.swarms.pop(swarm.tid, None)
+        if self.node:
+            self.node.remove_swarm(swarm)
+        if self._static:
+            self._static.remove(swarm.dkey)
+        await swarm.close()
+        if self.node and self.node.endpoint:
+            self.node.endpoint.flush()
+
+
+class _LanSource:
+    """Adapts the LAN announcer to the node's discovery-source interface."""
+
+    def __init__(self, lan) -> None:
+        self.lan = lan
+
+    def announce(self, dkey: bytes) -> None:
+        self.lan.add(dkey)
+
+    def remove(self, dkey: bytes) -> None:
+        self.lan.remove(dkey)
+
+    def close(self) -> None:
+        self.lan.close()

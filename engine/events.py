@@ -1,0 +1,180 @@
+"""What the engine tells its front ends: immutable events with past-tense
+names, and an immutable status snapshot that is replaced, never mutated.
+
+Nothing here ever carries a secret key. A transfer is named by `tid`, the
+first 16 hex characters of its discovery key (never the link).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Role(str, enum.Enum):
+    SHARE = "share"
+    CLONE = "clone"
+
+
+class State(str, enum.Enum):
+    SCANNING = "scanning"        # share: hashing the folder
+    SEARCHING = "searching"      # looking for peers
+    CONNECTING = "connecting"
+    TRANSFERRING = "transferring"
+    SEEDING = "seeding"          # share (or finished --sync clone) serving
+    DONE = "done"                # clone: whole version verified on disk
+    PAUSED = "paused"
+    FAILED = "failed"
+
+
+class PathKind(str, enum.Enum):
+    """How a peer connection travels, best first."""
+
+    LAN = "lan"
+    DIRECT = "direct"
+    PUNCHED = "punched"
+    RELAY_UDP = "relay-udp"
+    RELAY_TCP = "relay-tcp"
+
+
+# ---- events -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Event:
+    tid: str
+
+
+@dataclass(frozen=True)
+class ScanProgressed(Event):
+    files: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class SymlinkSkipped(Event):
+    path: str
+
+
+@dataclass(frozen=True)
+class VersionPublished(Event):
+    version: int
+    files: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Listening(Event):
+    """The node's socket is bound; `addresses` are host:port strings."""
+
+    addresses: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PeerFound(Event):
+    address: str
+    source: str  # "lan", "peer-arg", later "rendezvous", "dht", "pex"
+
+
+@dataclass(frozen=True)
+class PeerConnected(Event):
+    peer_id: str
+    address: str
+    path: PathKind
+    connect_seconds: float
+    initiator: bool
+
+
+@dataclass(frozen=True)
+class PeerDisconnected(Event):
+    peer_id: str
+    address: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ManifestReceived(Event):
+    version: int
+    files: int
+    bytes: int
+    name: str
+
+
+@dataclass(frozen=True)
+class BadBlockReceived(Event):
+    peer_id: str
+    path: str
+    block: int
+
+
+@dataclass(frozen=True)
+class FileCompleted(Event):
+    path: str
+    size: int
+
+
+@dataclass(frozen=True)
+class CloneCompleted(Event):
+    version: int
+    files: int
+    bytes: int
+    bytes_received: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class TransferFailed(Event):
+    message: str
+    exit_code: int = 1
+
+
+@dataclass(frozen=True)
+class Logged(Event):
+    level: str
+    message: str
+
+
+# ---- status snapshot --------------------------------------------------------
+
+@dataclass(frozen=True)
+class PeerStatus:
+    peer_id: str
+    address: str
+    path: PathKind
+    rtt_ms: float
+    rate_down: float
+    rate_up: float
+    bytes_down: int
+    bytes_up: int
+    blocks_down: int
+    blocks_up: int
+    connected_seconds: float
+
+
+@dataclass(frozen=True)
+class FileProgress:
+    path: str
+    size: int
+    have: int
+
+
+@dataclass(frozen=True)
+class TransferStatus:
+    tid: str
+    role: Role
+    state: State
+    path: str
+    link: str  # the dat:// link: front ends show it on the machine that holds it
+    version: int = 0
+    files_total: int = 0
+    files_done: int = 0
+    bytes_total: int = 0
+    bytes_have: int = 0
+    bytes_received: int = 0
+    bytes_sent: int = 0
+    rate_down: float = 0.0
+    rate_up: float = 0.0
+    peers: tuple[PeerStatus, ...] = ()
+    active_files: tuple[FileProgress, ...] = ()
+    message: str = ""
+    elapsed: float = 0.0
+    extra: dict = field(default_factory=dict, compare=False, hash=False)

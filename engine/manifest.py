@@ -1,0 +1,189 @@
+"""The signed manifest: every path of a share version, with sizes, modes,
+mtimes and content roots.
+
+Binary, canonical encoding (all integers big-endian):
+    header  b"DATM" | u16 format | u64 version | u32 block_size | u16 name_len | name
+            | u32 entry_count
+    entry   u8 kind (1 file, 2 dir) | u16 path_len | path (UTF-8, '/'-separated)
+            | u32 mode | i64 mtime_ns | u64 size | 32-byte root (files only)
+The signature is ed25519 over b"dattui-manifest\\0" || BLAKE2b-256(encoding).
+Everything read from the network goes through `decode`, which bounds sizes and
+refuses any path that could leave the target folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+
+from . import keys
+from .errors import UnsafeManifest
+
+FORMAT = 1
+MAGIC = b"DATM"
+DEFAULT_BLOCK_SIZE = 256 * 1024
+MAX_MANIFEST_BYTES = 128 * 1024 * 1024
+MAX_ENTRIES = 2_000_000
+MAX_PATH_BYTES = 4096
+MAX_FILE_SIZE = 1 << 50
+MIN_BLOCK_SIZE, MAX_BLOCK_SIZE = 4096, 4 * 1024 * 1024
+SIGN_CONTEXT = b"dattui-manifest\x00"
+RESERVED = ".dat"
+
+_HEAD = struct.Struct(">4sHQIH")
+_ENTRY = struct.Struct(">BH")
+_META = struct.Struct(">IqQ")
+
+
+class Kind(IntEnum):
+    FILE = 1
+    DIR = 2
+
+
+@dataclass(frozen=True)
+class Entry:
+    kind: Kind
+    path: str
+    mode: int
+    mtime_ns: int
+    size: int = 0
+    root: bytes = b""
+
+    def blocks(self, block_size: int) -> int:
+        return -(-self.size // block_size)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    version: int
+    block_size: int
+    name: str
+    entries: tuple[Entry, ...]
+
+    @property
+    def files(self) -> tuple[Entry, ...]:
+        return tuple(e for e in self.entries if e.kind == Kind.FILE)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(e.size for e in self.entries if e.kind == Kind.FILE)
+
+    def encode(self) -> bytes:
+        name = self.name.encode()
+        out = [_HEAD.pack(MAGIC, FORMAT, self.version, self.block_size, len(name)), name,
+               struct.pack(">I", len(self.entries))]
+        for e in self.entries:
+            p = e.path.encode()
+            out.append(_ENTRY.pack(e.kind, len(p)))
+            out.append(p)
+            out.append(_META.pack(e.mode & 0o7777, e.mtime_ns, e.size))
+            if e.kind == Kind.FILE:
+                out.append(e.root)
+        return b"".join(out)
+
+
+def signing_message(encoded: bytes) -> bytes:
+    return SIGN_CONTEXT + hashlib.blake2b(encoded, digest_size=32).digest()
+
+
+def sign(manifest: Manifest, key: keys.ShareKey) -> tuple[bytes, bytes]:
+    enc = manifest.encode()
+    return enc, key.sign(signing_message(enc))
+
+
+def verify(public_key: bytes, encoded: bytes, signature: bytes) -> bool:
+    return keys.verify(public_key, signing_message(encoded), signature)
+
+
+def check_path(path: str) -> None:
+    """Refuse anything that is not a plain relative path inside the target."""
+    bad = None
+    if not path:
+        bad = "an empty path"
+    elif "\x00" in path or "\\" in path:
+        bad = "a path with a NUL or backslash"
+    elif path.startswith("/"):
+        bad = "an absolute path"
+    else:
+        parts = path.split("/")
+        if any(p in ("", ".", "..") for p in parts):
+            bad = "a path with '..', '.' or an empty component"
+        elif parts[0] == RESERVED:
+            bad = "a path inside .dat/"
+    if bad:
+        raise UnsafeManifest(
+            f"refusing the share's manifest: it names {bad} ({path[:80]!r}) that would "
+            "leave the target folder; ask the sharer to check their dattui version"
+        )
+
+
+def decode(data: bytes) -> Manifest:
+    """Parse and validate a manifest from an untrusted source."""
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise UnsafeManifest("refusing the share's manifest: larger than the 128 MiB limit")
+    try:
+        magic, fmt, version, block_size, name_len = _HEAD.unpack_from(data, 0)
+        off = _HEAD.size
+        if magic != MAGIC or fmt != FORMAT:
+            raise ValueError("unknown manifest format")
+        if not MIN_BLOCK_SIZE <= block_size <= MAX_BLOCK_SIZE:
+            raise ValueError("block size out of range")
+        name = data[off:off + name_len].decode()
+        off += name_len
+        (count,) = struct.unpack_from(">I", data, off)
+        off += 4
+        if count > MAX_ENTRIES:
+            raise ValueError("too many entries")
+        entries = []
+        seen: set[str] = set()
+        dirs: set[str] = set()
+        for _ in range(count):
+            kind, plen = _ENTRY.unpack_from(data, off)
+            off += _ENTRY.size
+            if plen > MAX_PATH_BYTES:
+                raise ValueError("path too long")
+            raw = data[off:off + plen]
+            if len(raw) != plen:
+                raise ValueError("truncated")
+            path = raw.decode()
+            off += plen
+            mode, mtime_ns, size = _META.unpack_from(data, off)
+            off += _META.size
+            kind = Kind(kind)
+            root = b""
+            if kind == Kind.FILE:
+                root = data[off:off + 32]
+                if len(root) != 32:
+                    raise ValueError("truncated")
+                off += 32
+                if size > MAX_FILE_SIZE:
+                    raise ValueError("file too large")
+            elif size:
+                raise ValueError("directory with a size")
+            check_path(path)
+            if path in seen:
+                raise ValueError(f"duplicate path {path!r}")
+            seen.add(path)
+            if kind == Kind.DIR:
+                dirs.add(path)
+            entries.append(Entry(kind, path, mode & 0o7777, mtime_ns, size, root))
+        if off != len(data):
+            raise ValueError("trailing bytes")
+    except UnsafeManifest:
+        raise
+    except (struct.error, UnicodeDecodeError, ValueError) as exc:
+        raise UnsafeManifest(f"refusing the share's manifest: malformed ({exc})") from None
+    # a file may not also be a parent of another path
+    for e in entries:
+        parent = e.path.rpartition("/")[0]
+        while parent:
+            if parent in seen and parent not in dirs:
+                raise UnsafeManifest(
+                    f"refusing the share's manifest: {parent!r} is both a file and a folder")
+            parent = parent.rpartition("/")[0]
+    name = name.replace("/", "_").replace("\x00", "")
+    if name in ("", ".", ".."):
+        name = ""
+    return Manifest(version, block_size, name, tuple(entries))

@@ -1,0 +1,160 @@
+"""A node: one UDP socket, the QUIC endpoint on it, the discovery sources, and
+every share and clone (swarm) this process serves, keyed by discovery key.
+
+Discovery sources only report addresses (`peer_found`); the node decides whether
+to dial. More sources (rendezvous, DHT, peer exchange) and more connection
+paths (punched, relayed) plug in here without the swarms knowing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import Callable
+
+from .events import Event, Listening, PathKind, PeerConnected, PeerDisconnected, PeerFound
+from .peer import ERR_GONE, PeerConnection, PeerState
+from .transport.identity import NodeIdentity
+from .transport.quic import QuicEndpoint, QuicLink, is_quic
+from .transport.udp import Address, Demux, UdpSocket, bind_udp
+from . import wire
+
+KEEPALIVE = 10.0
+SOURCE_PATH = {"lan": PathKind.LAN, "peer-arg": PathKind.DIRECT}
+
+
+def classify_incoming(addr: Address) -> PathKind:
+    try:
+        ip = ipaddress.ip_address(addr[0])
+    except ValueError:
+        return PathKind.DIRECT
+    return PathKind.LAN if (ip.is_private or ip.is_loopback or ip.is_link_local) else PathKind.DIRECT
+
+
+class Node:
+    def __init__(self, identity: NodeIdentity, *, host: str = "0.0.0.0", port: int = 3282,
+                 emit: Callable[[Event], None] = lambda e: None,
+                 max_datagram_size: int = 1452) -> None:
+        self.identity = identity
+        self.host = host
+        self.want_port = port
+        self.emit = emit
+        self.max_datagram_size = max_datagram_size
+        self.swarms: dict[bytes, object] = {}
+        self.sources: list = []
+        self.demux = Demux()
+        self.socket: UdpSocket | None = None
+        self.endpoint: QuicEndpoint | None = None
+        self._attempts: dict[tuple[bytes, Address], PeerConnection] = {}
+        self._seen: set[tuple[bytes, Address]] = set()
+        self._keepalive: asyncio.Task | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        sock = bind_udp(self.host, self.want_port)
+        self.socket = UdpSocket(sock, self.demux, self.loop)
+        self.endpoint = QuicEndpoint(self.identity, self.socket.sendto, on_incoming=self._incoming,
+                                     max_datagram_size=self.max_datagram_size, loop=self.loop)
+        self.demux.add(is_quic, self.endpoint.datagram)
+        self.demux.on_batch_end(self.endpoint.flush)
+        self._keepalive = asyncio.ensure_future(self._keepalive_loop())
+
+    @property
+    def port(self) -> int:
+        return self.socket.port if self.socket else 0
+
+    def add_source(self, source) -> None:
+        self.sources.append(source)
+        if hasattr(source, "announce"):
+            for dkey in self.swarms:
+                source.announce(dkey)
+
+    # ---- swarms --------------------------------------------------------------
+    def add_swarm(self, swarm) -> None:
+        self.swarms[swarm.dkey] = swarm
+        self.emit(Listening(swarm.tid, (f"{self.host}:{self.port}",)))
+        for s in self.sources:
+            if hasattr(s, "announce"):
+                s.announce(swarm.dkey)
+
+    def remove_swarm(self, swarm) -> None:
+        self.swarms.pop(swarm.dkey, None)
+        for s in self.sources:
+            if hasattr(s, "remove"):
+                s.remove(swarm.dkey)
+        for (dkey, _), peer in list(self._attempts.items()):
+            if dkey == swarm.dkey:
+                peer.close(ERR_GONE, "share stopped")
+
+    # ---- dialling ------------------------------------------------------------
+    def peer_found(self, dkey: bytes, addr: Address, source: str) -> None:
+        swarm = self.swarms.get(dkey)
+        if swarm is None or not getattr(swarm, "wants_peers", True):
+            return
+        if (dkey, addr) not in self._seen:
+            self._seen.add((dkey, addr))
+            self.emit(PeerFound(swarm.tid, f"{addr[0]}:{addr[1]}", source))
+        self.dial(dkey, addr, SOURCE_PATH.get(source, PathKind.DIRECT), source)
+
+    def dial(self, dkey: bytes, addr: Address, path: PathKind, source: str = "") -> PeerConnection | None:
+        if (dkey, addr) in self._attempts or self.endpoint is None:
+            return None
+        if addr[1] == self.port and addr[0] in ("127.0.0.1", self.host):
+            return None  # ourselves
+        link = self.endpoint.connect(addr)
+        peer = PeerConnection(self, link, path=path, dkey=dkey, source=source)
+        self._attempts[(dkey, addr)] = peer
+        return peer
+
+    def _incoming(self, link: QuicLink) -> None:
+        PeerConnection(self, link, path=classify_incoming(link.addr), source="incoming")
+
+    # ---- called by PeerConnection ---------------------------------------------
+    def peer_ready(self, peer: PeerConnection) -> None:
+        swarm = peer.swarm or self.swarms.get(peer.dkey)
+        # two connections between the same pair of nodes: keep the one dialled
+        # by the smaller node id, on both sides alike
+        for other in list(getattr(swarm, "peers", [])):
+            if other.remote_id == peer.remote_id and other is not peer:
+                mine = self.identity.public
+                def dialler(p: PeerConnection) -> bytes:
+                    return mine if p.link.initiator else p.remote_id
+                loser = peer if dialler(other) < dialler(peer) else other
+                if loser is peer:
+                    peer.close(ERR_GONE, "duplicate connection")
+                    return
+                loser.close(ERR_GONE, "duplicate connection")
+        self.emit(PeerConnected(swarm.tid, peer.peer_id, peer.address, peer.path,
+                                round(peer.connect_seconds, 3), peer.link.initiator))
+
+    def peer_closed(self, peer: PeerConnection, was_ready: bool) -> None:
+        for key, p in list(self._attempts.items()):
+            if p is peer:
+                del self._attempts[key]
+        if was_ready:
+            swarm = self.swarms.get(peer.dkey)
+            tid = swarm.tid if swarm else peer.dkey.hex()[:16]
+            self.emit(PeerDisconnected(tid, peer.peer_id, peer.address, peer.closed_reason or "closed"))
+
+    async def _keepalive_loop(self) -> None:
+        token = 0
+        while True:
+            await asyncio.sleep(KEEPALIVE)
+            token += 1
+            for swarm in list(self.swarms.values()):
+                for peer in list(swarm.peers):
+                    if peer.state is PeerState.READY:
+                        peer.send(wire.Ping(token))
+
+    async def close(self) -> None:
+        if self._keepalive:
+            self._keepalive.cancel()
+        for s in self.sources:
+            s.close()
+        if self.endpoint:
+            self.endpoint.close_all()
+            await asyncio.sleep(0.05)  # let the CONNECTION_CLOSE frames go out
+            self.endpoint.flush()
+        if self.socket:
+            self.socket.close()

@@ -1,0 +1,69 @@
+"""Serving blocks to peers: bounded request queues, bounded send backlog.
+
+A peer may have at most MAX_QUEUED requests waiting; more is a protocol
+violation. Blocks are read only when the connection's unsent backlog is below
+the high-water mark, so memory stays bounded however fast peers ask.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Protocol
+
+from . import wire
+from .peer import ERR_PROTOCOL, PeerConnection
+from .transport.quic import HIGH_WATER
+
+MAX_QUEUED = 2048
+
+
+class BlockSource(Protocol):
+    def read_block(self, version: int, file: int, block: int) -> tuple[bytes, list[bytes]] | None: ...
+
+
+class BlockServer:
+    def __init__(self, source: BlockSource) -> None:
+        self.source = source
+        self.blocks_sent = 0
+        self.bytes_sent = 0
+
+    @staticmethod
+    def _queue(peer: PeerConnection) -> deque:
+        q = peer.app.get("serve_queue")
+        if q is None:
+            q = peer.app["serve_queue"] = deque()
+        return q
+
+    def request(self, peer: PeerConnection, req: wire.Request) -> None:
+        q = self._queue(peer)
+        if len(q) >= MAX_QUEUED:
+            peer.close(ERR_PROTOCOL, "too many requests queued")
+            return
+        q.append((req.version, req.file, req.block))
+        self.pump(peer)
+
+    def cancel(self, peer: PeerConnection, req: wire.Cancel) -> None:
+        q = self._queue(peer)
+        try:
+            q.remove((req.version, req.file, req.block))
+        except ValueError:
+            pass
+
+    def pump(self, peer: PeerConnection) -> None:
+        q = peer.app.get("serve_queue")
+        if not q:
+            return
+        now = time.monotonic()
+        while q and peer.backlog < HIGH_WATER and not peer.link.closed:
+            version, file, block = q.popleft()
+            got = self.source.read_block(version, file, block)
+            if got is None:
+                peer.send(wire.NoData(version, file, block))
+                continue
+            data, proof = got
+            peer.send_raw(wire.encode_data_header(version, file, block, proof, len(data)) + data)
+            peer.blocks_up += 1
+            self.blocks_sent += 1
+            self.bytes_sent += len(data)
+        peer.up.add(0, now)

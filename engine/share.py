@@ -1,0 +1,220 @@
+"""The sharing side: scan a folder, sign its manifest, serve verified blocks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+
+from . import manifest as mf
+from . import merkle, scan, wire
+from .events import (Role, ScanProgressed, State, SymlinkSkipped, TransferStatus, VersionPublished,
+                     Logged)
+from .keys import ShareKey
+from .peer import PeerConnection
+from .serve import BlockServer
+from .store import ShareDB
+from .swarmbase import SwarmBase
+
+OPEN_FILES = 64
+TREES = 32
+MANIFEST_CHUNK = 256 * 1024
+
+
+class ShareSwarm(SwarmBase):
+    role = Role.SHARE
+
+    def __init__(self, folder: Path, key: ShareKey, db: ShareDB, emit: Callable, *,
+                 block_size: int = mf.DEFAULT_BLOCK_SIZE, include_hidden: bool = False,
+                 rescan_interval: float = 10.0) -> None:
+        super().__init__(key.public, folder, emit)
+        self.key = key
+        self.db = db
+        self.block_size = block_size
+        self.include_hidden = include_hidden
+        self.rescan_interval = rescan_interval
+        self.state = State.SCANNING
+        self.version = 0
+        self.manifest: mf.Manifest | None = None
+        self.encoded = b""
+        self.signature = b""
+        self._fds: OrderedDict[str, int] = OrderedDict()
+        self._trees: OrderedDict[str, list[list[bytes]]] = OrderedDict()
+        self._leaves: dict[str, bytes] = {}
+        self.server = BlockServer(self)
+        self._scan_lock = asyncio.Lock()
+        self._cancel = threading.Event()
+        self._rescan_task: asyncio.Task | None = None
+        self._rescan_soon = asyncio.Event()
+        self.scan_progress = (0, 0)
+        self.symlinks: list[str] = []
+
+    # ---- scanning and publishing ---------------------------------------------------
+    async def publish(self) -> bool:
+        """Scan the folder; sign and store a new version if anything changed."""
+        async with self._scan_lock:
+            previous = {p: scan.ScannedFile(p, r[0], r[1], r[2], r[4], r[3])
+                        for p, r in self.db.scanned().items()}
+            last_emit = [0.0]
+
+            def progress(files: int, nbytes: int) -> None:
+                self.scan_progress = (files, nbytes)
+                now = time.monotonic()
+                if now - last_emit[0] > 0.2:
+                    last_emit[0] = now
+                    self.loop.call_soon_threadsafe(self.emit, ScanProgressed(self.tid, files, nbytes))
+
+            result = await asyncio.to_thread(
+                scan.scan, self.folder, self.block_size, include_hidden=self.include_hidden,
+                previous=previous, progress=progress, cancel=self._cancel)
+            for link in result.symlinks:
+                if link not in self.symlinks:
+                    self.emit(SymlinkSkipped(self.tid, link))
+            self.symlinks = list(result.symlinks)
+            for path, reason in result.skipped:
+                self.emit(Logged(self.tid, "warning", f"skipped {path}: {reason}"))
+            latest = self.db.latest_manifest()
+            name = self.folder.name
+            candidate = scan.to_manifest(result, 0, self.block_size, name)
+            changed = True
+            if latest is not None:
+                old = mf.decode(latest[1])
+                changed = old.entries != candidate.entries or old.block_size != self.block_size
+            if changed:
+                version = (latest[0] if latest else 0) + 1
+                m = scan.to_manifest(result, version, self.block_size, name)
+                encoded, sig = mf.sign(m, self.key)
+                self.db.replace_scanned([(f.path, f.size, f.mode, f.mtime_ns, f.root, f.leaves)
+                                         for f in result.files])
+                self.db.save_manifest(version, encoded, sig)
+            else:
+                version, encoded, sig = latest
+                m = mf.decode(encoded)
+                self.db.replace_scanned([(f.path, f.size, f.mode, f.mtime_ns, f.root, f.leaves)
+                                         for f in result.files])
+            self._set_manifest(m, encoded, sig)
+            self.state = State.SEEDING
+            if changed or latest is None:
+                self.emit(VersionPublished(self.tid, m.version, len(m.files), m.total_bytes))
+                for peer in self.peers:
+                    peer.send(wire.NewVersion(m.version))
+            return changed
+
+    def _set_manifest(self, m: mf.Manifest, encoded: bytes, sig: bytes) -> None:
+        self.manifest, self.encoded, self.signature, self.version = m, encoded, sig, m.version
+        self._trees.clear()
+        self._leaves.clear()
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def start_rescans(self) -> None:
+        if self._rescan_task is None and self.rescan_interval > 0:
+            self._rescan_task = asyncio.ensure_future(self._rescan_loop())
+
+    async def _rescan_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._rescan_soon.wait(), self.rescan_interval)
+            except asyncio.TimeoutError:
+                pass
+            self._rescan_soon.clear()
+            try:
+                await self.publish()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep serving the last good version
+                self.emit(Logged(self.tid, "error", f"rescan failed: {exc}"))
+
+    # ---- serving -------------------------------------------------------------------
+    def _tree(self, path: str) -> list[list[bytes]] | None:
+        tree = self._trees.get(path)
+        if tree is None:
+            blob = self.db.leaves(path)
+            if blob is None:
+                return None
+            tree = merkle.tree_levels(merkle.split_leaves(blob))
+            self._trees[path] = tree
+            if len(self._trees) > TREES:
+                self._trees.popitem(last=False)
+        else:
+            self._trees.move_to_end(path)
+        return tree
+
+    def _fd(self, path: str) -> int:
+        fd = self._fds.get(path)
+        if fd is None:
+            fd = os.open(self.folder / path, os.O_RDONLY | os.O_NOFOLLOW)
+            self._fds[path] = fd
+            if len(self._fds) > OPEN_FILES:
+                os.close(self._fds.popitem(last=False)[1])
+        else:
+            self._fds.move_to_end(path)
+        return fd
+
+    def read_block(self, version: int, file: int, block: int) -> tuple[bytes, list[bytes]] | None:
+        m = self.manifest
+        if m is None or version != self.version or not 0 <= file < len(m.entries):
+            return None
+        entry = m.entries[file]
+        if entry.kind != mf.Kind.FILE or not 0 <= block < entry.blocks(m.block_size):
+            return None
+        tree = self._tree(entry.path)
+        if tree is None:
+            return None
+        try:
+            data = os.pread(self._fd(entry.path), m.block_size, block * m.block_size)
+        except OSError:
+            self._rescan_soon.set()
+            return None
+        leaf = tree[0][block] if tree[0] else b""
+        if merkle.leaf_hash(data) != leaf:  # changed on disk since the scan
+            self._rescan_soon.set()
+            return None
+        return data, merkle.proof_from_levels(tree, block)
+
+    # ---- peers ---------------------------------------------------------------------
+    def on_frame(self, peer: PeerConnection, frame) -> None:
+        if isinstance(frame, wire.Request):
+            if type(frame) is wire.Cancel:
+                self.server.cancel(peer, frame)
+            elif type(frame) is wire.Request:
+                self.server.request(peer, frame)
+        elif isinstance(frame, wire.GetManifest):
+            self.send_manifest(peer, frame.have_version)
+        else:
+            self.common_frame(peer, frame)
+
+    def on_writable(self, peer: PeerConnection) -> None:
+        self.server.pump(peer)
+
+    def send_manifest(self, peer: PeerConnection, have_version: int) -> None:
+        if self.manifest is None:
+            return  # still scanning: every peer hears NewVersion when it is published
+        if have_version != self.version:
+            enc = self.encoded
+            step = MANIFEST_CHUNK
+            for off in range(0, max(len(enc), 1), step):
+                peer.send(wire.ManifestPart(self.version, len(enc), off, enc[off:off + step]))
+        peer.send(wire.ManifestSignature(self.version, self.signature))
+
+    def status(self) -> TransferStatus:
+        m = self.manifest
+        files, nbytes = (len(m.files), m.total_bytes) if m else self.scan_progress
+        return self._status(
+            state=self.state, version=self.version, files_total=files, files_done=files,
+            bytes_total=nbytes, bytes_have=nbytes, bytes_sent=self.server.bytes_sent)
+
+    async def close(self) -> None:
+        self._cancel.set()
+        if self._rescan_task:
+            self._rescan_task.cancel()
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+        await super().close()
+        self.db.close()

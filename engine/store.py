@@ -1,0 +1,149 @@
+"""SQLite state in a share's or clone's `.dat/` folder (WAL mode).
+
+ShareDB: the share's public key, every signed manifest version, and the scan
+results (leaf hashes per file) that serve blocks and make rescans cheap.
+CloneDB: the link, the newest verified manifest, and which blocks of it are
+verified on disk. A block is recorded only after its bytes are written, so a
+clone killed at any moment refetches at most the blocks that were in flight.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from .errors import DiskError
+
+DB_DIR = ".dat"
+DB_NAME = "dattui.db"
+
+_COMMON = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB);
+CREATE TABLE IF NOT EXISTS manifests (
+    version INTEGER PRIMARY KEY, encoded BLOB NOT NULL, signature BLOB NOT NULL);
+"""
+_SHARE = """
+CREATE TABLE IF NOT EXISTS scanned (
+    path TEXT PRIMARY KEY, size INTEGER, mode INTEGER, mtime_ns INTEGER,
+    root BLOB, leaves BLOB);
+"""
+_CLONE = """
+CREATE TABLE IF NOT EXISTS verified (
+    file INTEGER NOT NULL, block INTEGER NOT NULL, PRIMARY KEY (file, block)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS done_files (file INTEGER PRIMARY KEY);
+"""
+
+
+def db_path(folder: Path) -> Path:
+    return folder / DB_DIR / DB_NAME
+
+
+def _connect(folder: Path, create: bool) -> sqlite3.Connection:
+    d = folder / DB_DIR
+    try:
+        if create:
+            d.mkdir(mode=0o700, exist_ok=True)
+        conn = sqlite3.connect(d / DB_NAME, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=5000")
+    except (OSError, sqlite3.OperationalError) as exc:
+        raise DiskError(f"cannot open the state database in {d}: {exc}; "
+                        "check that the folder is writable") from None
+    return conn
+
+
+class _DB:
+    SCHEMA = ""
+
+    def __init__(self, folder: Path, create: bool = True) -> None:
+        self.folder = folder
+        self.conn = _connect(folder, create)
+        self.conn.executescript(_COMMON + self.SCHEMA)
+
+    def get(self, key: str, default=None):
+        row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return default if row is None else row[0]
+
+    def set(self, key: str, value) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def latest_manifest(self) -> tuple[int, bytes, bytes] | None:
+        row = self.conn.execute(
+            "SELECT version, encoded, signature FROM manifests ORDER BY version DESC LIMIT 1").fetchone()
+        return None if row is None else (row[0], row[1], row[2])
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except sqlite3.Error:
+            pass
+
+
+class ShareDB(_DB):
+    SCHEMA = _SHARE
+
+    def save_manifest(self, version: int, encoded: bytes, signature: bytes) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO manifests VALUES (?, ?, ?)",
+                          (version, encoded, signature))
+        # old versions are kept only as long as they are the newest two
+        self.conn.execute("DELETE FROM manifests WHERE version < ?", (version - 1,))
+
+    def scanned(self) -> dict[str, tuple[int, int, int, bytes, bytes]]:
+        return {r[0]: tuple(r[1:]) for r in self.conn.execute(
+            "SELECT path, size, mode, mtime_ns, root, leaves FROM scanned")}
+
+    def replace_scanned(self, rows: list[tuple[str, int, int, int, bytes, bytes]]) -> None:
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.execute("DELETE FROM scanned")
+            self.conn.executemany("INSERT INTO scanned VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    def leaves(self, path: str) -> bytes | None:
+        row = self.conn.execute("SELECT leaves FROM scanned WHERE path=?", (path,)).fetchone()
+        return None if row is None else row[0]
+
+
+class CloneDB(_DB):
+    SCHEMA = _CLONE
+
+    def set_manifest(self, version: int, encoded: bytes, signature: bytes,
+                     keep: dict[int, int]) -> None:
+        """Store a newer manifest; `keep` maps old file index -> new index for
+        files whose content did not change (their verified blocks carry over)."""
+        with self.conn:
+            self.conn.execute("BEGIN")
+            old = self.conn.execute("SELECT file, block FROM verified").fetchall()
+            done = [r[0] for r in self.conn.execute("SELECT file FROM done_files")]
+            self.conn.execute("DELETE FROM verified")
+            self.conn.execute("DELETE FROM done_files")
+            self.conn.executemany("INSERT INTO verified VALUES (?, ?)",
+                                  [(keep[f], b) for f, b in old if f in keep])
+            self.conn.executemany("INSERT INTO done_files VALUES (?)",
+                                  [(keep[f],) for f in done if f in keep])
+            self.conn.execute("DELETE FROM manifests")
+            self.conn.execute("INSERT INTO manifests VALUES (?, ?, ?)", (version, encoded, signature))
+
+    def verified(self) -> dict[int, set[int]]:
+        out: dict[int, set[int]] = {}
+        for f, b in self.conn.execute("SELECT file, block FROM verified"):
+            out.setdefault(f, set()).add(b)
+        return out
+
+    def done_files(self) -> set[int]:
+        return {r[0] for r in self.conn.execute("SELECT file FROM done_files")}
+
+    def add_verified(self, file: int, block: int) -> None:
+        self.conn.execute("INSERT OR IGNORE INTO verified VALUES (?, ?)", (file, block))
+
+    def file_done(self, file: int) -> None:
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.execute("INSERT OR IGNORE INTO done_files VALUES (?)", (file,))
+            self.conn.execute("DELETE FROM verified WHERE file=?", (file,))
+
+    def file_undone(self, file: int) -> None:
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.execute("DELETE FROM done_files WHERE file=?", (file,))
+            self.conn.execute("DELETE FROM verified WHERE file=?", (file,))

@@ -1,0 +1,131 @@
+"""The node's one UDP socket: the only code that touches it.
+
+Reads are batched (up to BATCH datagrams per wake-up) so the layers above can
+answer a burst with one round of sends; what arrives is handed to a
+`Demux`, which sorts datagrams by their first bytes (RFC 7983 style) to the
+protocol that owns them (QUIC now; STUN, DHT and punch probes plug in later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+from collections.abc import Callable
+
+Address = tuple[str, int]
+Handler = Callable[[bytes, Address], None]
+
+BATCH = 128
+DEFAULT_BUFFER = 4 * 1024 * 1024
+MAX_DATAGRAM = 65535
+
+
+class Demux:
+    """Routes each datagram to the first handler whose classifier accepts it."""
+
+    def __init__(self) -> None:
+        self._routes: list[tuple[Callable[[bytes], bool], Handler]] = []
+        self._after_batch: list[Callable[[], None]] = []
+        self.dropped = 0
+
+    def add(self, accepts: Callable[[bytes], bool], handler: Handler, *, first: bool = False) -> None:
+        route = (accepts, handler)
+        if first:
+            self._routes.insert(0, route)
+        else:
+            self._routes.append(route)
+
+    def on_batch_end(self, fn: Callable[[], None]) -> None:
+        self._after_batch.append(fn)
+
+    def dispatch(self, data: bytes, addr: Address) -> None:
+        for accepts, handler in self._routes:
+            if accepts(data):
+                handler(data, addr)
+                return
+        self.dropped += 1
+
+    def batch_end(self) -> None:
+        for fn in self._after_batch:
+            fn()
+
+
+def bind_udp(host: str, port: int, *, tries: int = 64, buffer: int = DEFAULT_BUFFER) -> socket.socket:
+    """Bind `port`, or the next free one (up to `tries` ports on); port 0 picks any."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    last: OSError | None = None
+    for p in ([0] if port == 0 else range(port, min(port + tries, 65536))):
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.bind((host, p))
+        except OSError as exc:
+            sock.close()
+            last = exc
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            continue
+        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, opt, buffer)
+                if sock.getsockopt(socket.SOL_SOCKET, opt) < buffer and hasattr(socket, "SO_RCVBUFFORCE"):
+                    force = socket.SO_RCVBUFFORCE if opt == socket.SO_RCVBUF else socket.SO_SNDBUFFORCE
+                    sock.setsockopt(socket.SOL_SOCKET, force, buffer)
+            except OSError:
+                pass
+        sock.setblocking(False)
+        return sock
+    raise OSError(errno.EADDRINUSE, f"UDP ports {port}-{port + tries - 1} are all in use") from last
+
+
+class UdpSocket:
+    def __init__(self, sock: socket.socket, demux: Demux, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.sock = sock
+        self.demux = demux
+        self._loop = loop or asyncio.get_running_loop()
+        self._loop.add_reader(sock.fileno(), self._read_ready)
+        self.bytes_in = self.bytes_out = 0
+        self.send_errors = 0
+        self.closed = False
+
+    @property
+    def port(self) -> int:
+        return self.sock.getsockname()[1]
+
+    @property
+    def local_address(self) -> Address:
+        return self.sock.getsockname()[:2]
+
+    def sendto(self, data: bytes, addr: Address) -> None:
+        if self.closed:
+            return
+        try:
+            self.bytes_out += self.sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            self.send_errors += 1  # a full send buffer drops; QUIC retransmits
+        except OSError:
+            self.send_errors += 1  # unreachable/no route: reported by whoever waits on it
+
+    def _read_ready(self) -> None:
+        recv = self.sock.recvfrom
+        dispatch = self.demux.dispatch
+        for _ in range(BATCH):
+            try:
+                data, addr = recv(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                continue  # ICMP errors surface here on Linux; nothing to do
+            self.bytes_in += len(data)
+            try:
+                dispatch(data, addr[:2])
+            except Exception:  # a handler bug must not kill the socket
+                import logging
+                logging.getLogger("dattui.udp").exception("datagram handler failed")
+        self.demux.batch_end()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._loop.remove_reader(self.sock.fileno())
+            self.sock.close()

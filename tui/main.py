@@ -1,0 +1,91 @@
+"""`dattui`: the command line. `dattui share`, `dattui clone`, `dattui keys`.
+
+Every error a user can act on is one line on stderr and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+import config as config_mod
+from engine.errors import DattuiError
+
+USAGE = """dattui: move research data directly between machines.
+
+  dattui share [DIR]               share a folder; prints its dat:// link
+  dattui clone LINK [DIR]          download a share, verified block by block
+  dattui keys [DIR]                show a share's link; export/import its secret key
+"""
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON object per line")
+    p.add_argument("--port", type=int, default=None, help="UDP port (default 3282, next free if taken)")
+    p.add_argument("--no-lan", action="store_true", help="do not look for peers on the local network")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dattui", description=USAGE,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command")
+
+    p = sub.add_parser("share", help="share a folder and serve it until Ctrl-C")
+    p.add_argument("dir", nargs="?", help="folder to share (default: the current one)")
+    p.add_argument("--include-hidden", action="store_true", help="share hidden files too")
+    _common(p)
+
+    p = sub.add_parser("clone", help="download a share into a folder")
+    p.add_argument("link", help="the dat:// link")
+    p.add_argument("dir", nargs="?", help="target folder (default: named after the link)")
+    p.add_argument("--peer", action="append", metavar="HOST:PORT",
+                   help="connect to this peer directly (repeatable)")
+    p.add_argument("--sync", action="store_true",
+                   help="keep following new versions and serving after the download")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds to wait for a peer before giving up (default 60)")
+    _common(p)
+
+    p = sub.add_parser("keys", help="show a share's link; export or import its secret key")
+    ksub = p.add_subparsers(dest="keys_command")
+    show = ksub.add_parser("show", help="print the link of a shared folder")
+    show.add_argument("dir", nargs="?", default=".")
+    exp = ksub.add_parser("export", help="write a share's secret key to a file (or stdout)")
+    exp.add_argument("dir", nargs="?", default=".")
+    exp.add_argument("-o", "--output", help="file to write (mode 0600); default stdout")
+    imp = ksub.add_parser("import", help="import a secret key exported on another machine")
+    imp.add_argument("file", help="the exported key file ('-' for stdin)")
+    ksub.add_parser("list", help="list the links of every key on this machine")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        cfg = config_mod.load()
+        if args.command == "share":
+            from .transfer_cmds import run_share
+            return asyncio.run(run_share(args, cfg))
+        if args.command == "clone":
+            from .transfer_cmds import run_clone
+            return asyncio.run(run_clone(args, cfg))
+        if args.command == "keys":
+            from .keys_cmd import run_keys
+            return run_keys(args)
+    except DattuiError as exc:
+        print(f"dattui: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    parser.print_help()
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
