@@ -13,9 +13,10 @@ Needs root (network namespaces) and iproute2.  It
   3. per dataset: `dattui share DATA --json --no-lan --port 3282` in "share" (own
      DATTUI_HOME), waits for its link line, runs `dattui clone LINK OUT --json --no-lan
      --peer 10.201.0.1:3282` in "clone" (own fresh DATTUI_HOME), times the clone
-     process (wall clock, spawn to exit), checks the copy (sizes + sha256 of every
-     file), peak RSS of the clone (os.wait4 ru_maxrss) and of the share (VmHWM of the
-     python process, read just before SIGINT)
+     process (wall clock, fork to exit), checks the copy (sizes + sha256 of every
+     file), peak RSS of the clone (ru_maxrss from os.wait4 in a small launcher
+     process: see LAUNCHER) and of the share (VmHWM of the python process - the
+     Popen pid, since `ip netns exec` execs - read just before SIGINT)
   4. the reference: a tiny TCP sender/receiver (this file, hidden modes _tcp-send /
      _tcp-recv) streams every file with sendall between the same namespaces
   5. prints a table with the targets and writes bench/out/bench_clone.json
@@ -241,25 +242,38 @@ def proc_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
-def wait4_timeout(p: subprocess.Popen, timeout: float):
-    """os.wait4 the child (kills it at the timeout); returns (exitcode, rusage, timed_out)."""
-    timed_out = threading.Event()
-
-    def kill():
-        timed_out.set()
-        try:
-            os.kill(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-    t = threading.Timer(timeout, kill)
-    t.start()
+# Runs the clone and reports its rusage.  Why not os.wait4 on the Popen pid directly:
+# Linux folds the peak RSS of the address space an exec replaces into ru_maxrss, and
+# Popen's vfork child *is* this (big) bench process until `ip` execs - so a direct
+# wait4 reports the bench's own peak (e.g. 213 MB for `python -c pass` spawned from a
+# 200 MB parent).  This launcher (python -S, ~10 MB) forks + execs the clone and
+# wait4s it, so ru_maxrss is the clone's own peak (floor ~10 MB).  Wall time is
+# measured here from fork to exit.  argv: RESULT_JSON_PATH CMD...
+LAUNCHER = r"""
+import json, os, signal, sys, time
+out, argv = sys.argv[1], sys.argv[2:]
+t0 = time.perf_counter()
+pid = os.fork()
+if pid == 0:
     try:
-        _, status, ru = os.wait4(p.pid, 0)
+        os.execvp(argv[0], argv)
     finally:
-        t.cancel()
-    p.returncode = os.waitstatus_to_exitcode(status)  # keep Popen consistent
-    return p.returncode, ru, timed_out.is_set()
+        os._exit(127)
+for sig in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(sig, lambda n, f: os.kill(pid, n))
+while True:
+    try:
+        _, status, ru = os.wait4(pid, 0)
+        break
+    except InterruptedError:
+        continue
+wall = time.perf_counter() - t0
+rc = os.waitstatus_to_exitcode(status)
+with open(out, "w") as f:
+    json.dump({"rc": rc, "wall_s": wall, "maxrss_kib": ru.ru_maxrss,
+               "cpu_s": ru.ru_utime + ru.ru_stime}, f)
+sys.exit(rc if rc >= 0 else 128 - rc)
+"""
 
 
 CLI: list[str] = [sys.executable, "-m", "tui.main"]  # --cli replaces it
@@ -360,22 +374,35 @@ def run_dattui(lab_hosts, data: Path, out: Path, manifest, homes: Path, port: in
         res["link"] = link
 
         clone_err = open(homes / f"clone-{tag}.stderr", "w+")
+        resfile = homes / f"clone-{tag}.rusage.json"
         t0 = time.perf_counter()
-        clone = clone_h.popen(dattui_cmd("clone", link, str(out), "--json", "--no-lan",
-                                         "--peer", f"{SHARE_IP}:{sport}"),
+        clone = clone_h.popen([sys.executable, "-S", "-c", LAUNCHER, str(resfile),
+                               *dattui_cmd("clone", link, str(out), "--json", "--no-lan",
+                                           "--peer", f"{SHARE_IP}:{sport}")],
                               cwd=ROOT, env=child_env(clone_home), stdout=subprocess.PIPE,
-                              stderr=clone_err, text=True)
+                              stderr=clone_err, text=True, start_new_session=True)
         clone_out = LineReader(clone.stdout)
-        rc, ru, timed_out = wait4_timeout(clone, timeout)
-        wall = time.perf_counter() - t0
+        timed_out = False
+        try:
+            clone.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            os.killpg(clone.pid, signal.SIGKILL)  # launcher + clone (own session)
+            clone.wait()
+        outer_wall = time.perf_counter() - t0
         clone_out.join()
         clone_err.seek(0)
         err_text = clone_err.read().strip()
         clone_err.close()
-        res.update(wall_s=wall, clone_rc=rc, clone_rss_mb=ru.ru_maxrss / 1024,
-                   clone_cpu_s=ru.ru_utime + ru.ru_stime)
         if timed_out:
             raise RuntimeError(f"clone timed out after {timeout:.0f}s; stderr: {err_text[-2000:]}")
+        try:
+            ru = json.loads(resfile.read_text())
+        except (OSError, ValueError):
+            raise RuntimeError(f"clone launcher failed (rc={clone.returncode}); stderr: {err_text[-2000:]}")
+        rc = ru["rc"]
+        res.update(wall_s=ru["wall_s"], outer_wall_s=outer_wall, clone_rc=rc,
+                   clone_rss_mb=ru["maxrss_kib"] / 1024, clone_cpu_s=ru["cpu_s"])
         if rc != 0:
             raise RuntimeError(f"clone exited {rc}; stderr: {err_text[-2000:]}")
         events = json_lines(clone_out.lines)
@@ -538,6 +565,8 @@ def main(argv=None) -> int:
               f"{fmt(r.get('share_rss_mb'), target=TARGET_RSS_MB, higher=False):>14} "
               f"{fmt(r.get('clone_rss_mb'), target=TARGET_RSS_MB, higher=False):>14} "
               f"{fmt(r.get('tcp_mbps')):>9} {fmt(r.get('ratio'), '.2f'):>6}")
+    print("TCP copy files/s: " + ", ".join(f"{r['dataset']} {r['tcp_files_per_s']:,.0f}" for r in rows)
+          + f"   (data on {tmp.parent}: small-file rates are bound by that filesystem; try --tmp /dev/shm)")
     print(f"targets: A >= {TARGET_MBPS:.0f} MB/s; B >= {TARGET_FILES_PER_S:,} files/s; "
           f"peak RSS < {TARGET_RSS_MB:.0f} MB each side.  ratio = dattui MB/s / TCP MB/s.")
     if args.quick:

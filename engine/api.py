@@ -105,7 +105,9 @@ class Engine:
             if isinstance(ev, CloneCompleted):
                 fut.set_result(ev)
             elif isinstance(ev, TransferFailed):
-                fut.set_exception(DattuiError(ev.message, exit_code=ev.exit_code))
+                swarm = self.swarms.get(ev.tid)
+                exc = getattr(swarm, "failed", None)
+                fut.set_exception(exc or DattuiError(ev.message, exit_code=ev.exit_code))
 
     def status(self) -> tuple[TransferStatus, ...]:
         return tuple(s.status() for s in self.swarms.values())

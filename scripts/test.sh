@@ -9,6 +9,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON="${PYTHON:-python3}"
+export PATH="$PATH:/usr/sbin:/sbin"  # ip, iptables, conntrack live there (sudo/non-login shells)
 
 # --- system packages (Debian/Ubuntu) -----------------------------------------
 missing=()
