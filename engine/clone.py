@@ -263,6 +263,7 @@ class CloneSwarm(SwarmBase):
             # the peer has nothing newer than what we hold
             peer.app["version"] = f.version if f.version == self.version else None
             self._schedule(peer)
+            self._check_complete()  # a re-run of a finished clone: the share has nothing newer
             return
         if parts[0] != f.version or len(parts[2]) != parts[1]:
             raise ProtocolError("incomplete manifest")

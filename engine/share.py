@@ -52,6 +52,7 @@ class ShareSwarm(SwarmBase):
         self._rescan_soon = asyncio.Event()
         self.scan_progress = (0, 0)
         self.symlinks: list[str] = []
+        self._published = False
 
     # ---- scanning and publishing ---------------------------------------------------
     async def publish(self) -> bool:
@@ -98,7 +99,9 @@ class ShareSwarm(SwarmBase):
                                          for f in result.files])
             self._set_manifest(m, encoded, sig)
             self.state = State.SEEDING
-            if changed or latest is None:
+            first = not self._published
+            self._published = True
+            if changed or first:
                 self.emit(VersionPublished(self.tid, m.version, len(m.files), m.total_bytes))
                 for peer in self.peers:
                     peer.send(wire.NewVersion(m.version))

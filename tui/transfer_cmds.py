@@ -63,6 +63,7 @@ class Frontend:
         self.console = Console(stderr=False)
         self.view = None if json_mode else ProgressView(self.console, role, refresh_hz)
         self._last_progress = 0.0
+        self._last_object: dict | None = None
 
     def __enter__(self):
         if self.view:
@@ -95,8 +96,11 @@ class Frontend:
         if self.view:
             self.view.update(st)
         elif time.monotonic() - self._last_progress >= PROGRESS_EVERY:
-            self._last_progress = time.monotonic()
-            jsonout.emit(_progress_object(st))
+            obj = _progress_object(st)
+            if obj != self._last_object:  # an idle share prints nothing
+                self._last_progress = time.monotonic()
+                self._last_object = obj
+                jsonout.emit(obj)
 
 
 async def run_share(args, cfg) -> int:

@@ -1,0 +1,72 @@
+"""Run the real `dattui` command in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def env(home: Path, **extra) -> dict:
+    e = dict(os.environ)
+    e["DATTUI_HOME"] = str(home)
+    e["PYTHONPATH"] = str(ROOT)
+    e.update(extra)
+    return e
+
+
+def cmd(*args) -> list[str]:
+    return [sys.executable, "-m", "tui.main", *map(str, args)]
+
+
+class ShareProcess:
+    """`dattui share DIR --json` in the background; knows its link and port."""
+
+    def __init__(self, folder: Path, home: Path, *extra, prefix: list[str] = ()) -> None:
+        self.proc = subprocess.Popen([*prefix, *cmd("share", folder, "--json", "--no-lan", *extra)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env=env(home))
+        first = json.loads(self.proc.stdout.readline())
+        assert first["event"] == "link", first
+        self.link, self.port = first["link"], first["port"]
+        self.lines: list[dict] = [first]
+        # wait until the first version is published: then it serves
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError("share exited: " + self.proc.stderr.read())
+            obj = json.loads(line)
+            self.lines.append(obj)
+            if obj["event"] == "version_published":
+                break
+        # keep draining stdout so the share never blocks on a full pipe
+        import threading
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        for line in self.proc.stdout:
+            try:
+                self.lines.append(json.loads(line))
+            except ValueError:
+                pass
+
+    def stop(self) -> int:
+        self.proc.terminate()
+        try:
+            return self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+def run_clone(link: str, folder: Path, home: Path, *extra, timeout=60, prefix: list[str] = ()):
+    p = subprocess.run([*prefix, *cmd("clone", link, folder, "--json", "--no-lan", *extra)],
+                       capture_output=True, text=True, env=env(home), timeout=timeout)
+    lines = [json.loads(l) for l in p.stdout.splitlines() if l.startswith("{")]
+    return p, lines
