@@ -27,8 +27,9 @@ def cmd(*args) -> list[str]:
 class ShareProcess:
     """`dattui share DIR --json` in the background; knows its link and port."""
 
-    def __init__(self, folder: Path, home: Path, *extra, prefix: list[str] = ()) -> None:
-        self.proc = subprocess.Popen([*prefix, *cmd("share", folder, "--json", "--no-lan", *extra)],
+    def __init__(self, folder: Path, home: Path, *extra, prefix: list[str] = (), lan: bool = False) -> None:
+        lan_arg = [] if lan else ["--no-lan"]
+        self.proc = subprocess.Popen([*prefix, *cmd("share", folder, "--json", *lan_arg, *extra)],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      env=env(home))
         first = json.loads(self.proc.stdout.readline())
@@ -65,8 +66,10 @@ class ShareProcess:
             return self.proc.wait()
 
 
-def run_clone(link: str, folder: Path, home: Path, *extra, timeout=60, prefix: list[str] = ()):
-    p = subprocess.run([*prefix, *cmd("clone", link, folder, "--json", "--no-lan", *extra)],
+def run_clone(link: str, folder: Path, home: Path, *extra, timeout=60, prefix: list[str] = (),
+              lan: bool = False):
+    lan_arg = [] if lan else ["--no-lan"]
+    p = subprocess.run([*prefix, *cmd("clone", link, folder, "--json", *lan_arg, *extra)],
                        capture_output=True, text=True, env=env(home), timeout=timeout)
     lines = [json.loads(l) for l in p.stdout.splitlines() if l.startswith("{")]
     return p, lines

@@ -1,0 +1,64 @@
+"""A clone killed with SIGKILL and started again fetches only what it had not verified."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+
+from cli import ShareProcess, cmd, env, run_clone
+from engine.store import CloneDB
+from helpers import tree, visible
+
+TOTAL = 160 * 1024 * 1024 + 12345
+
+
+def recorded_bytes(folder, sizes: dict[int, int], bs: int) -> int:
+    db = CloneDB(folder, create=False)
+    try:
+        done = db.done_files()
+        partial = db.verified()
+    finally:
+        db.close()
+    n = sum(sizes[f] for f in done)
+    for f, blocks in partial.items():
+        n += sum(min(bs, sizes[f] - b * bs) for b in blocks)
+    return n
+
+
+def test_sigkill_then_same_command_fetches_only_unverified(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    with open(src / "big.bin", "wb") as f:
+        for _ in range(160):
+            f.write(os.urandom(1024 * 1024))
+        f.write(os.urandom(12345))
+    (src / "small.txt").write_text("small\n")
+    sp = ShareProcess(src, tmp_path / "hs", "--port", "0")
+    dst, home = tmp_path / "dst", tmp_path / "hc"
+    try:
+        args = cmd("clone", sp.link, dst, "--json", "--no-lan", "--peer", f"127.0.0.1:{sp.port}")
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env(home))
+        last_have = 0
+        for line in proc.stdout:
+            obj = json.loads(line)
+            if obj["event"] == "progress" and obj["bytes_have"] > 0:
+                last_have = obj["bytes_have"]
+                if last_have > 8 * 1024 * 1024:
+                    break
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert 0 < last_have < TOTAL + 6, "the clone finished before it could be killed"
+        # file indices: the manifest is sorted by path: big.bin (0), small.txt (1)
+        rec = recorded_bytes(dst, {0: TOTAL, 1: 6}, 262144)
+        assert rec >= last_have  # everything reported verified survived the kill
+        p, lines = run_clone(sp.link, dst, home, "--peer", f"127.0.0.1:{sp.port}")
+        assert p.returncode == 0, p.stderr
+        done = lines[-1]
+        assert done["event"] == "done"
+        # only what was not verified is fetched again
+        assert done["bytes_received"] == TOTAL + 6 - rec
+        assert visible(tree(dst)) == visible(tree(src))
+    finally:
+        sp.stop()
