@@ -80,6 +80,7 @@ class CloneSwarm(SwarmBase):
 
     def _set_manifest(self, m: mf.Manifest, encoded: bytes, sig: bytes) -> None:
         self.manifest, self.encoded, self.signature, self.version = m, encoded, sig, m.version
+        self._file_count = sum(1 for e in m.entries if e.kind == mf.Kind.FILE)
         self._cursor = None
         self.retry.clear()
 
@@ -132,11 +133,8 @@ class CloneSwarm(SwarmBase):
             if e.kind == mf.Kind.DIR:
                 self.target.dir_fd(e.path)
         for idx, e in enumerate(m.entries):
-            if e.kind == mf.Kind.FILE and idx not in self.done:
-                if e.size == 0:
-                    self._file_complete(idx)
-                else:
-                    self.target.file_fd(e.path, e.size)
+            if e.kind == mf.Kind.FILE and idx not in self.done and e.size == 0:
+                self._file_complete(idx)
         self.state = State.TRANSFERRING
         self._check_complete()
 
@@ -294,7 +292,6 @@ class CloneSwarm(SwarmBase):
             peer.close(ERR_BAD_BLOCK, "sent a block that does not match the signed tree")
             return
         self.target.write(e.path, e.size, f.block * m.block_size, data)
-        self.db.add_verified(f.file, f.block)
         have = self.verified.setdefault(f.file, set())
         have.add(f.block)
         n = len(data)
@@ -302,25 +299,25 @@ class CloneSwarm(SwarmBase):
         self.bytes_have += n
         peer.blocks_down += 1
         if len(have) == e.blocks(m.block_size):
-            self._file_complete(f.file)
+            self._file_complete(f.file, had_partial=len(have) > 1)
+        else:
+            self.db.add_verified(f.file, f.block)
         self._schedule(peer)
         self._check_complete()
 
-    def _file_complete(self, idx: int) -> None:
+    def _file_complete(self, idx: int, had_partial: bool = True) -> None:
         e = self.manifest.entries[idx]
         if e.size == 0:
             self.target.file_fd(e.path, 0)
         self.target.finish_file(e.path, e.size, e.mode, e.mtime_ns)
-        self.db.file_done(idx)
+        self.db.file_done(idx, had_partial)
         self.done.add(idx)
         self.verified.pop(idx, None)
         self.emit(FileCompleted(self.tid, e.path, e.size))
 
     def _check_complete(self) -> None:
         m = self.manifest
-        if self.completed or m is None:
-            return
-        if any(e.kind == mf.Kind.FILE and i not in self.done for i, e in enumerate(m.entries)):
+        if self.completed or m is None or len(self.done) < self._file_count:
             return
         dirs = [e for e in m.entries if e.kind == mf.Kind.DIR]
         for e in sorted(dirs, key=lambda e: e.path.count("/"), reverse=True):

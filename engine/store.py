@@ -136,7 +136,10 @@ class CloneDB(_DB):
     def add_verified(self, file: int, block: int) -> None:
         self.conn.execute("INSERT OR IGNORE INTO verified VALUES (?, ?)", (file, block))
 
-    def file_done(self, file: int) -> None:
+    def file_done(self, file: int, had_partial: bool = True) -> None:
+        if not had_partial:  # one statement, one commit: the common case for small files
+            self.conn.execute("INSERT OR IGNORE INTO done_files VALUES (?)", (file,))
+            return
         with self.conn:
             self.conn.execute("BEGIN")
             self.conn.execute("INSERT OR IGNORE INTO done_files VALUES (?)", (file,))
