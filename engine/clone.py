@@ -16,7 +16,9 @@ from pathlib import Path
 
 from . import manifest as mf
 from . import merkle, wire
+from .blocksource import FileBlockSource
 from .clonefs import TargetFolder
+from .serve import BlockServer, send_manifest
 from .errors import DattuiError, ProtocolError, UnsafeManifest
 from .events import (BadBlockReceived, CloneCompleted, FileCompleted, FileProgress, Logged,
                      ManifestReceived, Role, State, TransferFailed, TransferStatus)
@@ -32,18 +34,21 @@ class CloneSwarm(SwarmBase):
 
     def __init__(self, public_key: bytes, folder: Path, db: CloneDB, emit: Callable, *,
                  sync: bool = False, max_inflight_bytes: int = 16 * 1024 * 1024,
-                 max_inflight_requests: int = 256) -> None:
+                 max_inflight_requests: int = 256, upload: bool = True) -> None:
         super().__init__(public_key, folder, emit)
         self.db = db
         self.sync = sync
         self.max_bytes = max_inflight_bytes
         self.max_requests = max_inflight_requests
         self.target = TargetFolder(folder)
+        self.blocks = FileBlockSource(self.target.open_read, self._leaves_of)
+        self.server = BlockServer(self)
+        self.upload = upload
         self.manifest: mf.Manifest | None = None
         self.encoded = b""
         self.signature = b""
         self.version = 0
-        self.verified: dict[int, set[int]] = {}
+        self.verified: dict[int, dict[int, bytes]] = {}  # file -> block -> leaf
         self.done: set[int] = set()
         self.inflight: dict[tuple[int, int], PeerConnection] = {}
         self.retry: deque[tuple[int, int]] = deque()
@@ -81,6 +86,8 @@ class CloneSwarm(SwarmBase):
     def _set_manifest(self, m: mf.Manifest, encoded: bytes, sig: bytes) -> None:
         self.manifest, self.encoded, self.signature, self.version = m, encoded, sig, m.version
         self._file_count = sum(1 for e in m.entries if e.kind == mf.Kind.FILE)
+        if hasattr(self, "blocks"):
+            self.blocks.reset()
         self._cursor = None
         self.retry.clear()
 
@@ -212,7 +219,16 @@ class CloneSwarm(SwarmBase):
             self._schedule(other)
 
     def on_writable(self, peer: PeerConnection) -> None:
-        pass  # a clone only sends small requests
+        self.server.pump(peer)
+
+    # ---- serving what is verified --------------------------------------------------
+    def _leaves_of(self, file: int, entry: mf.Entry) -> bytes | None:
+        return self.db.leaves(file) if file in self.done else None
+
+    def read_block(self, version: int, file: int, block: int) -> tuple[bytes, list[bytes]] | None:
+        if self.manifest is None or version != self.version or file not in self.done:
+            return None
+        return self.blocks.read(self.manifest, file, block)
 
     def on_frame(self, peer: PeerConnection, frame) -> None:
         try:
@@ -233,7 +249,15 @@ class CloneSwarm(SwarmBase):
                 else:
                     peer.app["lacks"] = peer.app.get("lacks", 0) + 1
             elif type(frame) is wire.Request:
-                peer.send(wire.NoData(frame.version, frame.file, frame.block))
+                if self.upload:
+                    self.server.request(peer, frame)
+                else:
+                    peer.send(wire.NoData(frame.version, frame.file, frame.block))
+            elif type(frame) is wire.Cancel:
+                self.server.cancel(peer, frame)
+            elif isinstance(frame, wire.GetManifest):
+                if self.manifest is not None and self.upload:
+                    send_manifest(peer, self.version, self.encoded, self.signature, frame.have_version)
             else:
                 self.common_frame(peer, frame)
         except UnsafeManifest as exc:
@@ -284,16 +308,17 @@ class CloneSwarm(SwarmBase):
         m = self.manifest
         e = m.entries[f.file]
         data = f.data
+        leaf = merkle.leaf_hash(data)
         ok = len(data) == self._block_size(*key) and merkle.verify_proof(
-            merkle.leaf_hash(data), f.block, e.blocks(m.block_size), list(f.proof), e.root)
+            leaf, f.block, e.blocks(m.block_size), list(f.proof), e.root)
         if not ok:
             self.retry.appendleft(key)
             self.emit(BadBlockReceived(self.tid, peer.peer_id, e.path, f.block))
             peer.close(ERR_BAD_BLOCK, "sent a block that does not match the signed tree")
             return
         self.target.write(e.path, e.size, f.block * m.block_size, data)
-        have = self.verified.setdefault(f.file, set())
-        have.add(f.block)
+        have = self.verified.setdefault(f.file, {})
+        have[f.block] = leaf
         n = len(data)
         self.bytes_received += n
         self.bytes_have += n
@@ -301,7 +326,7 @@ class CloneSwarm(SwarmBase):
         if len(have) == e.blocks(m.block_size):
             self._file_complete(f.file, had_partial=len(have) > 1)
         else:
-            self.db.add_verified(f.file, f.block)
+            self.db.add_verified(f.file, f.block, leaf)
         self._schedule(peer)
         self._check_complete()
 
@@ -310,7 +335,9 @@ class CloneSwarm(SwarmBase):
         if e.size == 0:
             self.target.file_fd(e.path, 0)
         self.target.finish_file(e.path, e.size, e.mode, e.mtime_ns)
-        self.db.file_done(idx, had_partial)
+        have = self.verified.get(idx, {})
+        leaves = b"".join(have[b] for b in range(len(have)))
+        self.db.file_done(idx, leaves, had_partial)
         self.done.add(idx)
         self.verified.pop(idx, None)
         self.emit(FileCompleted(self.tid, e.path, e.size))
@@ -353,5 +380,6 @@ class CloneSwarm(SwarmBase):
 
     async def close(self) -> None:
         await super().close()
+        self.blocks.close()
         self.target.close()
         self.db.close()

@@ -138,6 +138,12 @@ class TargetFolder:
             raise disk_error(exc, rel) from None
         os.close(self._files.pop(rel))
 
+    def open_read(self, rel: str) -> int:
+        """A read-only fd of a file in the target, never through a symlink."""
+        parent, _, name = rel.rpartition("/")
+        return os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                       dir_fd=self.dir_fd(parent, create=False))
+
     def stat_file(self, rel: str) -> os.stat_result | None:
         parent, _, name = rel.rpartition("/")
         try:

@@ -67,3 +67,16 @@ class BlockServer:
             self.blocks_sent += 1
             self.bytes_sent += len(data)
         peer.up.add(0, now)
+
+
+MANIFEST_CHUNK = 256 * 1024
+
+
+def send_manifest(peer: PeerConnection, version: int, encoded: bytes, signature: bytes,
+                  have_version: int) -> None:
+    """The signed manifest in parts (only when the peer has another version),
+    then its signature."""
+    if have_version != version:
+        for off in range(0, max(len(encoded), 1), MANIFEST_CHUNK):
+            peer.send(wire.ManifestPart(version, len(encoded), off, encoded[off:off + MANIFEST_CHUNK]))
+    peer.send(wire.ManifestSignature(version, signature))

@@ -6,23 +6,20 @@ import asyncio
 import os
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
 from . import manifest as mf
-from . import merkle, scan, wire
+from . import scan, wire
+from .blocksource import FileBlockSource
 from .events import (Role, ScanProgressed, State, SymlinkSkipped, TransferStatus, VersionPublished,
                      Logged)
 from .keys import ShareKey
 from .peer import PeerConnection
-from .serve import BlockServer
+from .serve import BlockServer, send_manifest
 from .store import ShareDB
 from .swarmbase import SwarmBase
 
-OPEN_FILES = 64
-TREES = 32
-MANIFEST_CHUNK = 256 * 1024
 
 
 class ShareSwarm(SwarmBase):
@@ -42,14 +39,13 @@ class ShareSwarm(SwarmBase):
         self.manifest: mf.Manifest | None = None
         self.encoded = b""
         self.signature = b""
-        self._fds: OrderedDict[str, int] = OrderedDict()
-        self._trees: OrderedDict[str, list[list[bytes]]] = OrderedDict()
-        self._leaves: dict[str, bytes] = {}
-        self.server = BlockServer(self)
         self._scan_lock = asyncio.Lock()
         self._cancel = threading.Event()
         self._rescan_task: asyncio.Task | None = None
         self._rescan_soon = asyncio.Event()
+        self.blocks = FileBlockSource(self._open, lambda i, e: self.db.leaves(e.path),
+                                      self._rescan_soon.set)
+        self.server = BlockServer(self)
         self.scan_progress = (0, 0)
         self.symlinks: list[str] = []
         self._published = False
@@ -109,11 +105,7 @@ class ShareSwarm(SwarmBase):
 
     def _set_manifest(self, m: mf.Manifest, encoded: bytes, sig: bytes) -> None:
         self.manifest, self.encoded, self.signature, self.version = m, encoded, sig, m.version
-        self._trees.clear()
-        self._leaves.clear()
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
+        self.blocks.reset()
 
     def start_rescans(self) -> None:
         if self._rescan_task is None and self.rescan_interval > 0:
@@ -134,51 +126,13 @@ class ShareSwarm(SwarmBase):
                 self.emit(Logged(self.tid, "error", f"rescan failed: {exc}"))
 
     # ---- serving -------------------------------------------------------------------
-    def _tree(self, path: str) -> list[list[bytes]] | None:
-        tree = self._trees.get(path)
-        if tree is None:
-            blob = self.db.leaves(path)
-            if blob is None:
-                return None
-            tree = merkle.tree_levels(merkle.split_leaves(blob))
-            self._trees[path] = tree
-            if len(self._trees) > TREES:
-                self._trees.popitem(last=False)
-        else:
-            self._trees.move_to_end(path)
-        return tree
-
-    def _fd(self, path: str) -> int:
-        fd = self._fds.get(path)
-        if fd is None:
-            fd = os.open(self.folder / path, os.O_RDONLY | os.O_NOFOLLOW)
-            self._fds[path] = fd
-            if len(self._fds) > OPEN_FILES:
-                os.close(self._fds.popitem(last=False)[1])
-        else:
-            self._fds.move_to_end(path)
-        return fd
+    def _open(self, path: str) -> int:
+        return os.open(self.folder / path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
 
     def read_block(self, version: int, file: int, block: int) -> tuple[bytes, list[bytes]] | None:
-        m = self.manifest
-        if m is None or version != self.version or not 0 <= file < len(m.entries):
+        if self.manifest is None or version != self.version:
             return None
-        entry = m.entries[file]
-        if entry.kind != mf.Kind.FILE or not 0 <= block < entry.blocks(m.block_size):
-            return None
-        tree = self._tree(entry.path)
-        if tree is None:
-            return None
-        try:
-            data = os.pread(self._fd(entry.path), m.block_size, block * m.block_size)
-        except OSError:
-            self._rescan_soon.set()
-            return None
-        leaf = tree[0][block] if tree[0] else b""
-        if merkle.leaf_hash(data) != leaf:  # changed on disk since the scan
-            self._rescan_soon.set()
-            return None
-        return data, merkle.proof_from_levels(tree, block)
+        return self.blocks.read(self.manifest, file, block)
 
     # ---- peers ---------------------------------------------------------------------
     def on_frame(self, peer: PeerConnection, frame) -> None:
@@ -196,14 +150,8 @@ class ShareSwarm(SwarmBase):
         self.server.pump(peer)
 
     def send_manifest(self, peer: PeerConnection, have_version: int) -> None:
-        if self.manifest is None:
-            return  # still scanning: every peer hears NewVersion when it is published
-        if have_version != self.version:
-            enc = self.encoded
-            step = MANIFEST_CHUNK
-            for off in range(0, max(len(enc), 1), step):
-                peer.send(wire.ManifestPart(self.version, len(enc), off, enc[off:off + step]))
-        peer.send(wire.ManifestSignature(self.version, self.signature))
+        if self.manifest is not None:  # still scanning: peers hear NewVersion when published
+            send_manifest(peer, self.version, self.encoded, self.signature, have_version)
 
     def status(self) -> TransferStatus:
         m = self.manifest
@@ -216,8 +164,6 @@ class ShareSwarm(SwarmBase):
         self._cancel.set()
         if self._rescan_task:
             self._rescan_task.cancel()
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
+        self.blocks.close()
         await super().close()
         self.db.close()

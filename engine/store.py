@@ -29,8 +29,9 @@ CREATE TABLE IF NOT EXISTS scanned (
 """
 _CLONE = """
 CREATE TABLE IF NOT EXISTS verified (
-    file INTEGER NOT NULL, block INTEGER NOT NULL, PRIMARY KEY (file, block)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS done_files (file INTEGER PRIMARY KEY);
+    file INTEGER NOT NULL, block INTEGER NOT NULL, leaf BLOB NOT NULL,
+    PRIMARY KEY (file, block)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS done_files (file INTEGER PRIMARY KEY, leaves BLOB NOT NULL);
 """
 
 
@@ -113,36 +114,42 @@ class CloneDB(_DB):
         files whose content did not change (their verified blocks carry over)."""
         with self.conn:
             self.conn.execute("BEGIN")
-            old = self.conn.execute("SELECT file, block FROM verified").fetchall()
-            done = [r[0] for r in self.conn.execute("SELECT file FROM done_files")]
+            old = self.conn.execute("SELECT file, block, leaf FROM verified").fetchall()
+            done = self.conn.execute("SELECT file, leaves FROM done_files").fetchall()
             self.conn.execute("DELETE FROM verified")
             self.conn.execute("DELETE FROM done_files")
-            self.conn.executemany("INSERT INTO verified VALUES (?, ?)",
-                                  [(keep[f], b) for f, b in old if f in keep])
-            self.conn.executemany("INSERT INTO done_files VALUES (?)",
-                                  [(keep[f],) for f in done if f in keep])
+            self.conn.executemany("INSERT INTO verified VALUES (?, ?, ?)",
+                                  [(keep[f], b, l) for f, b, l in old if f in keep])
+            self.conn.executemany("INSERT INTO done_files VALUES (?, ?)",
+                                  [(keep[f], l) for f, l in done if f in keep])
             self.conn.execute("DELETE FROM manifests")
             self.conn.execute("INSERT INTO manifests VALUES (?, ?, ?)", (version, encoded, signature))
 
-    def verified(self) -> dict[int, set[int]]:
-        out: dict[int, set[int]] = {}
-        for f, b in self.conn.execute("SELECT file, block FROM verified"):
-            out.setdefault(f, set()).add(b)
+    def verified(self) -> dict[int, dict[int, bytes]]:
+        """file -> {block: leaf hash} for files not yet complete."""
+        out: dict[int, dict[int, bytes]] = {}
+        for f, b, leaf in self.conn.execute("SELECT file, block, leaf FROM verified"):
+            out.setdefault(f, {})[b] = leaf
         return out
 
     def done_files(self) -> set[int]:
         return {r[0] for r in self.conn.execute("SELECT file FROM done_files")}
 
-    def add_verified(self, file: int, block: int) -> None:
-        self.conn.execute("INSERT OR IGNORE INTO verified VALUES (?, ?)", (file, block))
+    def leaves(self, file: int) -> bytes | None:
+        row = self.conn.execute("SELECT leaves FROM done_files WHERE file=?", (file,)).fetchone()
+        return None if row is None else row[0]
 
-    def file_done(self, file: int, had_partial: bool = True) -> None:
+    def add_verified(self, file: int, block: int, leaf: bytes) -> None:
+        self.conn.execute("INSERT OR IGNORE INTO verified VALUES (?, ?, ?)", (file, block, leaf))
+
+    def file_done(self, file: int, leaves: bytes, had_partial: bool = True) -> None:
+        """Mark a file complete, keeping its leaf hashes so it can be served."""
         if not had_partial:  # one statement, one commit: the common case for small files
-            self.conn.execute("INSERT OR IGNORE INTO done_files VALUES (?)", (file,))
+            self.conn.execute("INSERT OR REPLACE INTO done_files VALUES (?, ?)", (file, leaves))
             return
         with self.conn:
             self.conn.execute("BEGIN")
-            self.conn.execute("INSERT OR IGNORE INTO done_files VALUES (?)", (file,))
+            self.conn.execute("INSERT OR REPLACE INTO done_files VALUES (?, ?)", (file, leaves))
             self.conn.execute("DELETE FROM verified WHERE file=?", (file,))
 
     def file_undone(self, file: int) -> None:

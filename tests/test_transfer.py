@@ -265,3 +265,24 @@ async def test_sync_clone_follows_a_new_version(tmp_path):
     finally:
         await b.close()
         await a.close()
+
+
+async def test_a_clone_serves_what_it_verified_after_the_share_is_gone(tmp_path):
+    src = make_tree(tmp_path / "src")
+    a = await engine(tmp_path / "ha")
+    b = await engine(tmp_path / "hb")
+    c = await engine(tmp_path / "hc")
+    try:
+        tid = await a.share(src)
+        link = a.transfer(tid).link
+        t1 = await b.clone(link, tmp_path / "first", peers=[f"127.0.0.1:{a.port}"], sync=True)
+        await asyncio.wait_for(b.wait(t1), 20)
+        await a.close()  # the original share goes away
+        t2 = await c.clone(link, tmp_path / "second", peers=[f"127.0.0.1:{b.port}"])
+        done = await asyncio.wait_for(c.wait(t2, find_timeout=10), 20)
+        assert done.bytes_received == done.bytes
+        assert visible(tree(tmp_path / "second")) == visible(tree(src))
+        assert b.transfer(t1).server.blocks_sent > 0
+    finally:
+        await c.close()
+        await b.close()

@@ -1,0 +1,87 @@
+"""Reading blocks to serve, with their Merkle proofs.
+
+Used by shares (leaf hashes from the scan) and by clones (leaf hashes kept as
+blocks were verified). Every block read is hashed and compared with its leaf
+before it leaves: a file changed on disk since is reported, never served.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Callable
+
+from . import manifest as mf
+from . import merkle
+
+OPEN_FILES = 64
+TREES = 32
+
+
+class FileBlockSource:
+    def __init__(self, open_fd: Callable[[str], int],
+                 leaves: Callable[[int, mf.Entry], bytes | None],
+                 changed: Callable[[], None] = lambda: None) -> None:
+        self._open = open_fd
+        self._leaves = leaves
+        self._changed = changed
+        self._fds: OrderedDict[str, int] = OrderedDict()
+        self._trees: OrderedDict[int, list[list[bytes]]] = OrderedDict()
+
+    def _tree(self, file: int, entry: mf.Entry) -> list[list[bytes]] | None:
+        tree = self._trees.get(file)
+        if tree is not None:
+            self._trees.move_to_end(file)
+            return tree
+        blob = self._leaves(file, entry)
+        if blob is None:
+            return None
+        tree = merkle.tree_levels(merkle.split_leaves(blob))
+        if tree[-1][0] != entry.root:
+            return None
+        self._trees[file] = tree
+        if len(self._trees) > TREES:
+            self._trees.popitem(last=False)
+        return tree
+
+    def _fd(self, path: str) -> int:
+        fd = self._fds.get(path)
+        if fd is None:
+            fd = self._open(path)
+            self._fds[path] = fd
+            if len(self._fds) > OPEN_FILES:
+                os.close(self._fds.popitem(last=False)[1])
+        else:
+            self._fds.move_to_end(path)
+        return fd
+
+    def read(self, m: mf.Manifest, file: int, block: int) -> tuple[bytes, list[bytes]] | None:
+        if not 0 <= file < len(m.entries):
+            return None
+        entry = m.entries[file]
+        if entry.kind != mf.Kind.FILE or not 0 <= block < entry.blocks(m.block_size):
+            return None
+        tree = self._tree(file, entry)
+        if tree is None:
+            return None
+        try:
+            data = os.pread(self._fd(entry.path), m.block_size, block * m.block_size)
+        except OSError:
+            self._changed()
+            return None
+        if merkle.leaf_hash(data) != tree[0][block]:
+            self._changed()
+            return None
+        return data, merkle.proof_from_levels(tree, block)
+
+    def reset(self) -> None:
+        self._trees.clear()
+        self.close()
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._fds.clear()
