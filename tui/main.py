@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from pathlib import Path
 
@@ -67,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    # aioquic logs peers' protocol errors as warnings; they are not the user's
+    # business on a terminal (peers that misbehave are reported as events)
+    logging.getLogger("quic").setLevel(logging.CRITICAL)
     try:
         cfg = config_mod.load()
         if args.command == "share":

@@ -1,0 +1,639 @@
+"""The rendezvous server's state machine, sans-IO.
+
+`RendezvousServerCore.receive(data, addr, now, transport)` takes one UDP
+datagram or one TCP frame and returns what to send (`Send(data, addr,
+transport)`); `handle_timer(now)` (about once a second) expires
+registrations and relay allocations; `connection_lost(addr, now)` forgets a
+closed TCP connection. The clock (`now`, seconds) and randomness (`rng`) come
+from outside, so tests drive it with a fake clock.
+
+One socket answers two protocols: STUN Binding requests (RFC 5389, also
+classic RFC 3489 ones, see `engine.stun.respond`) and the rendezvous messages
+of `protocol`. Anything else is dropped without a word.
+
+Abuse resistance, all bounded by `ServerLimits`:
+
+- Request rate per source IP (IPv6: per /64): a token bucket charged for
+  every datagram, STUN and garbage included, before any parsing. Relayed
+  data that matches an allocation is charged to that allocation's own
+  bytes-per-second bucket instead.
+- Registrations: per IP, per discovery key and in all; nodes in all.
+  When a cap is reached new requests are refused (ERROR LIMIT); nothing that
+  is already registered is evicted, so a flood cannot push others out.
+- Relay allocations: per IP and in all, each with a byte rate, a maximum
+  duration, an idle timeout and a deadline for the peer to bind.
+- Punch pushes to one node are rate-limited (CONNECT cannot make a node spray).
+- Anti-amplification: no reply to an unverified UDP source is larger than
+  the request (see `protocol`): state-changing requests need a cookie, the
+  stateless `_cookie` (timestamp + truncated HMAC-SHA256 of the source
+  address and timestamp under a per-process secret). As a last guard every
+  reply to an unverified source is checked against the request's length.
+  The one exception is STUN, whose standard clients send 20-byte requests
+  that no valid answer fits: they get the mandatory mapped address only
+  (32 bytes for IPv4, 44 for IPv6, at most 24 bytes over the request) unless
+  `stun_strict` is set; dattui's own STUN requests are padded
+  (`stun.RESPONSE_PAD`) so they are never answered with more.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import hmac
+import ipaddress
+import random
+import struct
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from .. import stun
+from . import protocol as p
+
+__all__ = ["Send", "ServerLimits", "RendezvousServerCore", "Endpoint"]
+
+Address = tuple[str, int]
+Endpoint = tuple[str, Address]  # (transport, address): ("udp", (ip, port)) or ("tcp", peername)
+
+
+class Send(NamedTuple):
+    """One message to send: over UDP to `addr`, or as a frame on the TCP
+    connection whose peer address is `addr`."""
+
+    data: bytes
+    addr: Address
+    transport: str = "udp"
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    registration_ttl: float = 120.0       # s; REGISTER and KEEPALIVE refresh it
+    max_nodes: int = 50_000
+    max_registrations: int = 100_000      # (discovery key, node) pairs in all
+    max_registrations_per_ip: int = 64
+    max_registrations_per_key: int = 1024
+    max_peers_per_reply: int = 16
+    max_reply_size: int = 1200            # bytes of one PEERS datagram
+    request_rate: float = 20.0            # datagrams/s per source IP (/64 for IPv6)
+    request_burst: float = 60.0
+    max_tracked_ips: int = 65_536         # rate buckets kept (least recently used go)
+    punch_delay_ms: int = 200
+    punch_rate: float = 2.0               # PUNCH pushes/s to one node
+    punch_burst: float = 10.0
+    cookie_lifetime: float = 300.0        # s
+    relay_rate: int = 1 << 20             # bytes/s per allocation (both directions)
+    relay_burst: int = 256 * 1024         # bytes
+    relay_max_duration: float = 3600.0    # s from allocation
+    relay_idle: float = 60.0              # s without relayed data
+    relay_bind_timeout: float = 30.0      # s for the peer to RELAY_BIND
+    max_allocations: int = 1024
+    max_allocations_per_ip: int = 4
+    stun_software: str | None = "dattui rendezvous"
+    stun_strict: bool = False             # True: answer STUN only within the request's size
+
+
+class _Bucket:
+    __slots__ = ("tokens", "last", "rate", "burst")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.last = now
+
+    def take(self, now: float, cost: float = 1.0) -> bool:
+        elapsed = now - self.last
+        if elapsed > 0:
+            self.tokens = min(self.burst, self.tokens + elapsed * self.rate)
+            self.last = now
+        if self.tokens >= cost:
+            self.tokens -= cost
+            return True
+        return False
+
+    def full(self, now: float) -> bool:
+        return self.tokens + (now - self.last) * self.rate >= self.burst
+
+
+class _Node:
+    __slots__ = ("nonce", "token", "ep", "ip", "candidates", "keys", "punch")
+
+    def __init__(self, nonce, token, ep, ip, candidates, punch) -> None:
+        self.nonce: bytes = nonce
+        self.token: bytes = token
+        self.ep: Endpoint = ep
+        self.ip: str = ip
+        self.candidates: tuple[Address, ...] = candidates
+        self.keys: dict[bytes, None] = {}
+        self.punch: _Bucket = punch
+
+    def peer(self) -> p.Peer:
+        return p.Peer(self.token, self.ep[1], self.candidates, self.ep[0] == "tcp")
+
+
+@dataclass
+class _Allocation:
+    channel: bytes
+    key: bytes
+    a: Endpoint
+    txid: int
+    ip: str
+    created: float
+    last: float
+    bucket: _Bucket
+    b: Endpoint | None = None
+    bytes: int = 0
+
+
+@dataclass
+class Stats:
+    datagrams: int = 0
+    rate_limited: int = 0
+    malformed: int = 0
+    stun: int = 0
+    stun_over_request_bytes: int = 0
+    cookies: int = 0
+    amplification_blocked: int = 0
+    relayed_bytes: int = 0
+    relay_dropped: int = 0
+    refused: dict = field(default_factory=collections.Counter)
+
+
+def ip_key(host: str) -> str:
+    """The unit of per-client limits: an IPv4 address or an IPv6 /64."""
+    if ":" not in host:
+        return host
+    try:
+        ip = ipaddress.IPv6Address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
+
+
+class RendezvousServerCore:
+    """Registrations, lookups, punch coordination and relaying; see module doc.
+
+    `local_address` (optional) is the UDP address the server is reachable at,
+    reported to STUN clients as RESPONSE-ORIGIN.
+    """
+
+    def __init__(
+        self,
+        *,
+        rng: random.Random,
+        limits: ServerLimits = ServerLimits(),
+        local_address: Address | None = None,
+    ) -> None:
+        self.limits = limits
+        self.local_address = local_address
+        self._rng = rng
+        self._secret = rng.randbytes(32)
+        self.stats = Stats()
+        self._buckets: collections.OrderedDict[str, _Bucket] = collections.OrderedDict()
+        self._nodes: dict[bytes, _Node] = {}          # nonce -> node
+        self._tokens: dict[bytes, bytes] = {}         # token -> nonce
+        self._by_key: dict[bytes, dict[bytes, None]] = {}   # key -> nonces
+        self._by_ep: dict[Endpoint, dict[bytes, None]] = {}  # endpoint -> nonces
+        self._regs: collections.OrderedDict[tuple[bytes, bytes], float] = collections.OrderedDict()
+        self._reg_count: dict[str, int] = {}          # ip -> registrations
+        self._allocs: dict[bytes, _Allocation] = {}   # channel -> allocation
+        self._alloc_by_ep: dict[Endpoint, dict[bytes, None]] = {}
+        self._alloc_count: dict[str, int] = {}        # ip -> allocations made
+
+    # -- inspection ---------------------------------------------------------------
+
+    @property
+    def registrations(self) -> int:
+        return len(self._regs)
+
+    @property
+    def nodes(self) -> int:
+        return len(self._nodes)
+
+    @property
+    def allocations(self) -> int:
+        return len(self._allocs)
+
+    def peers_of(self, key: bytes) -> list[p.Peer]:
+        return [self._nodes[n].peer() for n in self._by_key.get(key, {})]
+
+    # -- input ---------------------------------------------------------------------
+
+    def receive(self, data: bytes, addr: Address, now: float, transport: str = "udp") -> list[Send]:
+        """Handle one datagram (or TCP frame) from `addr`; returns what to send."""
+        if transport not in ("udp", "tcp"):
+            raise ValueError("transport must be 'udp' or 'tcp'")
+        self.stats.datagrams += 1
+        ep: Endpoint = (transport, (addr[0], addr[1]))
+        data = bytes(data)
+        if data[:5] == p.MAGIC + b"\x09":
+            out = self._relay(data, ep, now)
+            if out is not None:
+                return out
+            # not a live allocation of this sender: treated like any request
+        ip = ip_key(addr[0])
+        bucket = self._buckets.get(ip)
+        if bucket is None:
+            bucket = self._buckets[ip] = _Bucket(self.limits.request_rate, self.limits.request_burst, now)
+            if len(self._buckets) > self.limits.max_tracked_ips:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(ip)
+        if not bucket.take(now):
+            self.stats.rate_limited += 1
+            return []
+        if data[:4] == p.MAGIC:
+            return self._rendezvous(data, ep, ip, now)
+        if stun.is_stun(data, classic=True):
+            return self._stun(data, ep)
+        self.stats.malformed += 1
+        return []
+
+    def connection_lost(self, addr: Address, now: float) -> list[Send]:
+        """A TCP connection closed: drop its registrations and relay sides."""
+        ep: Endpoint = ("tcp", (addr[0], addr[1]))
+        for nonce in list(self._by_ep.get(ep, {})):
+            node = self._nodes[nonce]
+            for key in list(node.keys):
+                self._unregister(key, nonce)
+        out: list[Send] = []
+        for channel in list(self._alloc_by_ep.get(ep, {})):
+            out += self._close(self._allocs[channel], p.CloseReason.BY_PEER, notify_not=ep)
+        return out
+
+    def handle_timer(self, now: float) -> list[Send]:
+        """Expire registrations, allocations and idle rate buckets."""
+        regs = self._regs
+        while regs:
+            (key, nonce), expires = next(iter(regs.items()))
+            if expires > now:
+                break
+            self._unregister(key, nonce)
+        lim = self.limits
+        out: list[Send] = []
+        for alloc in list(self._allocs.values()):
+            if now >= alloc.created + lim.relay_max_duration:
+                out += self._close(alloc, p.CloseReason.EXPIRED)
+            elif alloc.b is None and now >= alloc.created + lim.relay_bind_timeout:
+                out += self._close(alloc, p.CloseReason.IDLE)
+            elif alloc.b is not None and now >= alloc.last + lim.relay_idle:
+                out += self._close(alloc, p.CloseReason.IDLE)
+        buckets = self._buckets
+        while buckets:
+            ip, bucket = next(iter(buckets.items()))
+            if not bucket.full(now):
+                break
+            del buckets[ip]
+        return out
+
+    def close(self, now: float) -> list[Send]:
+        """Server shutdown: tell every relay side its allocation ended."""
+        out: list[Send] = []
+        for alloc in list(self._allocs.values()):
+            out += self._close(alloc, p.CloseReason.SHUTDOWN)
+        return out
+
+    # -- STUN ----------------------------------------------------------------------
+
+    def _stun(self, data: bytes, ep: Endpoint) -> list[Send]:
+        self.stats.stun += 1
+        verified = ep[0] == "tcp"
+        reply = stun.respond(data, ep[1], local=self.local_address if ep[0] == "udp" else None,
+                             software=self.limits.stun_software,
+                             budget=None if verified else len(data))
+        if reply is None:
+            return []
+        if not verified and len(reply) > len(data):
+            if self.limits.stun_strict:
+                self.stats.amplification_blocked += 1
+                return []
+            self.stats.stun_over_request_bytes += len(reply) - len(data)
+        return [Send(reply, ep[1], ep[0])]
+
+    # -- cookies -------------------------------------------------------------------
+
+    def _cookie(self, addr: Address, now: float) -> bytes:
+        ts = struct.pack("!I", int(now) & 0xFFFFFFFF)
+        mac = hmac.new(self._secret, ts + p.encode_address(addr), hashlib.sha256).digest()
+        return ts + mac[:12]
+
+    def _cookie_age(self, cookie: bytes, addr: Address, now: float) -> float | None:
+        """Seconds since the cookie was issued to `addr`, or None if invalid."""
+        if cookie == p.NO_COOKIE:
+            return None
+        ts = int.from_bytes(cookie[:4], "big")
+        age = (int(now) & 0xFFFFFFFF) - ts
+        if not 0 <= age <= self.limits.cookie_lifetime:
+            return None
+        mac = hmac.new(self._secret, cookie[:4] + p.encode_address(addr), hashlib.sha256).digest()
+        return age if hmac.compare_digest(mac[:12], cookie[4:]) else None
+
+    # -- rendezvous ------------------------------------------------------------------
+
+    def _rendezvous(self, data: bytes, ep: Endpoint, ip: str, now: float) -> list[Send]:
+        try:
+            msg = p.decode(data)
+        except p.RendezvousError:
+            self.stats.malformed += 1
+            return []
+        if not isinstance(msg, p.REQUEST_TYPES):
+            self.stats.malformed += 1  # replies, or relay data for no allocation
+            return []
+        transport, addr = ep
+        if transport == "tcp":
+            verified, age = True, 0.0
+        else:
+            age = self._cookie_age(msg.cookie, addr, now)
+            verified = age is not None
+        if not verified:
+            replies: list[p.Message] = []
+            if isinstance(msg, p.Lookup):
+                replies = [self._lookup(msg, ep)]
+            if not replies or len(replies[0].encode()) > len(data):
+                self.stats.cookies += 1
+                replies = [p.Cookie(msg.txid, self._cookie(addr, now))]
+            out = []
+            for reply in replies:
+                raw = reply.encode()
+                if len(raw) <= len(data):
+                    out.append(Send(raw, addr, transport))
+                else:  # cannot happen (a Cookie is 25 bytes); the last guard
+                    self.stats.amplification_blocked += 1
+            return out
+        handler = self._handlers[type(msg)]
+        out = handler(self, msg, ep, ip, now)
+        if transport == "udp" and age is not None and age > self.limits.cookie_lifetime / 2:
+            out.append(Send(p.Cookie(0, self._cookie(addr, now)).encode(), addr, transport))
+        return out
+
+    def _refuse(self, msg, ep: Endpoint, code: int, why: str) -> list[Send]:
+        self.stats.refused[why] += 1
+        return [Send(p.Error(msg.txid, code).encode(), ep[1], ep[0])]
+
+    def _reply(self, msg: p.Message, ep: Endpoint) -> Send:
+        return Send(msg.encode(), ep[1], ep[0])
+
+    # registrations
+
+    def _on_register(self, msg: p.Register, ep: Endpoint, ip: str, now: float) -> list[Send]:
+        lim = self.limits
+        node = self._nodes.get(msg.nonce)
+        new_reg = node is None or msg.key not in node.keys
+        if new_reg:
+            if len(self._regs) >= lim.max_registrations:
+                return self._refuse(msg, ep, p.ErrorCode.LIMIT, "registrations")
+            if len(self._by_key.get(msg.key, ())) >= lim.max_registrations_per_key:
+                return self._refuse(msg, ep, p.ErrorCode.LIMIT, "registrations_per_key")
+        if node is None:
+            if len(self._nodes) >= lim.max_nodes:
+                return self._refuse(msg, ep, p.ErrorCode.LIMIT, "nodes")
+            if self._reg_count.get(ip, 0) + 1 > lim.max_registrations_per_ip:
+                return self._refuse(msg, ep, p.ErrorCode.LIMIT, "registrations_per_ip")
+            token = self._new_id(self._tokens, p.TOKEN_SIZE)
+            node = _Node(msg.nonce, token, ep, ip, msg.candidates,
+                         _Bucket(lim.punch_rate, lim.punch_burst, now))
+            self._nodes[msg.nonce] = node
+            self._tokens[token] = msg.nonce
+            self._by_ep.setdefault(ep, {})[msg.nonce] = None
+        else:
+            extra = 1 if new_reg else 0
+            if not self._move(node, ep, ip, extra):
+                return self._refuse(msg, ep, p.ErrorCode.LIMIT, "registrations_per_ip")
+            node.candidates = msg.candidates
+        if new_reg:
+            node.keys[msg.key] = None
+            self._by_key.setdefault(msg.key, {})[msg.nonce] = None
+            self._reg_count[ip] = self._reg_count.get(ip, 0) + 1
+        self._refresh(msg.key, msg.nonce, now)
+        return [self._reply(p.Registered(msg.txid, int(lim.registration_ttl), node.token, ep[1]), ep)]
+
+    def _on_keepalive(self, msg: p.Keepalive, ep: Endpoint, ip: str, now: float) -> list[Send]:
+        node = self._nodes.get(msg.nonce)
+        if node is None:
+            return self._refuse(msg, ep, p.ErrorCode.NOT_FOUND, "keepalive_unknown")
+        if not self._move(node, ep, ip, 0):
+            return self._refuse(msg, ep, p.ErrorCode.LIMIT, "registrations_per_ip")
+        for key in node.keys:
+            self._refresh(key, msg.nonce, now)
+        return [self._reply(p.Alive(msg.txid, int(self.limits.registration_ttl), ep[1]), ep)]
+
+    def _on_unregister(self, msg: p.Unregister, ep: Endpoint, ip: str, now: float) -> list[Send]:
+        node = self._nodes.get(msg.nonce)
+        token = p.NO_TOKEN
+        if node is not None:
+            token = node.token
+            if msg.key in node.keys:
+                self._unregister(msg.key, msg.nonce)
+        return [self._reply(p.Registered(msg.txid, 0, token, ep[1]), ep)]
+
+    def _refresh(self, key: bytes, nonce: bytes, now: float) -> None:
+        self._regs[(key, nonce)] = now + self.limits.registration_ttl
+        self._regs.move_to_end((key, nonce))
+
+    def _move(self, node: _Node, ep: Endpoint, ip: str, extra: int) -> bool:
+        """Point `node` at a new endpoint (its address changed); False if the
+        new IP has no room for its registrations (+ `extra` new ones)."""
+        if node.ip != ip:
+            if self._reg_count.get(ip, 0) + len(node.keys) + extra > self.limits.max_registrations_per_ip:
+                return False
+            self._count(self._reg_count, node.ip, -len(node.keys))
+            self._count(self._reg_count, ip, len(node.keys))
+            node.ip = ip
+        elif extra and self._reg_count.get(ip, 0) + extra > self.limits.max_registrations_per_ip:
+            return False
+        if node.ep != ep:
+            self._discard(self._by_ep, node.ep, node.nonce)
+            self._by_ep.setdefault(ep, {})[node.nonce] = None
+            node.ep = ep
+        return True
+
+    def _unregister(self, key: bytes, nonce: bytes) -> None:
+        self._regs.pop((key, nonce), None)
+        self._discard(self._by_key, key, nonce)
+        node = self._nodes.get(nonce)
+        if node is None or key not in node.keys:
+            return
+        del node.keys[key]
+        self._count(self._reg_count, node.ip, -1)
+        if not node.keys:
+            del self._nodes[nonce]
+            del self._tokens[node.token]
+            self._discard(self._by_ep, node.ep, nonce)
+
+    # lookups and punching
+
+    def _lookup(self, msg: p.Lookup, ep: Endpoint) -> p.Peers:
+        lim = self.limits
+        nonces = self._by_key.get(msg.key)
+        if not nonces:
+            return p.Peers(msg.txid, ())
+        mine = self._by_ep.get(ep, {})
+        others = [n for n in nonces if n not in mine]
+        want = min(msg.max_peers or lim.max_peers_per_reply, lim.max_peers_per_reply)
+        chosen = self._rng.sample(others, min(want, len(others)))
+        peers = []
+        size = p.REPLY_HEADER_SIZE + 1
+        for nonce in chosen:
+            peer = self._nodes[nonce].peer()
+            if size + peer.size > lim.max_reply_size:
+                continue
+            size += peer.size
+            peers.append(peer)
+        return p.Peers(msg.txid, tuple(peers))
+
+    def _on_lookup(self, msg: p.Lookup, ep: Endpoint, ip: str, now: float) -> list[Send]:
+        return [self._reply(self._lookup(msg, ep), ep)]
+
+    def _target(self, key: bytes, token: bytes) -> _Node | None:
+        nonce = self._tokens.get(token)
+        node = self._nodes.get(nonce) if nonce is not None else None
+        return node if node is not None and key in node.keys else None
+
+    def _token_at(self, ep: Endpoint, key: bytes) -> bytes:
+        """The token of the requester's own registration, if it has one."""
+        nonces = self._by_ep.get(ep, {})
+        for nonce in nonces:
+            if key in self._nodes[nonce].keys:
+                return self._nodes[nonce].token
+        for nonce in nonces:
+            return self._nodes[nonce].token
+        return p.NO_TOKEN
+
+    def _on_connect(self, msg: p.Connect, ep: Endpoint, ip: str, now: float) -> list[Send]:
+        target = self._target(msg.key, msg.token)
+        if target is None:
+            return self._refuse(msg, ep, p.ErrorCode.NOT_FOUND, "connect_unknown")
+        if target.ep == ep:
+            return self._refuse(msg, ep, p.ErrorCode.BAD_REQUEST, "connect_self")
+        if not target.punch.take(now):
+            return self._refuse(msg, ep, p.ErrorCode.RATE_LIMITED, "punch_rate")
+        delay = self.limits.punch_delay_ms
+        me = p.Peer(self._token_at(ep, msg.key), ep[1], msg.candidates, ep[0] == "tcp")
+        return [
+            self._reply(p.Punch(msg.txid, msg.key, delay, target.peer()), ep),
+            self._reply(p.Punch(0, msg.key, delay, me), target.ep),
+        ]
+
+    # relaying
+
+    def _on_relay_allocate(self, msg: p.RelayAllocate, ep: Endpoint, ip: str, now: float) -> list[Send]:
+        lim = self.limits
+        for channel in self._alloc_by_ep.get(ep, {}):  # a retransmitted request
+            alloc = self._allocs[channel]
+            if alloc.txid == msg.txid:
+                return [self._reply(p.RelayAllocated(msg.txid, channel, self._lifetime(alloc, now),
+                                                     lim.relay_rate), ep)]
+        target = self._target(msg.key, msg.token)
+        if target is None:
+            return self._refuse(msg, ep, p.ErrorCode.NOT_FOUND, "relay_unknown")
+        if target.ep == ep:
+            return self._refuse(msg, ep, p.ErrorCode.BAD_REQUEST, "relay_self")
+        if len(self._allocs) >= lim.max_allocations:
+            return self._refuse(msg, ep, p.ErrorCode.LIMIT, "allocations")
+        if self._alloc_count.get(ip, 0) >= lim.max_allocations_per_ip:
+            return self._refuse(msg, ep, p.ErrorCode.LIMIT, "allocations_per_ip")
+        if not target.punch.take(now):
+            return self._refuse(msg, ep, p.ErrorCode.RATE_LIMITED, "punch_rate")
+        channel = self._new_id(self._allocs, p.CHANNEL_SIZE)
+        alloc = _Allocation(channel, msg.key, ep, msg.txid, ip, now, now,
+                            _Bucket(lim.relay_rate, lim.relay_burst, now))
+        self._allocs[channel] = alloc
+        self._alloc_by_ep.setdefault(ep, {})[channel] = None
+        self._count(self._alloc_count, ip, 1)
+        return [
+            self._reply(p.RelayAllocated(msg.txid, channel, self._lifetime(alloc, now), lim.relay_rate), ep),
+            self._reply(p.RelayOffer(0, msg.key, channel, self._token_at(ep, msg.key)), target.ep),
+        ]
+
+    def _on_relay_bind(self, msg: p.RelayBind, ep: Endpoint, ip: str, now: float) -> list[Send]:
+        alloc = self._allocs.get(msg.channel)
+        if alloc is None:
+            return self._refuse(msg, ep, p.ErrorCode.NOT_FOUND, "bind_unknown")
+        if alloc.b is not None and alloc.b != ep or alloc.a == ep:
+            return self._refuse(msg, ep, p.ErrorCode.BAD_REQUEST, "bind_taken")
+        lifetime = self._lifetime(alloc, now)
+        bound = p.RelayBound(msg.txid, alloc.channel, lifetime, self.limits.relay_rate)
+        if alloc.b == ep:  # a retransmitted bind
+            return [self._reply(bound, ep)]
+        alloc.b = ep
+        alloc.last = now
+        self._alloc_by_ep.setdefault(ep, {})[alloc.channel] = None
+        return [self._reply(bound, ep),
+                self._reply(p.RelayBound(0, alloc.channel, lifetime, self.limits.relay_rate), alloc.a)]
+
+    def _on_relay_close(self, msg: p.RelayClose, ep: Endpoint, ip: str, now: float) -> list[Send]:
+        alloc = self._allocs.get(msg.channel)
+        if alloc is None or ep not in (alloc.a, alloc.b):
+            return self._refuse(msg, ep, p.ErrorCode.NOT_FOUND, "close_unknown")
+        return [self._reply(p.RelayClosed(msg.txid, msg.channel, p.CloseReason.BY_PEER), ep)] + self._close(
+            alloc, p.CloseReason.BY_PEER, notify_not=ep)
+
+    def _relay(self, data: bytes, ep: Endpoint, now: float) -> list[Send] | None:
+        """Forward relayed data; None if it belongs to no allocation of `ep`."""
+        alloc = self._allocs.get(data[5:13])
+        if alloc is None or alloc.b is None or len(data) > p.RELAY_DATA_OVERHEAD + p.MAX_RELAY_PAYLOAD:
+            return None
+        if ep == alloc.a:
+            dst = alloc.b
+        elif ep == alloc.b:
+            dst = alloc.a
+        else:
+            return None
+        if not alloc.bucket.take(now, len(data)):
+            self.stats.relay_dropped += 1
+            return []
+        alloc.last = now
+        alloc.bytes += len(data)
+        self.stats.relayed_bytes += len(data)
+        return [Send(data, dst[1], dst[0])]
+
+    def _lifetime(self, alloc: _Allocation, now: float) -> int:
+        return max(0, min(0xFFFF, int(alloc.created + self.limits.relay_max_duration - now)))
+
+    def _close(self, alloc: _Allocation, reason: int, notify_not: Endpoint | None = None) -> list[Send]:
+        self._allocs.pop(alloc.channel, None)
+        self._count(self._alloc_count, alloc.ip, -1)
+        out = []
+        for side in (alloc.a, alloc.b):
+            if side is None:
+                continue
+            self._discard(self._alloc_by_ep, side, alloc.channel)
+            if side != notify_not:
+                out.append(self._reply(p.RelayClosed(0, alloc.channel, reason), side))
+        return out
+
+    # helpers
+
+    def _new_id(self, taken, size: int) -> bytes:
+        while True:
+            new = self._rng.randbytes(size)
+            if new not in taken and any(new):
+                return new
+
+    @staticmethod
+    def _count(table: dict, ip: str, delta: int) -> None:
+        n = table.get(ip, 0) + delta
+        if n > 0:
+            table[ip] = n
+        else:
+            table.pop(ip, None)
+
+    @staticmethod
+    def _discard(table: dict, key, item) -> None:
+        inner = table.get(key)
+        if inner is not None:
+            inner.pop(item, None)
+            if not inner:
+                del table[key]
+
+    _handlers = {
+        p.Register: _on_register,
+        p.Lookup: _on_lookup,
+        p.Connect: _on_connect,
+        p.RelayAllocate: _on_relay_allocate,
+        p.RelayBind: _on_relay_bind,
+        p.Keepalive: _on_keepalive,
+        p.Unregister: _on_unregister,
+        p.RelayClose: _on_relay_close,
+    }
