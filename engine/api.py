@@ -12,7 +12,10 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import fnmatch
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +23,8 @@ from . import keys, keystore
 from .clone import CloneSwarm
 from .discovery.static import StaticPeers, parse_hostport, resolve
 from .errors import DattuiError, DiskError, NotFound, UsageError
-from .events import CloneCompleted, Event, State, TransferFailed, TransferStatus
+from .daemon.interface import FilePage
+from .events import CloneCompleted, Event, Logged, State, TransferFailed, TransferStatus, describe
 from .manifest import DEFAULT_BLOCK_SIZE
 from .node import Node
 from .share import ShareSwarm
@@ -55,6 +59,7 @@ class Engine:
         self._static: StaticPeers | None = None
         self._lan = None
         self._done: dict[str, asyncio.Future] = {}
+        self._log: collections.deque[str] = collections.deque(maxlen=2000)
 
     # ---- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
@@ -93,6 +98,7 @@ class Engine:
         return q
 
     def _emit(self, ev: Event) -> None:
+        self._log.append(describe(ev))
         for q in self._queues:
             if q.full():
                 try:
@@ -234,6 +240,50 @@ class Engine:
     async def _first_contact(self, swarm) -> None:
         while not swarm.contacted and not self._done[swarm.tid].done():
             await asyncio.sleep(0.1)
+
+    # ---- pause, files, logs -------------------------------------------------------
+    def pause(self, tid: str) -> None:
+        """Disconnect every peer and stop announcing; state and files stay."""
+        swarm = self.swarms[tid]
+        if swarm.state == State.PAUSED:
+            return
+        swarm.resume_state = swarm.state
+        self.node.remove_swarm(swarm)
+        self._static.pause(swarm.dkey)
+        for p in list(swarm.peers):
+            p.close(0, "paused")
+        swarm.state = State.PAUSED
+        self.node.endpoint.flush()
+        self._emit(Logged(tid, "info", "paused"))
+
+    def resume(self, tid: str) -> None:
+        swarm = self.swarms[tid]
+        if swarm.state != State.PAUSED:
+            return
+        swarm.state = getattr(swarm, "resume_state", State.SEARCHING)
+        self.node.add_swarm(swarm)
+        self._static.unpause(swarm.dkey)
+        self._emit(Logged(tid, "info", "resumed"))
+
+    def files(self, tid: str, *, offset: int = 0, limit: int = 200, pattern: str = "",
+              sort: str = "path") -> FilePage:
+        """One page of a transfer's files, filtered and sorted (for 100,000-file folders)."""
+        rows = self.swarms[tid].file_progress()
+        if pattern:
+            if any(c in pattern for c in "*?["):
+                rows = [r for r in rows if fnmatch.fnmatch(r.path, pattern)]
+            else:
+                low = pattern.lower()
+                rows = [r for r in rows if low in r.path.lower()]
+        if sort == "size":
+            rows.sort(key=lambda r: (-r.size, r.path))
+        elif sort == "progress":
+            rows.sort(key=lambda r: (r.have / r.size if r.size else 1.0, r.path))
+        offset = max(0, offset)
+        return FilePage(len(rows), tuple(rows[offset:offset + max(0, min(limit, 5000))]))
+
+    def logs(self, limit: int = 200) -> tuple[str, ...]:
+        return tuple(self._log)[-limit:]
 
     def add_peer(self, tid: str, hostport: str) -> None:
         swarm = self.swarms[tid]

@@ -362,6 +362,22 @@ class CloneSwarm(SwarmBase):
             self.message = str(exc)
             self.emit(TransferFailed(self.tid, str(exc), exc.exit_code))
 
+    def file_progress(self) -> list[FileProgress]:
+        m = self.manifest
+        if m is None:
+            return []
+        bs = m.block_size
+        out = []
+        for idx, e in enumerate(m.entries):
+            if e.kind != mf.Kind.FILE:
+                continue
+            if idx in self.done:
+                have = e.size
+            else:
+                have = sum(min(bs, e.size - b * bs) for b in self.verified.get(idx, ()))
+            out.append(FileProgress(e.path, e.size, have))
+        return out
+
     # ---- status --------------------------------------------------------------------
     def status(self) -> TransferStatus:
         m = self.manifest

@@ -178,3 +178,24 @@ class TransferStatus:
     message: str = ""
     elapsed: float = 0.0
     extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+def describe(ev: Event) -> str:
+    """One plain-words line for logs."""
+    stamp = __import__("time").strftime("%H:%M:%S")
+    if isinstance(ev, PeerConnected):
+        text = f"peer {ev.peer_id} connected at {ev.address} ({ev.path.value}, {ev.connect_seconds:.2f} s)"
+    elif isinstance(ev, PeerDisconnected):
+        text = f"peer {ev.peer_id} at {ev.address} disconnected: {ev.reason}"
+    elif isinstance(ev, PeerFound):
+        text = f"found {ev.address} through {ev.source}"
+    elif isinstance(ev, BadBlockReceived):
+        text = f"peer {ev.peer_id} sent a bad block ({ev.path} #{ev.block}): disconnected"
+    elif isinstance(ev, Logged):
+        text = f"{ev.level}: {ev.message}"
+    elif isinstance(ev, TransferFailed):
+        text = f"failed: {ev.message}"
+    else:
+        fields = ", ".join(f"{k}={v}" for k, v in vars(ev).items() if k != "tid")
+        text = f"{type(ev).__name__} {fields}"
+    return f"{stamp} [{ev.tid[:8]}] {text}"

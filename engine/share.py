@@ -12,7 +12,7 @@ from pathlib import Path
 from . import manifest as mf
 from . import scan, wire
 from .blocksource import FileBlockSource
-from .events import (Role, ScanProgressed, State, SymlinkSkipped, TransferStatus, VersionPublished,
+from .events import (FileProgress, Role, ScanProgressed, State, SymlinkSkipped, TransferStatus, VersionPublished,
                      Logged)
 from .keys import ShareKey
 from .peer import PeerConnection
@@ -152,6 +152,10 @@ class ShareSwarm(SwarmBase):
     def send_manifest(self, peer: PeerConnection, have_version: int) -> None:
         if self.manifest is not None:  # still scanning: peers hear NewVersion when published
             send_manifest(peer, self.version, self.encoded, self.signature, have_version)
+
+    def file_progress(self) -> list[FileProgress]:
+        m = self.manifest
+        return [FileProgress(e.path, e.size, e.size) for e in m.files] if m else []
 
     def status(self) -> TransferStatus:
         m = self.manifest

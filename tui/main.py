@@ -19,6 +19,8 @@ USAGE = """dattui: move research data directly between machines.
   dattui share [DIR]               share a folder; prints its dat:// link
   dattui clone LINK [DIR]          download a share, verified block by block
   dattui keys [DIR]                show a share's link; export/import its secret key
+  dattui                           the dashboard (starts the background daemon if needed)
+  dattui list                      what the daemon holds; `dattui stop` ends it
 """
 
 
@@ -36,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("share", help="share a folder and serve it until Ctrl-C")
     p.add_argument("dir", nargs="?", help="folder to share (default: the current one)")
     p.add_argument("--include-hidden", action="store_true", help="share hidden files too")
+    p.add_argument("--background", action="store_true",
+                   help="hand the share to the background daemon and return")
     _common(p)
 
     p = sub.add_parser("clone", help="download a share into a folder")
@@ -47,7 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep following new versions and serving after the download")
     p.add_argument("--timeout", type=float, default=None,
                    help="seconds to wait for a peer before giving up (default 60)")
+    p.add_argument("--background", action="store_true",
+                   help="hand the clone to the background daemon and return")
     _common(p)
+
+    p = sub.add_parser("list", help="list the daemon's shares and clones")
+    p.add_argument("--json", action="store_true")
+    sub.add_parser("stop", help="stop the background daemon (transfers stop; they resume next time)")
+    p = sub.add_parser("dashboard", help="the full-screen dashboard (same as plain `dattui`)")
 
     p = sub.add_parser("keys", help="show a share's link; export or import its secret key")
     ksub = p.add_subparsers(dest="keys_command")
@@ -66,13 +77,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.print_help()
-        return 0
+        args.command = "dashboard"
     # aioquic logs peers' protocol errors as warnings; they are not the user's
     # business on a terminal (peers that misbehave are reported as events)
     logging.getLogger("quic").setLevel(logging.CRITICAL)
     try:
         cfg = config_mod.load()
+        if args.command in ("dashboard", "list", "stop") or getattr(args, "background", False):
+            from .daemon_cmds import run_daemon_command
+            return asyncio.run(run_daemon_command(args, cfg))
         if args.command == "share":
             from .transfer_cmds import run_share
             return asyncio.run(run_share(args, cfg))

@@ -46,6 +46,7 @@ class StaticPeers:
     def __init__(self, found: Callable[[bytes, tuple[str, int], str], None]) -> None:
         self._found = found
         self._peers: dict[bytes, list[tuple[str, int]]] = {}
+        self._paused: dict[bytes, list[tuple[str, int]]] = {}
         self._task: asyncio.Task | None = None
 
     def add(self, dkey: bytes, addr: tuple[str, int]) -> None:
@@ -58,6 +59,17 @@ class StaticPeers:
 
     def remove(self, dkey: bytes) -> None:
         self._peers.pop(dkey, None)
+        self._paused.pop(dkey, None)
+
+    def pause(self, dkey: bytes) -> None:
+        if dkey in self._peers:
+            self._paused[dkey] = self._peers.pop(dkey)
+
+    def unpause(self, dkey: bytes) -> None:
+        if dkey in self._paused:
+            self._peers[dkey] = self._paused.pop(dkey)
+            for addr in self._peers[dkey]:
+                self._found(dkey, addr, self.name)
 
     async def _loop(self) -> None:
         while True:

@@ -78,7 +78,7 @@ class ConnectivityScreen(Screen):
         yield Label("Peer connection attempts", classes="section-title")
         yield RichLog(id="attempts", max_lines=1000, wrap=False, markup=False,
                       highlight=False, auto_scroll=True)
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.sub_title = "connectivity"

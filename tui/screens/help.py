@@ -25,7 +25,7 @@ class HelpScreen(Screen):
             id="help-intro",
         )
         yield DataTable(id="bindings", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.sub_title = "help"

@@ -34,7 +34,7 @@ class LogScreen(Screen):
         yield Header()
         yield RichLog(id="log", max_lines=5000, wrap=False, markup=False,
                       highlight=False, auto_scroll=True)
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.sub_title = "log"

@@ -73,7 +73,7 @@ class SharesScreen(TransferActions):
                         zebra_stripes=False)
         yield Static("", id="empty")
         yield Static("", id="hint")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.sub_title = "shares and clones"
@@ -151,8 +151,8 @@ class SharesScreen(TransferActions):
                 f"or {key('clone')} to clone a dat:// link."
             ))
         self.query_one("#hint", Static).update(Text(
-            f"Transfers run in the dattui daemon: {key('quit')} closes this dashboard "
-            "and they keep going."
+            f"Transfers run in the daemon: {key('quit')} closes the dashboard, "
+            "they keep going."
         ))
 
     def on_model_updated(self, message: ModelUpdated) -> None:

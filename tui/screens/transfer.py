@@ -93,7 +93,7 @@ class TransferScreen(TransferActions):
             yield Input(placeholder="/ filter files", id="filter", compact=True)
             yield Static("", id="files-count")
         yield FileTable(id="files")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self._build_peer_columns()

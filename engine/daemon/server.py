@@ -1,0 +1,236 @@
+"""The engine daemon: one per user, holding every share and clone.
+
+It listens on a Unix socket in the state directory (the directory is 0700 and
+the socket 0600: only this user can reach it). The protocol is one JSON object
+per line. A request is {"id": N, "op": NAME, "args": {...}}; the answer is
+{"id": N, "result": ...} or {"id": N, "error": {"message": ..., "exit_code": ...}}.
+The op "subscribe" makes the daemon push {"event": {...}} lines from then on.
+Transfers are recorded in SQLite (daemon.db) and resume when the daemon starts
+again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+from pathlib import Path
+
+from .. import codec
+from ..api import Engine, EngineOptions
+from ..errors import DattuiError, UsageError
+from ..events import Role, State
+
+SOCKET_NAME = "daemon.sock"
+MAX_REQUEST = 64 * 1024
+
+
+def socket_path(state: Path) -> Path:
+    return state / SOCKET_NAME
+
+
+class Registry:
+    """Which transfers the daemon holds, so a restart brings them back."""
+
+    def __init__(self, state: Path) -> None:
+        self.conn = sqlite3.connect(state / "daemon.db", isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("""CREATE TABLE IF NOT EXISTS transfers (
+            tid TEXT PRIMARY KEY, role TEXT, path TEXT, link TEXT, paused INTEGER DEFAULT 0,
+            peers TEXT DEFAULT '')""")
+
+    def all(self) -> list[tuple[str, str, str, str, int, str]]:
+        return self.conn.execute("SELECT tid, role, path, link, paused, peers FROM transfers").fetchall()
+
+    def put(self, tid: str, role: str, path: str, link: str, peers: list[str]) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO transfers VALUES (?, ?, ?, ?, 0, ?)",
+                          (tid, role, path, link, ",".join(peers)))
+
+    def paused(self, tid: str, paused: bool) -> None:
+        self.conn.execute("UPDATE transfers SET paused=? WHERE tid=?", (int(paused), tid))
+
+    def remove(self, tid: str) -> None:
+        self.conn.execute("DELETE FROM transfers WHERE tid=?", (tid,))
+
+
+class Daemon:
+    def __init__(self, options: EngineOptions) -> None:
+        self.engine = Engine(options)
+        self.state = self.engine.state_dir
+        self.registry = Registry(self.state)
+        self.stopped = asyncio.Event()
+        self._server: asyncio.AbstractServer | None = None
+        self._clients: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        await self.engine.start()
+        path = socket_path(self.state)
+        if path.exists():
+            path.unlink()
+        old = os.umask(0o177)
+        try:
+            self._server = await asyncio.start_unix_server(self._client, path=str(path),
+                                                           limit=MAX_REQUEST)
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+        (self.state / "daemon.pid").write_text(str(os.getpid()))
+        for tid, role, folder, link, paused, peers in self.registry.all():
+            try:
+                if role == Role.SHARE.value:
+                    tid = await self.engine.share(Path(folder))
+                else:
+                    tid = await self.engine.clone(link, Path(folder), sync=True,
+                                                  peers=[p for p in peers.split(",") if p])
+                if paused:
+                    self.engine.pause(tid)
+            except DattuiError as exc:
+                self.engine._log.append(f"could not restore {folder}: {exc}")
+
+    async def run(self) -> None:
+        await self.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopped.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: None)  # survive the SSH session
+        await self.stopped.wait()
+        await self.close()
+
+    async def close(self) -> None:
+        if self._server:
+            self._server.close()
+        for w in list(self._clients):
+            w.close()
+        await self.engine.close()
+        for name in (SOCKET_NAME, "daemon.pid"):
+            try:
+                (self.state / name).unlink()
+            except FileNotFoundError:
+                pass
+
+    # ---- one control connection ------------------------------------------------
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._clients.add(writer)
+        pusher: asyncio.Task | None = None
+        try:
+            while True:
+                try:
+                    line = await reader.readline()
+                except (ValueError, asyncio.LimitOverrunError):
+                    break  # a request over 64 KiB: hang up
+                if not line:
+                    break
+                try:
+                    req = json.loads(line)
+                    rid, op, args = req.get("id"), req["op"], req.get("args") or {}
+                    if not isinstance(args, dict) or not isinstance(op, str):
+                        raise ValueError
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    await self._send(writer, {"id": None, "error": {"message": "malformed request",
+                                                                    "exit_code": 2}})
+                    continue
+                if op == "subscribe":
+                    if pusher is None:
+                        pusher = asyncio.ensure_future(self._push(writer))
+                    await self._send(writer, {"id": rid, "result": True})
+                    continue
+                try:
+                    result = await self._dispatch(op, args)
+                    await self._send(writer, {"id": rid, "result": codec.encode(result)})
+                except DattuiError as exc:
+                    await self._send(writer, {"id": rid, "error": {"message": str(exc),
+                                                                  "exit_code": exc.exit_code}})
+                except (KeyError, TypeError, ValueError) as exc:
+                    await self._send(writer, {"id": rid, "error": {"message": f"bad request: {exc}",
+                                                                  "exit_code": 2}})
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            if pusher:
+                pusher.cancel()
+            self._clients.discard(writer)
+            writer.close()
+
+    async def _send(self, writer: asyncio.StreamWriter, obj: dict) -> None:
+        writer.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
+        await writer.drain()
+
+    async def _push(self, writer: asyncio.StreamWriter) -> None:
+        q = self.engine.subscribe()
+        try:
+            while True:
+                ev = await q.get()
+                await self._send(writer, {"event": codec.encode(ev)})
+        finally:
+            self.engine._queues.remove(q)
+
+    async def _dispatch(self, op: str, a: dict):
+        e = self.engine
+        if op == "status":
+            return list(e.status())
+        if op == "share":
+            tid = await e.share(Path(a["path"]))
+            self.registry.put(tid, Role.SHARE.value, str(Path(a["path"]).resolve()),
+                              e.transfer(tid).link, [])
+            return {"tid": tid, "link": e.transfer(tid).link}
+        if op == "clone":
+            peers = list(a.get("peers") or [])
+            tid = await e.clone(a["link"], Path(a["path"]), sync=True, peers=peers)
+            self.registry.put(tid, Role.CLONE.value, str(Path(a["path"]).absolute()), a["link"], peers)
+            return {"tid": tid}
+        if op in ("pause", "resume", "remove"):
+            tid = a["tid"]
+            if tid not in e.swarms:
+                raise UsageError(f"no transfer {tid!r} in the daemon: see `dattui list`")
+            if op == "pause":
+                e.pause(tid)
+                self.registry.paused(tid, True)
+            elif op == "resume":
+                e.resume(tid)
+                self.registry.paused(tid, False)
+            else:
+                await e.stop(tid)
+                self.registry.remove(tid)
+            return True
+        if op == "files":
+            return e.files(a["tid"], offset=int(a.get("offset", 0)), limit=int(a.get("limit", 200)),
+                           pattern=str(a.get("pattern", "")), sort=str(a.get("sort", "path")))
+        if op == "logs":
+            return list(e.logs(int(a.get("limit", 200))))
+        if op == "doctor":
+            from ..doctor import local_checks
+            return [r async for r in local_checks(e.port)]
+        if op == "ping":
+            return {"pid": os.getpid(), "port": e.port}
+        if op == "stop":
+            asyncio.get_running_loop().call_later(0.05, self.stopped.set)
+            return True
+        raise UsageError(f"unknown operation {op!r}")
+
+
+def options_from_config(cfg, *, port: int | None = None, lan: bool | None = None) -> EngineOptions:
+    return EngineOptions(
+        host=cfg.node.bind, port=cfg.node.port if port is None else port,
+        lan=cfg.discovery.lan if lan is None else lan,
+        block_size=cfg.transfer.block_size,
+        max_inflight_bytes=cfg.transfer.max_inflight_bytes,
+        max_inflight_requests=cfg.transfer.max_inflight_requests,
+        include_hidden=cfg.share.include_hidden)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m engine.daemon`: run in the foreground (dattui starts it detached)."""
+    import argparse
+    import logging
+
+    import config as config_mod
+    parser = argparse.ArgumentParser(prog="dattui-daemon")
+    parser.add_argument("--port", type=int, default=None)
+    parser.add_argument("--no-lan", action="store_true")
+    args = parser.parse_args(argv)
+    logging.getLogger("quic").setLevel(logging.CRITICAL)
+    opts = options_from_config(config_mod.load(), port=args.port,
+                               lan=False if args.no_lan else None)
+    asyncio.run(Daemon(opts).run())

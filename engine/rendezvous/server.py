@@ -1,0 +1,218 @@
+"""The rendezvous server's asyncio layer: one UDP socket and one TCP listener.
+
+The UDP socket answers STUN Binding requests and rendezvous messages; the TCP
+listener carries the same rendezvous messages (and STUN) framed with a u16
+length, for networks that block UDP, so a relay can join a TCP client and a
+UDP client, or two TCP clients. All decisions are made by
+`server_core.RendezvousServerCore`; this module only moves bytes and ticks
+the clock (once a second).
+
+TCP is bounded too: connections per IP and in all, an idle timeout (a
+client's KEEPALIVE every 25 s keeps it open), and a cap on each connection's
+unsent output (relayed data beyond it is dropped, as UDP would).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+from collections.abc import Callable
+
+from ..transport.udp import Demux, UdpSocket, bind_udp
+from . import protocol as p
+from .server_core import RendezvousServerCore, Send, ServerLimits, ip_key
+
+__all__ = ["Server", "serve", "run_rendezvous", "DEFAULT_PORT"]
+
+log = logging.getLogger("dattui.rendezvous")
+
+Address = tuple[str, int]
+
+DEFAULT_PORT = 3478  # the STUN port: what standard STUN clients try first
+TICK = 1.0
+MAX_TCP_CONNECTIONS = 1024
+MAX_TCP_PER_IP = 8
+TCP_IDLE = 120.0
+TCP_MAX_UNSENT = 1 << 20
+
+
+class Server:
+    """A running rendezvous server; `close()` stops it."""
+
+    def __init__(self, core: RendezvousServerCore, udp: UdpSocket, loop: asyncio.AbstractEventLoop,
+                 *, max_tcp: int, max_tcp_per_ip: int, tcp_idle: float) -> None:
+        self.core = core
+        self._udp = udp
+        self._loop = loop
+        self._tcp: asyncio.base_events.Server | None = None
+        self._conns: dict[Address, asyncio.StreamWriter] = {}
+        self._per_ip: dict[str, int] = {}
+        self._max_tcp = max_tcp
+        self._max_tcp_per_ip = max_tcp_per_ip
+        self._tcp_idle = tcp_idle
+        self._handlers: set[asyncio.Task] = set()
+        self._ticker = loop.create_task(self._tick())
+        self._closed = asyncio.Event()
+
+    @property
+    def udp_address(self) -> Address:
+        return self._udp.local_address
+
+    @property
+    def tcp_address(self) -> Address:
+        assert self._tcp is not None
+        return self._tcp.sockets[0].getsockname()[:2]
+
+    @property
+    def tcp_connections(self) -> int:
+        return len(self._conns)
+
+    def close(self) -> None:
+        """Stop serving: relay sides are told, sockets and connections closed."""
+        if self._closed.is_set():
+            return
+        with contextlib.suppress(Exception):
+            self._send(self.core.close(self._loop.time()))
+        self._closed.set()
+        self._ticker.cancel()
+        self._udp.close()
+        if self._tcp is not None:
+            self._tcp.close()
+        for writer in list(self._conns.values()):
+            writer.close()
+        for task in list(self._handlers):
+            task.cancel()
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+        if self._tcp is not None:
+            await self._tcp.wait_closed()
+        if self._handlers:
+            await asyncio.gather(*self._handlers, return_exceptions=True)
+
+    async def serve_forever(self) -> None:
+        await self._closed.wait()
+
+    # -- moving bytes -----------------------------------------------------------------
+
+    def _send(self, sends: list[Send]) -> None:
+        for data, addr, transport in sends:
+            if transport == "udp":
+                self._udp.sendto(data, addr)
+                continue
+            writer = self._conns.get(addr)
+            if writer is None or writer.is_closing():
+                continue
+            if writer.transport.get_write_buffer_size() > TCP_MAX_UNSENT:
+                continue  # a slow TCP reader loses relayed data, like a full UDP path
+            writer.write(p.frame(data))
+
+    def _on_datagram(self, data: bytes, addr: Address) -> None:
+        self._send(self.core.receive(data, addr, self._loop.time(), "udp"))
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(TICK)
+            try:
+                self._send(self.core.handle_timer(self._loop.time()))
+            except Exception:  # a bug must not stop expiry for good
+                log.exception("rendezvous timer failed")
+
+    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        peer = writer.get_extra_info("peername")
+        if peer is None or self._closed.is_set():
+            writer.close()
+            return
+        addr: Address = (peer[0], peer[1])
+        ip = ip_key(addr[0])
+        if len(self._conns) >= self._max_tcp or self._per_ip.get(ip, 0) >= self._max_tcp_per_ip:
+            writer.close()
+            return
+        self._conns[addr] = writer
+        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+        if task is not None:
+            self._handlers.add(task)
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        deframer = p.Deframer()
+        try:
+            while True:
+                data = await asyncio.wait_for(reader.read(65536), self._tcp_idle)
+                if not data:
+                    break
+                for message in deframer.feed(data):
+                    self._send(self.core.receive(message, addr, self._loop.time(), "tcp"))
+                await writer.drain()
+        except (asyncio.TimeoutError, p.RendezvousError, ConnectionError, OSError):
+            pass
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._conns.pop(addr, None)
+            n = self._per_ip.get(ip, 0) - 1
+            if n > 0:
+                self._per_ip[ip] = n
+            else:
+                self._per_ip.pop(ip, None)
+            if not self._closed.is_set():
+                self._send(self.core.connection_lost(addr, self._loop.time()))
+            writer.close()
+            if task is not None:
+                self._handlers.discard(task)
+
+
+async def serve(
+    bind_host: str,
+    udp_port: int,
+    tcp_port: int | None = None,
+    *,
+    limits: ServerLimits | None = None,
+    rng: random.Random | None = None,
+    max_tcp_connections: int = MAX_TCP_CONNECTIONS,
+    max_tcp_per_ip: int = MAX_TCP_PER_IP,
+    tcp_idle: float = TCP_IDLE,
+) -> Server:
+    """Start a rendezvous server on `bind_host`: UDP `udp_port` (0: any free
+    port) and TCP `tcp_port` (None: the same number as the UDP port)."""
+    loop = asyncio.get_running_loop()
+    sock = bind_udp(bind_host, udp_port, tries=1)
+    udp_addr = sock.getsockname()[:2]
+    core = RendezvousServerCore(rng=rng or random.SystemRandom(), limits=limits or ServerLimits(),
+                                local_address=udp_addr if bind_host not in ("0.0.0.0", "::", "") else None)
+    demux = Demux()
+    server_ref: list[Server] = []
+    demux.add(lambda data: True, lambda data, addr: server_ref[0]._on_datagram(data, addr))
+    udp = UdpSocket(sock, demux, loop)
+    server = Server(core, udp, loop, max_tcp=max_tcp_connections, max_tcp_per_ip=max_tcp_per_ip,
+                    tcp_idle=tcp_idle)
+    server_ref.append(server)
+    try:
+        server._tcp = await asyncio.start_server(
+            server._on_connection, bind_host, udp_addr[1] if tcp_port is None else tcp_port,
+            reuse_address=True)
+    except BaseException:
+        server.close()
+        raise
+    log.info("rendezvous listening on udp %s:%d, tcp %s:%d", *server.udp_address, *server.tcp_address)
+    return server
+
+
+async def run_rendezvous(host: str, port: int = DEFAULT_PORT, *,
+                         ready: Callable[[Server], None] | None = None,
+                         limits: ServerLimits | None = None) -> None:
+    """Run `dattui rendezvous --bind HOST:PORT` until cancelled: UDP and TCP on
+    the same port number. `ready` is called once both are listening."""
+    server = await serve(host, port, None, limits=limits)
+    try:
+        if ready is not None:
+            ready(server)
+        await server.serve_forever()
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -1,0 +1,116 @@
+"""The engine daemon: control socket, transfers that survive the client and a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from cli import cmd, env
+from engine.daemon.client import DaemonClient, daemon_running, ensure_daemon
+from engine.events import Role, State
+from helpers import engine, make_tree, tree, visible
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    h = tmp_path / "home"
+    h.mkdir(mode=0o700)
+    monkeypatch.setenv("DATTUI_HOME", str(h))
+    yield h
+    if daemon_running(h):
+        subprocess.run(cmd("stop"), env=env(h), capture_output=True, timeout=20)
+
+
+async def test_daemon_shares_survive_client_and_restart(home, tmp_path):
+    src = make_tree(tmp_path / "src")
+    client = await ensure_daemon(home, ["--port", "0", "--no-lan"])
+    sock = home / "daemon.sock"
+    assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(home).st_mode) == 0o700
+    res = await client.call("share", path=str(src))
+    port = (await client.call("ping"))["port"]
+    statuses = await client.status()
+    assert [s.role for s in statuses] == [Role.SHARE] and statuses[0].state == State.SEEDING
+    page = await client.files(res["tid"], pattern="sub/", sort="size")
+    assert page.total == 2 and [f.path for f in page.files] == ["sub/deeper/b.csv", "sub/a.txt"]
+    await client.close()  # the front end goes away: the share keeps serving
+
+    other = await engine(tmp_path / "other")
+    try:
+        t = await other.clone(res["link"], tmp_path / "dst", peers=[f"127.0.0.1:{port}"])
+        await asyncio.wait_for(other.wait(t), 30)
+        assert visible(tree(tmp_path / "dst")) == visible(tree(src))
+    finally:
+        await other.close()
+
+    # stop and start again: the share comes back by itself
+    client = await DaemonClient.connect(home)
+    await client.stop_daemon()
+    await client.close()
+    for _ in range(100):
+        if not daemon_running(home):
+            break
+        await asyncio.sleep(0.1)
+    assert not daemon_running(home)
+    client = await ensure_daemon(home, ["--port", "0", "--no-lan"])
+    try:
+        statuses = await client.status()
+        assert [s.link for s in statuses] == [res["link"]]
+    finally:
+        await client.close()
+
+
+async def test_daemon_pause_resume_remove_and_events(home, tmp_path):
+    src = make_tree(tmp_path / "src")
+    client = await ensure_daemon(home, ["--port", "0", "--no-lan"])
+    try:
+        events = client.events()
+        nxt = asyncio.ensure_future(events.__anext__())
+        await asyncio.sleep(0.3)  # subscribed before anything happens
+        tid = (await client.call("share", path=str(src)))["tid"]
+        first = await asyncio.wait_for(nxt, 10)
+        assert first.tid == tid
+        await client.pause(tid)
+        assert (await client.status())[0].state == State.PAUSED
+        await client.resume(tid)
+        assert (await client.status())[0].state == State.SEEDING
+        logs = await client.logs()
+        assert any("paused" in l for l in logs) and any("resumed" in l for l in logs)
+        with pytest.raises(Exception) as e:
+            await client.pause("nope")
+        assert "dattui list" in str(e.value)
+        await client.remove(tid)
+        assert await client.status() == ()
+        assert (src / "big.bin").exists()  # removing a share never deletes data
+    finally:
+        await client.close()
+
+
+async def test_garbage_on_the_control_socket_is_answered_not_fatal(home, tmp_path):
+    client = await ensure_daemon(home, ["--port", "0", "--no-lan"])
+    await client.close()
+    reader, writer = await asyncio.open_unix_connection(str(home / "daemon.sock"))
+    writer.write(b"this is not json\n")
+    await writer.drain()
+    line = await asyncio.wait_for(reader.readline(), 5)
+    assert b"malformed" in line
+    writer.write(b'{"id": 1, "op": "ping"}\n')
+    await writer.drain()
+    assert b'"pid"' in await asyncio.wait_for(reader.readline(), 5)
+    writer.close()
+
+
+def test_cli_list_and_background_share(home, tmp_path):
+    src = make_tree(tmp_path / "src")
+    p = subprocess.run(cmd("share", src, "--background", "--port", "0", "--no-lan"),
+                       capture_output=True, text=True, env=env(home), timeout=30)
+    assert p.returncode == 0 and p.stdout.startswith("dat://")
+    p2 = subprocess.run(cmd("list"), capture_output=True, text=True, env=env(home), timeout=30)
+    assert p2.returncode == 0 and "seeding" in p2.stdout and str(src) in p2.stdout
+    p3 = subprocess.run(cmd("stop"), capture_output=True, text=True, env=env(home), timeout=30)
+    assert p3.returncode == 0

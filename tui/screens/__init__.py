@@ -1,0 +1,1 @@
+"""The dashboard's screens. Screens call the engine API; widgets only post messages."""

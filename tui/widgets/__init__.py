@@ -1,0 +1,1 @@
+"""Widgets of the dashboard. They never call the engine: they post messages."""
