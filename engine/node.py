@@ -15,6 +15,7 @@ from collections.abc import Callable
 from .events import Event, Listening, PathKind, PeerConnected, PeerDisconnected, PeerFound
 from .peer import ERR_GONE, PeerConnection, PeerState
 from .transport.identity import NodeIdentity
+from .transport.paths import DirectPath
 from .transport.quic import QuicEndpoint, QuicLink, is_quic
 from .transport.udp import Address, Demux, UdpSocket, bind_udp
 from . import wire
@@ -56,6 +57,7 @@ class Node:
         self.socket = UdpSocket(sock, self.demux, self.loop)
         self.endpoint = QuicEndpoint(self.identity, self.socket.sendto, on_incoming=self._incoming,
                                      max_datagram_size=self.max_datagram_size, loop=self.loop)
+        self.endpoint.classify = classify_incoming
         self.demux.add(is_quic, self.endpoint.datagram)
         self.demux.on_batch_end(self.endpoint.flush)
         self._keepalive = asyncio.ensure_future(self._keepalive_loop())
@@ -102,13 +104,13 @@ class Node:
             return None
         if addr[1] == self.port and addr[0] in ("127.0.0.1", self.host):
             return None  # ourselves
-        link = self.endpoint.connect(addr)
-        peer = PeerConnection(self, link, path=path, dkey=dkey, source=source)
+        link = self.endpoint.connect(DirectPath(self.socket.sendto, addr, path))
+        peer = PeerConnection(self, link, dkey=dkey, source=source)
         self._attempts[(dkey, addr)] = peer
         return peer
 
     def _incoming(self, link: QuicLink) -> None:
-        PeerConnection(self, link, path=classify_incoming(link.addr), source="incoming")
+        PeerConnection(self, link, source="incoming")
 
     # ---- called by PeerConnection ---------------------------------------------
     def peer_ready(self, peer: PeerConnection) -> None:

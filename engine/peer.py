@@ -35,11 +35,10 @@ class PeerState(enum.Enum):
 
 
 class PeerConnection:
-    def __init__(self, node: "Node", link: QuicLink, *, path: PathKind,
+    def __init__(self, node: "Node", link: QuicLink, *,
                  dkey: bytes | None = None, source: str = "") -> None:
         self.node = node
         self.link = link
-        self.path = path
         self.source = source
         self.dkey = dkey
         self.swarm = None
@@ -60,6 +59,11 @@ class PeerConnection:
         node.loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_deadline)
 
     # ---- identity ------------------------------------------------------------
+    @property
+    def path(self) -> PathKind:
+        """How this connection travels now (it can move from a relay to a punched path)."""
+        return self.link.path.kind
+
     @property
     def peer_id(self) -> str:
         return self.remote_id.hex()[:8] if self.remote_id else "?"

@@ -263,8 +263,8 @@ class FakeEngine:
 
     async def status(self) -> tuple[TransferStatus, ...]:
         self.status_calls += 1
-        if self._started:
-            self.advance(self.step)
+        if self._started and not self.finished:
+            self.advance(self.step)  # time stops at the end: a stable picture
         self._started = True
         return self.current()
 

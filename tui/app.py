@@ -39,6 +39,7 @@ from .screens.actions import TransferActions
 from .screens.connectivity import ConnectivityScreen
 from .screens.help import HelpScreen
 from .screens.log import LogScreen
+from .screens.modals import AddShareModal, ConfirmModal, LinkModal
 from .screens.shares import SharesScreen
 from .screens.transfer import TransferScreen
 from .widgets.file_table import FileTable
@@ -69,6 +70,17 @@ HELP_TEXT = {
     "sort": "Sort the files by path, size or progress",
     "doctor_again": "Run the connectivity checks again",
     "log_reload": "Reload the daemon's log",
+    "file_up": "Previous file",
+    "file_down": "Next file",
+    "file_page_up": "Page up",
+    "file_page_down": "Page down",
+    "file_first": "First file",
+    "file_last": "Last file",
+    "dialog_cancel": "Cancel the dialog",
+    "confirm_yes": "Yes (in a confirmation)",
+    "confirm_no": "No (in a confirmation)",
+    "link_close": "Close the link dialog",
+    "link_copy": "Copy the link again",
 }
 
 
@@ -81,7 +93,7 @@ class DattuiApp(App[None]):
     BINDINGS: list[BindingType] = [
         Binding("q", "quit", "Quit", id="quit"),
         Binding("question_mark", "help", "Help", id="help"),
-        Binding("d", "connectivity", "Network", id="connectivity"),
+        Binding("d", "connectivity", "Net", id="connectivity"),
         Binding("l", "log", "Log", id="log"),
     ]
 
@@ -205,17 +217,20 @@ class DattuiApp(App[None]):
     # ---- keys ---------------------------------------------------------------------
 
     def _binding_sections(self) -> Iterable[tuple[str, Iterable[BindingType]]]:
-        yield "everywhere", self.BINDINGS
-        yield "shares", SharesScreen.BINDINGS
-        yield "transfer", TransferScreen.BINDINGS
-        yield "files", FileTable.BINDINGS
-        yield "connectivity", ConnectivityScreen.BINDINGS
-        yield "log", LogScreen.BINDINGS
+        yield "Everywhere", self.BINDINGS
+        yield "Shares and clones", SharesScreen.BINDINGS
+        yield "One transfer", TransferScreen.BINDINGS
+        yield "Its files list", FileTable.BINDINGS
+        yield "Connectivity", ConnectivityScreen.BINDINGS
+        yield "Log", LogScreen.BINDINGS
+        yield "Dialogs", [*AddShareModal.BINDINGS, *ConfirmModal.BINDINGS, *LinkModal.BINDINGS]
 
     def _key_of(self, binding: Binding) -> str:
         keys = self.config.keys.get(binding.id, binding.key) if binding.id else binding.key
-        first = keys.split(",")[0].strip()
-        return self.get_key_display(Binding(first, binding.action))
+        shown = []
+        for key in keys.split(","):
+            shown.append(self.get_key_display(Binding(key.strip(), binding.action)))
+        return " ".join(shown)
 
     def key_for(self, binding_id: str) -> str:
         """How the key bound to `binding_id` is shown (after remapping)."""
@@ -225,23 +240,23 @@ class DattuiApp(App[None]):
                     return self._key_of(b)
         return binding_id
 
-    def binding_rows(self) -> list[tuple[str, str, str, str]]:
-        """(where, key, what it does, config name) of every binding."""
-        rows = []
-        seen: set[tuple[str, str]] = set()
+    def binding_sections(self) -> list[tuple[str, list[tuple[str, str, str]]]]:
+        """For the help screen: (where, [(key, what it does, config name)])."""
+        out = []
         for where, bindings in self._binding_sections():
+            rows: list[tuple[str, str, str]] = []
+            seen: set[str] = set()
             for b in bindings:
-                if not isinstance(b, Binding):
+                if not isinstance(b, Binding) or (b.id or b.key) in seen:
                     continue
-                ident = b.id or ""
-                if (ident, where) in seen:
-                    continue
-                seen.add((ident, where))
-                what = HELP_TEXT.get(ident, b.description)
-                rows.append((where, self._key_of(b), what, ident))
-        rows.append(("everywhere", self.get_key_display(Binding("ctrl+p", "")),
-                     "Command palette", ""))
-        return rows
+                seen.add(b.id or b.key)
+                rows.append((self._key_of(b), HELP_TEXT.get(b.id or "", b.description),
+                             b.id or ""))
+            if where == "Everywhere":
+                rows.append((self.get_key_display(Binding("ctrl+p", "")),
+                             "Command palette", ""))
+            out.append((where, rows))
+        return out
 
     # ---- command palette ---------------------------------------------------------
 

@@ -95,6 +95,20 @@ def fit(s: str, width: int) -> str:
     return "…" + s[-(width - 1):]
 
 
+def fit_middle(s: str, width: int) -> str:
+    """`s` cut to `width` cells with an ellipsis in the middle (addresses:
+    the host's start and the port both matter)."""
+    if width <= 0:
+        return ""
+    if len(s) <= width:
+        return s
+    if width < 5:
+        return fit(s, width)
+    tail = (width - 1) // 2
+    head = width - 1 - tail
+    return s[:head] + "…" + s[-tail:]
+
+
 def fit_start(s: str, width: int) -> str:
     """`s` cut to `width` cells with an ellipsis, keeping its start."""
     if width <= 0:

@@ -88,10 +88,15 @@ class Dashboard:
 
     def history(self, tid: str) -> list[float]:
         """The rate (bytes/s, down + up) over the last `history_seconds`,
-        oldest first, padded with zeros on the left to the full window."""
+        oldest first, padded with zeros on the left to the full window; the
+        oldest value is always 0."""
         hist = self._history.get(tid, ())
         pad = self._history_len - len(hist)
-        return [0.0] * pad + list(hist)
+        data = [0.0] * pad + list(hist)
+        # the graph scales from its smallest value: keep a zero in it so that a
+        # steady rate draws as a full bar, not as an empty line
+        data[0] = 0.0
+        return data
 
     def names(self) -> dict[str, str]:
         """tid -> folder name, for every transfer ever seen."""

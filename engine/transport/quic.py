@@ -23,7 +23,9 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection, QuicConnectionState
 from aioquic.quic.packet import QuicPacketType, pull_quic_header
 
+from ..events import PathKind
 from .identity import NodeIdentity, certificate_public_key
+from .paths import DirectPath
 from .udp import Address
 
 ALPN = "dattui/1"
@@ -46,17 +48,17 @@ class LinkHandler(Protocol):
 
 
 class QuicLink:
-    def __init__(self, endpoint: "QuicEndpoint", conn: QuicConnection, addr: Address,
-                 initiator: bool, sendto: Callable[[bytes, Address], None]) -> None:
+    def __init__(self, endpoint: "QuicEndpoint", conn: QuicConnection, vaddr: Address,
+                 initiator: bool, path) -> None:
         self.endpoint = endpoint
         self.conn = conn
-        self.addr = addr
+        self.vaddr = vaddr  # what aioquic sees: stable while `path` changes underneath
+        self.path = path
         self.initiator = initiator
         self.handler: LinkHandler | None = None
         self.tags: dict = {}
         self.started = time.monotonic()
         self.established_at: float | None = None
-        self._sendto = sendto
         self._stream_id: int | None = None
         self._written = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -65,6 +67,11 @@ class QuicLink:
         self.close_reason = ""
 
     # ---- what the layers above use -------------------------------------
+    @property
+    def addr(self) -> Address:
+        """Where the peer is reached now (a relay's address when relayed)."""
+        return self.path.addr
+
     @property
     def peer_cert_key(self) -> bytes:
         """The ed25519 key of the certificate the peer (server) presented."""
@@ -79,6 +86,10 @@ class QuicLink:
         if stream is None:
             return 0
         return self._written - stream.sender.next_offset
+
+    def largest_received(self) -> int:
+        """Highest packet number accepted (authenticated, not a duplicate) so far."""
+        return max((sp.largest_received_packet for sp in self.conn._spaces.values()), default=-1)
 
     @property
     def rtt(self) -> float:
@@ -102,15 +113,16 @@ class QuicLink:
         self.close_reason = self.close_reason or reason
 
     # ---- driven by the endpoint ----------------------------------------
-    def datagram(self, data: bytes, addr: Address, now: float) -> None:
-        self.conn.receive_datagram(data, addr, now)
+    def datagram(self, data: bytes, now: float) -> None:
+        self.conn.receive_datagram(data, self.vaddr, now)
         self._process_events()
 
     def transmit(self, now: float) -> None:
         for _ in range(8):
             sent_any = False
-            for data, addr in self.conn.datagrams_to_send(now=now):
-                self._sendto(data, addr)
+            send = self.path.send
+            for data, _ in self.conn.datagrams_to_send(now=now):
+                send(data)
                 sent_any = True
             if not sent_any or self.closed or self.handler is None:
                 break
@@ -198,6 +210,7 @@ class QuicEndpoint:
                             max_stream_data=window, idle_timeout=idle_timeout)
         self.accept_incoming = True
         self._flush_scheduled = False
+        self.classify: Callable[[Address], PathKind] = lambda addr: PathKind.DIRECT
 
     def _configuration(self, is_client: bool) -> QuicConfiguration:
         cfg = QuicConfiguration(is_client=is_client, alpn_protocols=[ALPN],
@@ -212,17 +225,18 @@ class QuicEndpoint:
     def links(self) -> list[QuicLink]:
         return list(set(self._links.values()))
 
-    def connect(self, addr: Address, *, sendto: Callable[[bytes, Address], None] | None = None) -> QuicLink:
+    def connect(self, path) -> QuicLink:
         conn = QuicConnection(configuration=self._configuration(True))
-        link = QuicLink(self, conn, addr, True, sendto or self._sendto)
+        link = QuicLink(self, conn, path.addr, True, path)
         self._links[conn.host_cid] = link
-        conn.connect(addr, now=self.loop.time())
+        conn.connect(link.vaddr, now=self.loop.time())
         self.mark_dirty(link)
         self.flush()
         return link
 
-    def datagram(self, data: bytes, addr: Address,
-                 sendto: Callable[[bytes, Address], None] | None = None) -> None:
+    def datagram(self, data: bytes, addr: Address, via=None) -> None:
+        """A QUIC datagram from `addr`: straight from the node's socket when `via`
+        is None, else through the path `via` (a relay or a helper socket)."""
         try:
             header = pull_quic_header(Buffer(data=data), host_cid_length=CID_LENGTH)
         except ValueError:
@@ -235,12 +249,22 @@ class QuicEndpoint:
                 return
             conn = QuicConnection(configuration=self._configuration(False),
                                   original_destination_connection_id=header.destination_cid)
-            link = QuicLink(self, conn, addr, False, sendto or self._sendto)
+            path = via or DirectPath(self._sendto, addr, self.classify(addr))
+            link = QuicLink(self, conn, addr, False, path)
             self._links[header.destination_cid] = link
             self._links[conn.host_cid] = link
             self._on_incoming(link)
-        link.addr = addr if not link.initiator else link.addr
-        link.datagram(data, addr, now)
+        elif via is None and link.path.addr != addr and link.path.same_socket(self._sendto):
+            # The peer's address changed (NAT rebinding, a laptop on a new network):
+            # answer where its packets now come from, once one of them has proved
+            # authentic and new (a replayed or forged packet moves nothing).
+            before = link.largest_received()
+            link.datagram(data, now)
+            if link.largest_received() > before:
+                link.path.addr = addr
+            self._dirty.add(link)
+            return
+        link.datagram(data, now)
         self._dirty.add(link)
 
     def mark_dirty(self, link: QuicLink) -> None:

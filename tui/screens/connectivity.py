@@ -8,6 +8,7 @@ most once per refresh.
 
 from __future__ import annotations
 
+from rich.table import Table
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
@@ -15,33 +16,44 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Label, RichLog, Static
+from textual.widgets import Header, Label, RichLog, Static
 
 from engine.daemon.interface import CheckResult
 
 from ..format import attempt_text, safe, stamp_text
+from ..widgets.footer import KeysFooter
 from ..messages import ModelUpdated
 
-__all__ = ["ConnectivityScreen", "check_text"]
+__all__ = ["ConnectivityScreen", "check_marker", "check_text"]
 
 ATTEMPTS_PER_REFRESH = 200
 
 
+def check_marker(ok: bool | None) -> Text:
+    """[ ok ], [FAIL] or [ ?? ]: readable without colour."""
+    if ok is True:
+        return Text.assemble("[", (" ok ", "bold green"), "]")
+    if ok is False:
+        return Text.assemble("[", ("FAIL", "bold red"), "]")
+    return Text.assemble("[", (" ?? ", "bold yellow"), "]")
+
+
 def check_text(result: CheckResult) -> Text:
-    """One check: a marker readable without colour, its summary, its advice."""
-    if result.ok is True:
-        marker = Text(" ok  ", style="bold green")
-    elif result.ok is False:
-        marker = Text("FAIL ", style="bold red")
-    else:
-        marker = Text(" ??  ", style="bold yellow")
-    t = Text.assemble("[", marker, "] ", (safe(result.name, 40), "bold"), "  ",
-                      safe(result.summary, 300))
+    """A check's name, summary, detail and advice (without the marker)."""
+    t = Text.assemble((safe(result.name, 40), "bold"), "  ", safe(result.summary, 300))
     if result.detail:
-        t.append("\n        " + safe(result.detail, 500), style="dim")
+        t.append("\n" + safe(result.detail, 500), style="dim")
     if result.advice:
-        t.append("\n        → " + safe(result.advice, 1000))
+        t.append("\n→ " + safe(result.advice, 1000))
     return t
+
+
+def check_renderable(result: CheckResult) -> Table:
+    grid = Table.grid(padding=(0, 1), expand=True)
+    grid.add_column(width=6, no_wrap=True)
+    grid.add_column(ratio=1)
+    grid.add_row(check_marker(result.ok), check_text(result))
+    return grid
 
 
 class ConnectivityScreen(Screen):
@@ -76,9 +88,9 @@ class ConnectivityScreen(Screen):
         yield VerticalScroll(id="checks")
         yield Static("", id="checks-status")
         yield Label("Peer connection attempts", classes="section-title")
-        yield RichLog(id="attempts", max_lines=1000, wrap=False, markup=False,
+        yield RichLog(id="attempts", max_lines=1000, wrap=True, markup=False,
                       highlight=False, auto_scroll=True)
-        yield Footer(compact=True)
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         self.sub_title = "connectivity"
@@ -113,7 +125,7 @@ class ConnectivityScreen(Screen):
         result = message.result
         self._counts[result.ok] = self._counts.get(result.ok, 0) + 1
         classes = {True: "check -ok", False: "check -fail", None: "check -unknown"}[result.ok]
-        self.query_one("#checks", VerticalScroll).mount(Static(check_text(result), classes=classes))
+        self.query_one("#checks", VerticalScroll).mount(Static(check_renderable(result), classes=classes))
         self.query_one("#checks-status", Static).update(self._tally(running=True))
 
     def on_connectivity_screen_checks_finished(self, message: ChecksFinished) -> None:

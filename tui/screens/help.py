@@ -7,7 +7,9 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
+
+from ..widgets.footer import KeysFooter
 
 __all__ = ["HelpScreen"]
 
@@ -24,21 +26,20 @@ class HelpScreen(Screen):
             ),
             id="help-intro",
         )
-        yield DataTable(id="bindings", cursor_type="row", zebra_stripes=True)
-        yield Footer(compact=True)
+        yield DataTable(id="bindings", cursor_type="row", zebra_stripes=False)
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         self.sub_title = "help"
         table = self.query_one(DataTable)
         table.add_column("key", key="key")
         table.add_column("does", key="does")
-        table.add_column("where", key="where")
         table.add_column("config name", key="id")
-        for where, key, description, binding_id in self.app.binding_rows():  # type: ignore[attr-defined]
-            table.add_row(
-                Text(key, style="bold"), Text(description), Text(where, style="dim"),
-                Text(binding_id, style="dim"),
-            )
+        for where, rows in self.app.binding_sections():  # type: ignore[attr-defined]
+            table.add_row(Text(""), Text(where, style="bold underline"), Text(""),
+                          key=f"section:{where}")
+            for key, does, binding_id in rows:
+                table.add_row(Text(key, style="bold"), Text(does), Text(binding_id, style="dim"))
         table.focus()
 
     def action_back(self) -> None:

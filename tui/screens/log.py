@@ -8,9 +8,10 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Footer, Header, RichLog
+from textual.widgets import Header, RichLog
 
 from ..format import event_text, safe, stamp_text
+from ..widgets.footer import KeysFooter
 from ..messages import ModelUpdated
 
 __all__ = ["LogScreen"]
@@ -32,9 +33,9 @@ class LogScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield RichLog(id="log", max_lines=5000, wrap=False, markup=False,
+        yield RichLog(id="log", max_lines=5000, wrap=True, markup=False,
                       highlight=False, auto_scroll=True)
-        yield Footer(compact=True)
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         self.sub_title = "log"

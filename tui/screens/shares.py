@@ -10,7 +10,7 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 
 from engine.events import TransferStatus
 
@@ -23,6 +23,7 @@ from ..format import (
     state_text,
     status_fraction,
 )
+from ..widgets.footer import KeysFooter
 from ..messages import ModelUpdated
 from .actions import TransferActions
 from .modals import AddShareModal, CloneModal
@@ -73,7 +74,7 @@ class SharesScreen(TransferActions):
                         zebra_stripes=False)
         yield Static("", id="empty")
         yield Static("", id="hint")
-        yield Footer(compact=True)
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         self.sub_title = "shares and clones"

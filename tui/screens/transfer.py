@@ -12,12 +12,13 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.widgets import DataTable, Footer, Header, Input, Sparkline, Static
+from textual.widgets import DataTable, Header, Input, Sparkline, Static
 
 from engine.events import PeerStatus, Role, State, TransferStatus
 
 from ..format import (
     fit,
+    fit_middle,
     format_bytes,
     format_rate,
     name_of,
@@ -29,6 +30,7 @@ from ..format import (
     state_text,
     status_fraction,
 )
+from ..widgets.footer import KeysFooter
 from ..messages import ModelUpdated
 from ..model import HISTORY_SECONDS
 from ..widgets.file_table import FileTable
@@ -42,11 +44,11 @@ SORTS = ("path", "size", "progress")
 _PEER_FIXED = (
     ("peer", "peer", 9, False),
     ("path", "path", 10, False),
-    ("rtt", "rtt", 8, True),
+    ("rtt", "rtt", 7, True),
     ("down", "↓ rate", 10, True),
     ("up", "↑ rate", 10, True),
-    ("blocks_down", "blk ↓", 8, True),
-    ("blocks_up", "blk ↑", 8, True),
+    ("blocks_down", "blk ↓", 7, True),
+    ("blocks_up", "blk ↑", 7, True),
 )
 _PEER_FIXED_W = sum(c[2] for c in _PEER_FIXED)
 ADDR_MIN, ADDR_MAX = 12, 46
@@ -93,7 +95,7 @@ class TransferScreen(TransferActions):
             yield Input(placeholder="/ filter files", id="filter", compact=True)
             yield Static("", id="files-count")
         yield FileTable(id="files")
-        yield Footer(compact=True)
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         self._build_peer_columns()
@@ -185,7 +187,7 @@ class TransferScreen(TransferActions):
     def _peer_row(self, p: PeerStatus) -> tuple[Text, ...]:
         return (
             _cell(safe(p.peer_id[:8])),
-            _cell(fit(safe(p.address, 100), self._addr_w - 1)),
+            _cell(fit_middle(safe(p.address, 100), self._addr_w - 1)),
             _cell(path_text(p.path)),
             _cell(rtt_text(p.rtt_ms), right=True),
             _cell(format_rate(p.rate_down), right=True),

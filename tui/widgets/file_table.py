@@ -55,12 +55,12 @@ class FileTable(ScrollView, can_focus=True):
     COMPONENT_CLASSES = {"file-table--header", "file-table--cursor"}
 
     BINDINGS = [
-        Binding("up", "cursor_up", "Up", show=False),
-        Binding("down", "cursor_down", "Down", show=False),
-        Binding("pageup", "page_up", "Page up", show=False),
-        Binding("pagedown", "page_down", "Page down", show=False),
-        Binding("home", "first", "First", show=False),
-        Binding("end", "last", "Last", show=False),
+        Binding("up", "cursor_up", "Previous file", id="file_up", show=False),
+        Binding("down", "cursor_down", "Next file", id="file_down", show=False),
+        Binding("pageup", "page_up", "Page up", id="file_page_up", show=False),
+        Binding("pagedown", "page_down", "Page down", id="file_page_down", show=False),
+        Binding("home", "first", "First file", id="file_first", show=False),
+        Binding("end", "last", "Last file", id="file_last", show=False),
     ]
 
     cursor: reactive[int] = reactive(0, always_update=False, repaint=True)
