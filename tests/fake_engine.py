@@ -569,6 +569,22 @@ def write_demo() -> Path:
     return path
 
 
+# ---- the app under test ------------------------------------------------------------
+
+FIXED_WALL = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC: log stamps in tests
+
+
+def dashboard(engine: FakeEngine, *, refresh_hz: float = 50.0, config: Any = None) -> Any:
+    """A DattuiApp on `engine` with clocks that make its output repeatable:
+    the rate graph follows the engine's virtual time, log stamps are fixed."""
+    import config as config_mod
+    from tui.app import DattuiApp
+
+    cfg = config if config is not None else config_mod.defaults()
+    cfg = dataclasses.replace(cfg, tui=dataclasses.replace(cfg.tui, refresh_hz=refresh_hz))
+    return DattuiApp(engine, cfg, clock=lambda: engine.now, wallclock=lambda: FIXED_WALL)
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["--write"]:
         print(write_demo())

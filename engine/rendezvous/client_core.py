@@ -226,6 +226,11 @@ class RendezvousClient:
         return self._nonce
 
     @property
+    def cookie(self) -> bytes:
+        """The server's current anti-amplification cookie for us (zeros: none yet)."""
+        return self._cookie
+
+    @property
     def registered_keys(self) -> list[bytes]:
         return list(self._keys)
 

@@ -215,6 +215,11 @@ class RendezvousServerCore:
     def allocations(self) -> int:
         return len(self._allocs)
 
+    @property
+    def tracked_ips(self) -> int:
+        """Source IPs with a rate bucket (bounded by `max_tracked_ips`)."""
+        return len(self._buckets)
+
     def peers_of(self, key: bytes) -> list[p.Peer]:
         return [self._nodes[n].peer() for n in self._by_key.get(key, {})]
 
