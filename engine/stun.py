@@ -575,8 +575,10 @@ def respond(
     None for anything that is not a Binding request (responses, indications
     and malformed input get no answer). This server cannot answer from
     another address, so CHANGE-REQUEST with a flag set gets a 420 error
-    (RFC 5780 7.2) -- or, from a classic RFC 3489 client, silence, which such
+    (RFC 5780 6.1) -- or, from a classic RFC 3489 client, silence, which such
     a client reads as "that test failed" (some loop forever on an error).
+    CHANGE-REQUEST with no flag set is answered normally: classic clients
+    send it in their first test.
     Requests with comprehension-required attributes it does not know,
     RESPONSE-ADDRESS and RESPONSE-PORT included (they ask for the answer to
     go to a third party), get a 420 error too.

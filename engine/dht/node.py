@@ -76,7 +76,8 @@ SWEEP_EVERY = 60.0
 
 REFRESH_CHECK = 60.0
 REFRESH_AGE = 15 * 60.0
-BOOTSTRAP_RETRY = 60.0
+BOOTSTRAP_RETRY = 60.0       # with fewer than k nodes: retry after 5, 10, 20, 40, 60, 60... s
+BOOTSTRAP_FIRST_RETRY = 5.0
 MAX_ROUTERS = 32
 MAX_VOTES = 32
 
@@ -132,7 +133,7 @@ class _Rate:
         if now > self.stamp:
             self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
             self.stamp = now
-        if self.tokens >= 1.0:
+        if self.tokens >= 1.0 - 1e-9:  # tolerance: ready_at() must really be ready
             self.tokens -= 1.0
             return True
         return False
@@ -253,6 +254,7 @@ class DhtNode:
         self._next_lookup_id = 1
         self._routers: list[Address] = []
         self._next_bootstrap: float | None = None
+        self._bootstrap_delay = BOOTSTRAP_FIRST_RETRY
         self._next_refresh = now + REFRESH_CHECK
         self._verifying: set[bytes] = set()
         self._query_rate = _Rate(query_rate, query_burst, now)
@@ -435,6 +437,7 @@ class DhtNode:
             if len(self.routing) < K:
                 self._start_bootstrap(now)
             else:
+                self._bootstrap_delay = BOOTSTRAP_FIRST_RETRY
                 self._next_bootstrap = now + BOOTSTRAP_RETRY
         if now >= self._next_refresh:
             self._next_refresh = now + REFRESH_CHECK
@@ -454,7 +457,8 @@ class DhtNode:
             self._lookup_step(lk, now)
 
     def _start_bootstrap(self, now: float) -> None:
-        self._next_bootstrap = now + BOOTSTRAP_RETRY
+        self._next_bootstrap = now + self._bootstrap_delay
+        self._bootstrap_delay = min(BOOTSTRAP_RETRY, 2 * self._bootstrap_delay)
         if any(not lk.user and lk.target == self.node_id for lk in self._lookups.values()):
             return
         lk = self._new_lookup(self.node_id, b"find_node", announce=False, port=0, implied=True,

@@ -67,6 +67,10 @@ class Server:
         return self._tcp.sockets[0].getsockname()[:2]
 
     @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    @property
     def tcp_connections(self) -> int:
         return len(self._conns)
 
@@ -204,11 +208,13 @@ async def serve(
 
 
 async def run_rendezvous(host: str, port: int = DEFAULT_PORT, *,
+                         tcp_port: int | None = None,
                          ready: Callable[[Server], None] | None = None,
                          limits: ServerLimits | None = None) -> None:
-    """Run `dattui rendezvous --bind HOST:PORT` until cancelled: UDP and TCP on
-    the same port number. `ready` is called once both are listening."""
-    server = await serve(host, port, None, limits=limits)
+    """Run `dattui rendezvous --bind HOST:PORT` until cancelled: UDP on `port`,
+    TCP on `tcp_port` (None: the same number, e.g. 443 for both). `ready` is
+    called once both are listening (to print the addresses)."""
+    server = await serve(host, port, tcp_port, limits=limits)
     try:
         if ready is not None:
             ready(server)

@@ -254,6 +254,15 @@ class QuicEndpoint:
             self._links[header.destination_cid] = link
             self._links[conn.host_cid] = link
             self._on_incoming(link)
+        elif via is None and link.path.relayed:
+            # a relayed connection that now hears from the peer directly (a punch
+            # succeeded on its side): move to the direct path once it proves authentic
+            before = link.largest_received()
+            link.datagram(data, now)
+            if link.largest_received() > before:
+                link.path = DirectPath(self._sendto, addr, PathKind.PUNCHED)
+            self._dirty.add(link)
+            return
         elif via is None and link.path.addr != addr and link.path.same_socket(self._sendto):
             # The peer's address changed (NAT rebinding, a laptop on a new network):
             # answer where its packets now come from, once one of them has proved
