@@ -352,7 +352,7 @@ def run_dattui(lab_hosts, data: Path, out: Path, manifest, homes: Path, port: in
     share_home.mkdir(parents=True)
     clone_home.mkdir(parents=True)
     share_err = open(homes / f"share-{tag}.stderr", "w+")
-    share = share_h.popen(dattui_cmd("share", str(data), "--json", "--no-lan", "--port", str(port)),
+    share = share_h.popen(dattui_cmd("share", str(data), "--json", "--no-lan", "--no-dht", "--port", str(port)),
                           cwd=ROOT, env=child_env(share_home), stdout=subprocess.PIPE,
                           stderr=share_err, text=True)
     share_out = LineReader(share.stdout)
@@ -377,7 +377,7 @@ def run_dattui(lab_hosts, data: Path, out: Path, manifest, homes: Path, port: in
         resfile = homes / f"clone-{tag}.rusage.json"
         t0 = time.perf_counter()
         clone = clone_h.popen([sys.executable, "-S", "-c", LAUNCHER, str(resfile),
-                               *dattui_cmd("clone", link, str(out), "--json", "--no-lan",
+                               *dattui_cmd("clone", link, str(out), "--json", "--no-lan", "--no-dht",
                                            "--peer", f"{SHARE_IP}:{sport}")],
                               cwd=ROOT, env=child_env(clone_home), stdout=subprocess.PIPE,
                               stderr=clone_err, text=True, start_new_session=True)

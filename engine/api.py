@@ -47,6 +47,8 @@ class EngineOptions:
     max_datagram_size: int = 1452
     rescan_interval: float = 10.0
     include_hidden: bool = False
+    dht: bool = False
+    dht_bootstrap: tuple[str, ...] = ()
 
 
 class Engine:
@@ -58,6 +60,7 @@ class Engine:
         self._queues: list[asyncio.Queue] = []
         self._static: StaticPeers | None = None
         self._lan = None
+        self.dht = None
         self._done: dict[str, asyncio.Future] = {}
         self._log: collections.deque[str] = collections.deque(maxlen=2000)
 
@@ -80,10 +83,43 @@ class Engine:
                                      on_found=lambda f: self.node.peer_found(f.dkey, (f.host, f.port), "lan"))
             await self._lan.start()
             self.node.add_source(_LanSource(self._lan))
+        if self.options.dht:
+            self._start_dht()
+
+    def _start_dht(self) -> None:
+        import sqlite3
+        from .dht import persist
+        from .dht.service import DhtService
+        id_file = self.state_dir / "dht.id"
+        node_id = bytes.fromhex(id_file.read_text().strip()) if id_file.exists() else b""
+        if len(node_id) != 20:
+            node_id = os.urandom(20)
+            id_file.write_text(node_id.hex())
+        boot = [parse_hostport(b, 6881) for b in self.options.dht_bootstrap]
+        node = self.node
+        self.dht = DhtService(node.socket.sendto, node_id, bootstrap=boot, loop=node.loop,
+                              on_peers=lambda dkey, peers: [node.peer_found(dkey, tuple(a), "dht")
+                                                            for a in peers])
+        node.demux.add(self.dht.accepts, self.dht.datagram, first=True)
+        self._dht_db = sqlite3.connect(self.state_dir / "dht.db", isolation_level=None)
+        self.dht.start()
+        try:
+            self.dht.import_(persist.load_nodes(self._dht_db))
+        except sqlite3.Error:
+            pass
+        node.add_source(_DhtSource(self.dht, node))
 
     async def close(self) -> None:
         for swarm in list(self.swarms.values()):
             await self._close_swarm(swarm)
+        if self.dht is not None:
+            import sqlite3
+            from .dht import persist
+            try:
+                persist.save_nodes(self._dht_db, self.dht.export())
+                self._dht_db.close()
+            except sqlite3.Error:
+                pass
         if self.node:
             await self.node.close()
 
@@ -319,3 +355,24 @@ class _LanSource:
 
     def close(self) -> None:
         self.lan.close()
+
+
+class _DhtSource:
+    """Announces every active key on the DHT and looks it up: shares and clones
+    alike, so both sides find each other and both can punch."""
+
+    name = "dht"
+
+    def __init__(self, dht, node) -> None:
+        self.dht = dht
+        self.node = node
+
+    def announce(self, dkey: bytes) -> None:
+        self.dht.announce(dkey, self.node.port)
+        self.dht.lookup(dkey)
+
+    def remove(self, dkey: bytes) -> None:
+        self.dht.remove(dkey)
+
+    def close(self) -> None:
+        self.dht.close()

@@ -21,7 +21,7 @@ from .transport.udp import Address, Demux, UdpSocket, bind_udp
 from . import wire
 
 KEEPALIVE = 10.0
-SOURCE_PATH = {"lan": PathKind.LAN, "peer-arg": PathKind.DIRECT}
+SOURCE_PATH = {"lan": PathKind.LAN, "peer-arg": PathKind.DIRECT, "dht": PathKind.DIRECT}
 
 
 def classify_incoming(addr: Address) -> PathKind:

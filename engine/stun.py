@@ -70,6 +70,7 @@ __all__ = [
     "RESPONSE_ORIGIN",
     "OTHER_ADDRESS",
     "HEADER_SIZE",
+    "RESPONSE_PAD",
     "is_stun",
     "parse",
     "encode",

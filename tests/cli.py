@@ -12,7 +12,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+TEST_CONFIG = """# tests never reach the public DHT bootstrap nodes
+[discovery]
+dht = false
+"""
+
+
 def env(home: Path, **extra) -> dict:
+    """Environment for a dattui process whose state lives in `home` (DHT off)."""
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not (home / "config.toml").exists():
+        (home / "config.toml").write_text(TEST_CONFIG)
     e = dict(os.environ)
     e["DATTUI_HOME"] = str(home)
     e["PYTHONPATH"] = str(ROOT)

@@ -1,12 +1,13 @@
-"""NAT lab on top of netlab: an "internet" segment, NAT routers of several kinds, peers.
+"""NAT lab on top of netlab: an "internet", NAT routers of several kinds, peers.
 
 Everything stays inside namespaces the Lab creates; the only addresses used are
-203.0.113.0/24 and 198.51.100.0/24 on the internet segment (both on-link for every
-host attached to it), 100.64.<index>.0/24 between a CGN and a home router, and
-10.<index>.0.0/24 behind NATs.  Nothing links to the root namespace.
+203.0.113.0/24 and 198.51.100.0/24 on the internet (both on-link for every host
+attached to it; .1 of each belongs to the core), 100.64.<index>.0/24 between a CGN
+and a home router, and 10.<index>.0.0/24 behind NATs.  Nothing links to the root
+namespace.
 
     with Lab() as lab:
-        inet = build_internet(lab)
+        inet = build_internet(lab)                      # routed core, 4 hops
         rdv = inet.add_server("rdv", "203.0.113.10", "203.0.113.11")
         a = add_peer(lab, inet, NatKind.CONE, 1)       # a.host runs the peer
         b = add_peer(lab, inet, NatKind.SYMMETRIC, 2)
@@ -15,7 +16,7 @@ host attached to it), 100.64.<index>.0/24 between a CGN and a home router, and
 
 Topology per kind (``index`` = i; WAN addresses default to 203.0.113.(100+i)):
 
-    PUBLIC      peer eth0 203.0.113.(100+i) on the internet bridge (no router)
+    PUBLIC      peer eth0 203.0.113.(100+i) directly on the internet (no router)
     CONE        peer 10.i.0.2 -- lan0 10.i.0.1 [router] eth0 WAN -- internet
                 MASQUERADE + drop NEW inbound on WAN (INPUT and FORWARD)
     MASQ        same, bare MASQUERADE
@@ -24,11 +25,22 @@ Topology per kind (``index`` = i; WAN addresses default to 203.0.113.(100+i)):
     DOUBLE      peer 10.i.0.2 -- [home: CONE] 100.64.i.2 -- 100.64.i.1 [cgn: MASQ] WAN
     SAME_NAT    add_peers_same_nat(): peers 10.i.0.2 and 10.i.0.3 behind one CONE router
 
+The internet is by default a routed core (see ``Internet``): packets between two
+internet hosts cross ``hops`` (4) router hops, so low-TTL punch probes behave as on
+the real internet.  ``build_internet(lab, routed=False)`` gives a plain bridge.
+
 Each router's LAN side is a bridge ``lan0`` (10.i.0.1/24) with one veth port per
 peer, so several peers can share a NAT and ``cut()`` affects only one peer.
 Bridge netfilter is switched off in bridge-holding namespaces so bridged traffic
 never meets iptables.  No hairpinning: a packet from the LAN to the router's own
 WAN address is delivered to the router itself (nothing DNATs it back).
+
+Measured here (tests/test_natlab.py): CONE/MASQ/DOUBLE map endpoint-independently
+with port preservation, SYMMETRIC per destination; CONE<->CONE punching always
+works; bare MASQUERADE (MASQ, and the CGN of DOUBLE) moves the local mapping to
+another port when the far peer's probe arrives first, so plain punching with a
+MASQ/DOUBLE side is a race, but a first probe with TTL 3 (opens the sender's NATs,
+dies in the core) makes MASQ<->MASQ, DOUBLE<->DOUBLE, DOUBLE<->MASQ reliable.
 """
 
 from __future__ import annotations
@@ -48,7 +60,7 @@ _INET_NET = ipaddress.ip_network("203.0.113.0/24")
 
 
 class NatKind(enum.Enum):
-    PUBLIC = "public"            # no NAT, directly on the internet segment
+    PUBLIC = "public"            # no NAT, directly on the internet
     CONE = "cone"                # port-restricted cone: MASQUERADE + drop unsolicited inbound
     MASQ = "masq"                # bare MASQUERADE
     SYMMETRIC = "symmetric"      # MASQUERADE --random-fully (mapping varies by destination)
@@ -118,23 +130,40 @@ def _renumber(host: Host, ifname: str, old_ip: str, new_ip: str, prefix: int = 2
 # -- the internet ------------------------------------------------------------------
 @dataclass
 class Internet:
-    """The internet segment: a bridge namespace; servers and NAT WANs attach to it."""
+    """The internet: one namespace every server, PUBLIC peer and NAT WAN plugs into.
+
+    routed (default): the namespace is a core router.  Each attached host gets its
+    own veth port; the core holds a /32 route per address and answers ARP for every
+    other internet address (proxy ARP), so hosts still see 203.0.113.0/24 and
+    198.51.100.0/24 as on-link, but each packet between two of them crosses
+    ``hops`` router hops (TTL decremented by ``hops``, ICMP time exceeded from
+    203.0.113.1).  This is what makes low-TTL punch probes meaningful: a probe
+    with TTL n (own NATs + 1 <= n <= own NATs + hops) opens the sender's NAT
+    mappings and dies in the core before reaching the far NAT.
+    not routed: a plain bridge (``segment``): zero hops, every packet that leaves
+    a NAT reaches the far NAT whatever its TTL.
+    """
 
     lab: Lab
-    segment: Segment
+    host: Host                    # the core router / bridge namespace
+    segment: Segment | None       # the bridge when not routed
+    hops: int = 0
     servers: dict[str, Host] = field(default_factory=dict)
-    used: set[str] = field(default_factory=set)
-    ports: dict[str, str] = field(default_factory=dict)  # host ns -> bridge port
+    used: set[str] = field(default_factory=lambda: {"203.0.113.1", "198.51.100.1"})
+    ports: dict[str, str] = field(default_factory=dict)  # host ns -> port in self.host
+    addrs: dict[str, list[str]] = field(default_factory=dict)  # host ns -> its addresses
+    _portseq: itertools.count = field(default_factory=lambda: itertools.count(0), repr=False)
 
     @property
-    def host(self) -> Host:
-        """The namespace holding the bridge (run tcpdump/conntrack here if needed)."""
-        return self.segment.host
+    def routed(self) -> bool:
+        return self.segment is None
 
     def _claim(self, ip: str) -> str:
         ipaddress.ip_address(ip)
         if ip in self.used:
-            raise NetlabError(f"{ip} is already used on the internet segment")
+            raise NetlabError(f"{ip} is already used on the internet")
+        if not any(ipaddress.ip_address(ip) in ipaddress.ip_network(p) for p in INTERNET_PREFIXES):
+            raise NetlabError(f"{ip} is outside the internet prefixes {INTERNET_PREFIXES}")
         self.used.add(ip)
         return ip
 
@@ -151,7 +180,7 @@ class Internet:
                     pick = ip
                     break
         if pick is None:
-            raise NetlabError("internet segment out of addresses")
+            raise NetlabError("internet out of addresses")
         return self._claim(pick) if claim else pick
 
     def attach(self, host: Host, ip: str, *extra_ips: str) -> str:
@@ -160,37 +189,70 @@ class Internet:
         return self._attach(host, ip, *extra_ips)[0]
 
     def _attach(self, host: Host, ip: str, *extra_ips: str) -> tuple[str, str]:
-        self._claim(ip)
-        for x in extra_ips:
+        for x in (ip, *extra_ips):
             self._claim(x)
-        seg = self.segment
         ifname = host._next_ifname()
-        port = f"p{next(seg._portseq)}"
-        self.lab._veth(host, ifname, seg.host, port, 1500)
-        _run(["ip", "-n", seg.host.ns, "link", "set", port, "master", seg.bridge, "up"])
+        port = f"p{next(self._portseq)}"
+        self.lab._veth(host, ifname, self.host, port, 1500)
+        if self.routed:
+            # answer ARP for every other address at once (proxy_delay defaults to 0.8 s)
+            _run(["ip", "netns", "exec", self.host.ns, "sysctl", "-q", "-w",
+                  f"net.ipv4.conf.{port}.proxy_arp=1", f"net.ipv4.neigh.{port}.proxy_delay=0"])
+            _run(["ip", "-n", self.host.ns, "link", "set", port, "up"])
+        else:
+            _run(["ip", "-n", self.host.ns, "link", "set", port, "master", self.segment.bridge, "up"])
         self.lab._addr_up(host, ifname, ip, 24)
         for x in extra_ips:
             _run(["ip", "-n", host.ns, "addr", "add", f"{x}/24", "dev", ifname])
         _onlink_internet(host, ifname)
         self.ports[host.ns] = port
+        self.addrs[host.ns] = [ip, *extra_ips]
+        for x in (ip, *extra_ips):
+            self._core_route(host, x)
         return ifname, port
+
+    def _core_route(self, host: Host, ip: str, delete: bool = False) -> None:
+        if self.routed:
+            _run(["ip", "-n", self.host.ns, "route", "del" if delete else "replace", f"{ip}/32",
+                  "dev", self.ports[host.ns]], check=not delete)
+
+    def _readdress(self, host: Host, old: str, new: str) -> None:
+        self._core_route(host, new)
+        self._core_route(host, old, delete=True)
+        self.addrs[host.ns] = [new if a == old else a for a in self.addrs[host.ns]]
+
+    def _restore_routes(self, host: Host) -> None:
+        """Re-add the core's /32 routes to ``host`` (the kernel drops them with the port)."""
+        for ip in self.addrs.get(host.ns, []):
+            self._core_route(host, ip)
 
     def add_server(self, name: str, ip: str, *extra_ips: str) -> Host:
         """A host with a public address (e.g. rendezvous at 203.0.113.10, and 203.0.113.11
         as a second address for mapping tests).  Addresses may be in 203.0.113.0/24 or
-        198.51.100.0/24.  A server bound to 0.0.0.0 answers from the primary address:
-        bind one socket per address when a NAT must see replies from the address it
-        sent to."""
+        198.51.100.0/24 (.1 of both belongs to the core).  A server bound to 0.0.0.0
+        answers from its primary address: bind one socket per address when a NAT must
+        see replies come from the address it sent to."""
         h = self.lab.add_host(name)
         self.attach(h, ip, *extra_ips)
         self.servers[name] = h
         return h
 
 
-def build_internet(lab: Lab, name: str = "inet") -> Internet:
-    seg = lab.add_bridge_segment(name)
-    _no_bridge_netfilter(seg.host)
-    return Internet(lab, seg)
+def build_internet(lab: Lab, name: str = "inet", *, routed: bool = True, hops: int = 4) -> Internet:
+    """The internet namespace: a core router with ``hops`` hops (default), or with
+    ``routed=False`` a plain L2 bridge (``Internet.segment``, zero hops)."""
+    if not routed:
+        seg = lab.add_bridge_segment(name)
+        _no_bridge_netfilter(seg.host)
+        return Internet(lab, seg.host, seg, hops=0)
+    if hops < 1:
+        raise ValueError("a routed internet has at least 1 hop")
+    core = lab.add_router(name)
+    _run(["ip", "-n", core.ns, "addr", "add", "203.0.113.1/32", "dev", "lo"])
+    _run(["ip", "-n", core.ns, "addr", "add", "198.51.100.1/32", "dev", "lo"])
+    if hops > 1:  # the forward path decrements 1; take the other hops-1 on the way in
+        _ipt(core, "-t", "mangle", "-A", "PREROUTING", "-j", "TTL", "--ttl-dec", str(hops - 1))
+    return Internet(lab, core, None, hops=hops)
 
 
 # -- peers -------------------------------------------------------------------------
@@ -203,7 +265,7 @@ class Peer:
     router: Host | None           # the NAT the peer sits behind (home router for DOUBLE)
     cgn: Host | None = None       # DOUBLE only: the carrier-grade NAT
     ifname: str = "eth0"          # the peer's uplink interface
-    # the far end of the peer's uplink (router lan0 port, or internet bridge port)
+    # the far end of the peer's uplink (router lan0 port, or internet core/bridge port)
     _far: tuple[Host, str] | None = field(default=None, repr=False)
     # (outermost NAT or the PUBLIC peer itself, its internet-facing ifname)
     _wan: tuple[Host, str] | None = field(default=None, repr=False)
@@ -235,14 +297,17 @@ class Peer:
             flush_conntrack(r)
 
     def cut(self) -> None:
-        """Take the peer's uplink down at the far end (router LAN port, or internet
-        bridge port for PUBLIC): its packets vanish silently; NAT state is kept."""
+        """Take the peer's uplink down at the far end (router LAN port, or its port on
+        the internet for PUBLIC): its packets vanish silently (sendto does not fail);
+        NAT state is kept, so restore() brings back the same mappings."""
         host, ifname = self._far
         _run(["ip", "-n", host.ns, "link", "set", ifname, "down"])
 
     def restore(self) -> None:
         host, ifname = self._far
         _run(["ip", "-n", host.ns, "link", "set", ifname, "up"])
+        if host is self.internet.host:  # PUBLIC: the core forgot its routes to the peer
+            self.internet._restore_routes(self.host)
 
     def change_address(self, new_public_ip: str | None = None, lan: bool = False) -> str:
         """Move the peer as if to another network: new public address, all NAT
@@ -255,6 +320,7 @@ class Peer:
         wan_host, wan_if = self._wan
         old = self.public_ip
         _renumber(wan_host, wan_if, old, new)
+        self.internet._readdress(wan_host, old, new)
         if self.router is not None:
             _onlink_internet(wan_host, wan_if)
             if lan:
@@ -266,7 +332,7 @@ class Peer:
         return new
 
 
-def _nat_rules(router: Host, kind: NatKind, wan: str, lan: str, filter_inbound: bool) -> None:
+def _nat_rules(router: Host, kind: NatKind, wan: str, filter_inbound: bool) -> None:
     if kind is NatKind.SYMMETRIC:
         _ipt(router, "-t", "nat", "-A", "POSTROUTING", "-o", wan, "-j", "MASQUERADE",
              "--random-fully")
@@ -303,7 +369,7 @@ def _add_nat_router(lab: Lab, internet: Internet, kind: NatKind, index: int,
     router = lab.add_router(name or f"nat{index}")
     wan_if = internet.attach(router, _wan_addr(internet, index, wan_ip))
     _add_lan_bridge(lab, router, f"10.{index}.0.1")
-    _nat_rules(router, kind, wan_if, "lan0", filter_inbound)
+    _nat_rules(router, kind, wan_if, filter_inbound)
     return router, wan_if
 
 
@@ -335,9 +401,9 @@ def add_peer(lab: Lab, internet: Internet, kind: NatKind, index: int, *,
         home = lab.add_router(f"home{index}")
         lk = lab.link(cgn, f"100.64.{index}.1", home, f"100.64.{index}.2")
         home.add_route("default", via=f"100.64.{index}.1")
-        _nat_rules(cgn, NatKind.MASQ, cgn_wan, lk.ifname_a, False)
+        _nat_rules(cgn, NatKind.MASQ, cgn_wan, False)
         _add_lan_bridge(lab, home, f"10.{index}.0.1")
-        _nat_rules(home, NatKind.CONE, lk.ifname_b, "lan0",
+        _nat_rules(home, NatKind.CONE, lk.ifname_b,
                    True if filter_inbound is None else filter_inbound)
         h = lab.add_host(name)
         pif, port = _attach_lan(lab, home, h, f"10.{index}.0.2", f"10.{index}.0.1")

@@ -19,7 +19,7 @@ from helpers import engine, make_tree, tree, visible
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     h = tmp_path / "home"
-    h.mkdir(mode=0o700)
+    env(h)  # writes a config with the DHT off
     monkeypatch.setenv("DATTUI_HOME", str(h))
     yield h
     if daemon_running(h):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import select
 import subprocess
 import sys
@@ -225,13 +226,35 @@ def test_cone_drops_unsolicited_inbound(lab):
     for who in (stranger, same_ip):
         ag.send("listen 1.0")
         assert who.call(f"spray {peer.public_ip} {ag.port} 10")["errors"] == []
-        assert ag.read(5)["got"] == [], "unsolicited inbound must be dropped"
+        got = [g for g in ag.read(5)["got"] if g != f"{RDV1}:{ECHO_PORT}"]  # late echo
+        assert got == [], "unsolicited inbound must be dropped"
 
     # once the peer has sent to the stranger, the stranger's replies come in
     assert ag.call(f"spray 198.51.100.20 {stranger.port} 1")["errors"] == []
     ag.send("listen 1.0")
     stranger.call(f"spray {peer.public_ip} {ag.port} 5")
     assert ag.read(5)["got"] == [f"198.51.100.20:{stranger.port}"]
+
+
+@pytest.mark.parametrize("kind", [NatKind.MASQ, NatKind.CONE], ids=lambda k: k.value)
+def test_inbound_probe_first_moves_bare_masquerade_mapping(lab, kind):
+    """Field notes: without the drop-unsolicited policy, a probe that reaches the NAT
+    before the local peer's own packet leaves becomes a conntrack entry, and the local
+    peer's flow then collides with it and is moved to another port."""
+    inet, _ = internet_with_rdv(lab)
+    # B is PUBLIC so that it hears A from whatever port A's NAT picks
+    pa, pb = add_peer(lab, inet, kind, 1), add_peer(lab, inet, NatKind.PUBLIC, 2)
+    a, b = Agent(pa.host), Agent(pb.host)
+    ma, mb = a.stun(), b.stun()
+    b.call("spray {} {} 1".format(*split(ma)))  # reaches A's NAT first
+    b.send("listen 1.0")
+    a.call("spray {} {} 5".format(*split(mb)))
+    got = [g for g in b.read(5)["got"] if g != f"{RDV1}:{ECHO_PORT}"]
+    assert len(got) == 1 and split(got[0])[0] == pa.public_ip
+    if kind is NatKind.MASQ:
+        assert split(got[0])[1] != a.port, "bare MASQUERADE should have moved the mapping"
+    else:
+        assert got == [ma], "CONE never records the unsolicited probe: mapping kept"
 
 
 # -- (3) UDP blocked, TCP allowed ------------------------------------------------------------
@@ -265,6 +288,28 @@ def test_punch_with_symmetric_fails(lab, kinds):
     ma, mb = a.stun(), b.stun()
     assert ma and mb
     assert punch_pair(a, b, mb, ma, 1.5) == (False, False)
+
+
+@pytest.mark.parametrize("kinds", [(NatKind.MASQ, NatKind.MASQ), (NatKind.DOUBLE, NatKind.DOUBLE),
+                                   (NatKind.DOUBLE, NatKind.MASQ)],
+                         ids=["masq-masq", "double-double", "double-masq"])
+def test_low_ttl_first_probe_makes_punching_reliable(lab, kinds):
+    """The internet core is 4 router hops: a first probe with TTL 3 opens the sender's
+    NAT mappings (also both layers of DOUBLE) and dies in the core, so it never leaves
+    a colliding entry on the far NAT; afterwards plain punching works, in either order."""
+    inet, _ = internet_with_rdv(lab)
+    assert inet.routed and inet.hops == 4
+    pa, pb = add_peer(lab, inet, kinds[0], 1), add_peer(lab, inet, kinds[1], 2)
+    for order in ("ab", "ba", "ab"):
+        a, b = Agent(pa.host), Agent(pb.host)
+        ma, mb = a.stun(), b.stun()
+        pairs = {"a": (a, mb), "b": (b, ma)}
+        for who in order:
+            ag, target = pairs[who]
+            ag.call("ttl 3")
+            ag.call("spray {} {} 1".format(*split(target)))
+            ag.call("ttl 64")
+        assert punch_pair(a, b, mb, ma, 3.0) == (True, True), order
 
 
 # -- (5) two peers behind one NAT: no hairpin -------------------------------------------------
@@ -326,6 +371,8 @@ def test_same_nat_change_address_moves_both(lab):
 
 # -- plumbing ----------------------------------------------------------------------------------
 def test_every_kind_builds_and_tears_down():
+    if os.geteuid() != 0:
+        pytest.skip("needs root for network namespaces")
     lab = netlab.Lab()
     try:
         inet = build_internet(lab)
@@ -346,3 +393,22 @@ def test_every_kind_builds_and_tears_down():
         lab.close()
     left = set(netlab.list_netns()) & set(namespaces)
     assert not left
+
+
+def test_plain_bridge_internet(lab):
+    """build_internet(routed=False): the L2 variant (zero hops) works the same way."""
+    inet = build_internet(lab, routed=False)
+    assert not inet.routed and inet.segment is not None and inet.hops == 0
+    rdv = inet.add_server("rdv", RDV1, RDV2)
+    srv = rdv.popen([PY, "-c", ECHO_SERVER, str(ECHO_PORT), RDV1, RDV2],
+                    stdout=subprocess.PIPE, text=True)
+    assert srv.stdout.readline().strip() == "ready"
+    pub, cone = add_peer(lab, inet, NatKind.PUBLIC, 1), add_peer(lab, inet, NatKind.CONE, 2)
+    a, b = Agent(pub.host), Agent(cone.host)
+    assert a.stun() == f"{pub.ip}:{a.port}" and b.stun() == f"{cone.public_ip}:{b.port}"
+    pub.cut()
+    assert a.stun(timeout=0.5) is None
+    pub.restore()
+    assert a.stun(timeout=5.0) == f"{pub.ip}:{a.port}"
+    new = cone.change_address()
+    assert b.stun(timeout=5.0) == f"{new}:{b.port}"

@@ -114,6 +114,7 @@ class DattuiApp(App[None]):
         self._clock = clock
         self._wallclock = wallclock
         self._polling = False
+        self._told_seq = 0
         self._engine_error = ""
         self._failures_told: set[tuple[str, str]] = set()
         self.set_keymap(dict(config.keys))
@@ -134,7 +135,7 @@ class DattuiApp(App[None]):
         if self._polling:
             return
         self._polling = True
-        self.run_worker(self._poll(), group="status", exit_on_error=False)
+        self.run_worker(self._poll, group="status", exit_on_error=False)
 
     async def _poll(self) -> None:
         try:
@@ -147,9 +148,12 @@ class DattuiApp(App[None]):
         if self._engine_error:
             self._engine_error = ""
             self.notify("The dattui daemon answers again.")
-        self.model.apply(statuses, self._clock())
-        for screen in self.screen_stack:
-            screen.post_message(ModelUpdated())
+        changed = self.model.apply(statuses, self._clock())
+        if changed or self.model.event_seq != self._told_seq:
+            # nothing new, nothing to redraw: an idle dashboard costs a poll
+            self._told_seq = self.model.event_seq
+            for screen in self.screen_stack:
+                screen.post_message(ModelUpdated())
 
     def _engine_unreachable(self, exc: Exception) -> None:
         message = str(exc) or type(exc).__name__
@@ -159,7 +163,7 @@ class DattuiApp(App[None]):
                         severity="error", timeout=10, markup=False)
 
     def _consume_events(self) -> None:
-        self.run_worker(self._events(), group="events", exit_on_error=False)
+        self.run_worker(self._events, group="events", exit_on_error=False)
 
     async def _events(self) -> None:
         n = 0

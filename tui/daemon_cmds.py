@@ -21,6 +21,8 @@ def _daemon_args(args) -> list[str]:
         out += ["--port", str(args.port)]
     if getattr(args, "no_lan", False):
         out.append("--no-lan")
+    if getattr(args, "no_dht", False):
+        out.append("--no-dht")
     return out
 
 

@@ -28,6 +28,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object per line")
     p.add_argument("--port", type=int, default=None, help="UDP port (default 3282, next free if taken)")
     p.add_argument("--no-lan", action="store_true", help="do not look for peers on the local network")
+    p.add_argument("--no-dht", action="store_true", help="do not use the BitTorrent Mainline DHT")
+    p.add_argument("--dht-bootstrap", metavar="HOST:PORT,...", default=None,
+                   help="DHT nodes to join through (default: the public bootstrap nodes)")
 
 
 def build_parser() -> argparse.ArgumentParser:

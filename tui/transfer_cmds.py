@@ -29,7 +29,10 @@ def engine_options(args, cfg) -> EngineOptions:
         block_size=cfg.transfer.block_size,
         max_inflight_bytes=cfg.transfer.max_inflight_bytes,
         max_inflight_requests=cfg.transfer.max_inflight_requests,
-        include_hidden=getattr(args, "include_hidden", False) or cfg.share.include_hidden)
+        include_hidden=getattr(args, "include_hidden", False) or cfg.share.include_hidden,
+        dht=cfg.discovery.dht and not args.no_dht,
+        dht_bootstrap=tuple(args.dht_bootstrap.split(",")) if args.dht_bootstrap
+        else tuple(cfg.discovery.dht_bootstrap))
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:

@@ -210,14 +210,17 @@ class Daemon:
         raise UsageError(f"unknown operation {op!r}")
 
 
-def options_from_config(cfg, *, port: int | None = None, lan: bool | None = None) -> EngineOptions:
+def options_from_config(cfg, *, port: int | None = None, lan: bool | None = None,
+                        dht: bool | None = None) -> EngineOptions:
     return EngineOptions(
         host=cfg.node.bind, port=cfg.node.port if port is None else port,
         lan=cfg.discovery.lan if lan is None else lan,
         block_size=cfg.transfer.block_size,
         max_inflight_bytes=cfg.transfer.max_inflight_bytes,
         max_inflight_requests=cfg.transfer.max_inflight_requests,
-        include_hidden=cfg.share.include_hidden)
+        include_hidden=cfg.share.include_hidden,
+        dht=cfg.discovery.dht if dht is None else dht,
+        dht_bootstrap=tuple(cfg.discovery.dht_bootstrap))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -229,8 +232,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="dattui-daemon")
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--no-lan", action="store_true")
+    parser.add_argument("--no-dht", action="store_true")
     args = parser.parse_args(argv)
     logging.getLogger("quic").setLevel(logging.CRITICAL)
     opts = options_from_config(config_mod.load(), port=args.port,
-                               lan=False if args.no_lan else None)
+                               lan=False if args.no_lan else None,
+                               dht=False if args.no_dht else None)
     asyncio.run(Daemon(opts).run())

@@ -434,7 +434,7 @@ class DhtNode:
             else:
                 self._done(lk)
         if self._next_bootstrap is not None and now >= self._next_bootstrap:
-            if len(self.routing) < K:
+            if self.routing.live_count() < K:
                 self._start_bootstrap(now)
             else:
                 self._bootstrap_delay = BOOTSTRAP_FIRST_RETRY
@@ -493,7 +493,7 @@ class DhtNode:
     def _seed(self, lk: _Lookup, now: float) -> None:
         for nd in self.routing.closest(lk.target, 2 * K, now):
             lk.add(nd.id, nd.addr)
-        if len(self.routing) < K:
+        if self.routing.live_count() < K:
             for addr in self._routers:
                 lk.add(None, addr)
 

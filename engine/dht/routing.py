@@ -118,6 +118,10 @@ class RoutingTable:
         live.sort(key=lambda nd: int.from_bytes(nd.id, "big") ^ t)
         return live[:n]
 
+    def live_count(self) -> int:
+        """Nodes that are not bad."""
+        return sum(1 for nd in self._index.values() if nd.failures < BAD_AFTER)
+
     def count(self, status: NodeStatus, now: float) -> int:
         return sum(1 for nd in self._index.values() if nd.status(now) is status)
 

@@ -41,7 +41,7 @@ _FIXED = (
     ("up", "↑ rate", 10, True),
 )
 _FIXED_W = sum(c[2] for c in _FIXED)
-NAME_MIN, NAME_MAX = 10, 40
+NAME_MIN, NAME_MAX = 10, 60
 
 
 def _cell(value: str | Text, right: bool = False) -> Text:
@@ -67,6 +67,7 @@ class SharesScreen(TransferActions):
         super().__init__(id="shares")
         self._rows: dict[str, tuple[Text, ...]] = {}
         self._name_w = NAME_MIN
+        self._hinted: bool | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -140,17 +141,17 @@ class SharesScreen(TransferActions):
         self._update_hints()
 
     def _update_hints(self) -> None:
-        app = self.app
-        key = app.key_for  # type: ignore[attr-defined]
+        key = self.app.key_for  # type: ignore[attr-defined]
+        has_rows = bool(self._rows)
+        if self._hinted == has_rows:
+            return
+        self._hinted = has_rows
         empty = self.query_one("#empty", Static)
-        if self._rows:
-            empty.display = False
-        else:
-            empty.display = True
-            empty.update(Text(
-                f"No shares or clones yet. Press {key('add_share')} to share a folder "
-                f"or {key('clone')} to clone a dat:// link."
-            ))
+        empty.display = not has_rows
+        empty.update(Text(
+            f"No shares or clones yet. Press {key('add_share')} to share a folder "
+            f"or {key('clone')} to clone a dat:// link."
+        ))
         self.query_one("#hint", Static).update(Text(
             f"Transfers run in the daemon: {key('quit')} closes the dashboard, "
             "they keep going."

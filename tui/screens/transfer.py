@@ -151,7 +151,9 @@ class TransferScreen(TransferActions):
 
     def _sync_graph(self, s: TransferStatus) -> None:
         history = self.app.model.history(self.tid)  # type: ignore[attr-defined]
-        self.query_one("#rate", Sparkline).data = history
+        sparkline = self.query_one("#rate", Sparkline)
+        if sparkline.data != history:
+            sparkline.data = history
         peak = max(history) if history else 0.0
         main = "↓" if s.role is Role.CLONE else "↑"
         now = s.rate_down if s.role is Role.CLONE else s.rate_up
