@@ -49,6 +49,7 @@ class EngineOptions:
     include_hidden: bool = False
     dht: bool = False
     dht_bootstrap: tuple[str, ...] = ()
+    rendezvous: tuple[str, ...] = ()
 
 
 class Engine:
@@ -61,6 +62,7 @@ class Engine:
         self._static: StaticPeers | None = None
         self._lan = None
         self.dht = None
+        self.rendezvous = None
         self._done: dict[str, asyncio.Future] = {}
         self._log: collections.deque[str] = collections.deque(maxlen=2000)
 
@@ -85,6 +87,12 @@ class Engine:
             self.node.add_source(_LanSource(self._lan))
         if self.options.dht:
             self._start_dht()
+        if self.options.rendezvous:
+            from .traversal.rendezvous import RendezvousSource
+            servers = [resolve(*parse_hostport(r, 3478)) for r in self.options.rendezvous]
+            self.rendezvous = RendezvousSource(self.node, servers, emit=self._emit)
+            await self.rendezvous.start()
+            self.node.add_source(self.rendezvous)
 
     def _start_dht(self) -> None:
         import sqlite3

@@ -109,6 +109,16 @@ class Node:
         self._attempts[(dkey, addr)] = peer
         return peer
 
+    def dial_path(self, dkey: bytes, path, source: str) -> PeerConnection | None:
+        """Connect over a path a traversal found (punched, relayed)."""
+        key = (dkey, path.addr if not path.relayed else ("relay", id(path)))
+        if key in self._attempts or self.endpoint is None or dkey not in self.swarms:
+            return None
+        link = self.endpoint.connect(path)
+        peer = PeerConnection(self, link, dkey=dkey, source=source)
+        self._attempts[key] = peer
+        return peer
+
     def _incoming(self, link: QuicLink) -> None:
         PeerConnection(self, link, source="incoming")
 

@@ -31,6 +31,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-dht", action="store_true", help="do not use the BitTorrent Mainline DHT")
     p.add_argument("--dht-bootstrap", metavar="HOST:PORT,...", default=None,
                    help="DHT nodes to join through (default: the public bootstrap nodes)")
+    p.add_argument("--rendezvous", action="append", metavar="HOST:PORT",
+                   help="a rendezvous server to meet peers through (repeatable)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--background", action="store_true",
                    help="hand the clone to the background daemon and return")
     _common(p)
+
+    p = sub.add_parser("rendezvous", help="run a rendezvous server (STUN, meeting point, relay)")
+    p.add_argument("--bind", default="0.0.0.0:3478", metavar="HOST:PORT",
+                   help="UDP and TCP address to serve on (default 0.0.0.0:3478)")
+    p.add_argument("--tcp-port", type=int, default=None,
+                   help="TCP port for the relay over TCP (default: the same number, e.g. 443)")
 
     p = sub.add_parser("list", help="list the daemon's shares and clones")
     p.add_argument("--json", action="store_true")
@@ -89,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("dashboard", "list", "stop") or getattr(args, "background", False):
             from .daemon_cmds import run_daemon_command
             return asyncio.run(run_daemon_command(args, cfg))
+        if args.command == "rendezvous":
+            from .rendezvous_cmd import run_rendezvous_cmd
+            return asyncio.run(run_rendezvous_cmd(args))
         if args.command == "share":
             from .transfer_cmds import run_share
             return asyncio.run(run_share(args, cfg))

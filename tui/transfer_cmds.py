@@ -32,7 +32,8 @@ def engine_options(args, cfg) -> EngineOptions:
         include_hidden=getattr(args, "include_hidden", False) or cfg.share.include_hidden,
         dht=cfg.discovery.dht and not args.no_dht,
         dht_bootstrap=tuple(args.dht_bootstrap.split(",")) if args.dht_bootstrap
-        else tuple(cfg.discovery.dht_bootstrap))
+        else tuple(cfg.discovery.dht_bootstrap),
+        rendezvous=tuple(args.rendezvous or ()) + tuple(cfg.discovery.rendezvous))
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:

@@ -1,0 +1,452 @@
+"""Rendezvous servers as a discovery source and a path maker.
+
+For every active discovery key the node registers with each configured
+rendezvous server (from its one UDP socket, so the server sees the NAT mapping
+QUIC uses) and looks the key up every few seconds. For each peer listed, one
+side (the smaller token) asks the server to coordinate a punch; both sides get
+PUNCH at once and probe each other's candidates from the node's socket. The
+requesting side dials QUIC over the first path that works:
+
+    punched (or direct/lan)  ->  relay over UDP  ->  relay over TCP
+
+A relay is requested when no probe has been answered after RELAY_AFTER seconds
+(at once when both sides' NATs map per destination, or when UDP to the server
+does not work at all and the client fell back to TCP). A relayed connection
+keeps punching and moves to the direct path when a probe is answered, without
+interrupting the transfer.
+
+NAT mapping: the node asks every configured server address for its mapped
+address (STUN); when two server addresses see different ports, our NAT maps
+per destination ("hard"). We tell peers with one marker candidate,
+0.0.0.0:1 (never a real address); a punch between one hard and one easy side
+uses the birthday strategy (256 helper sockets on the hard side, random-port
+spray from the easy side).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Callable
+
+from .. import netinfo, stun
+from ..events import PathKind
+from ..rendezvous import protocol as rp
+from ..rendezvous.client_core import (ObservedAddressChanged, PeersListed, PunchRequested,
+                                      Registered, RelayAllocated, RelayBound, RelayClosed,
+                                      RelayDataReceived, RelayOffered, RendezvousClient)
+from ..transport.paths import DirectPath, RelayPath
+from .punch import Punched, Puncher, PunchState, Send, is_probe
+from .sockets import HelperSockets, sendto_ttl
+
+log = logging.getLogger("dattui.rendezvous")
+
+Address = tuple[str, int]
+HARD_MARK = ("0.0.0.0", 1)
+LOOKUP_EVERY = 5.0
+RELAY_AFTER = 1.5
+UDP_GIVE_UP = 2.5       # no answer over UDP by then: try TCP as well
+PUNCH_DEADLINE = 30.0
+BIRTHDAY_SOCKETS = 256
+SPRAY_PROBES = 2048
+
+
+def session_for(key: bytes, a: bytes, b: bytes) -> bytes:
+    lo, hi = sorted((a, b))
+    return hashlib.blake2b(b"dattui-punch" + key + lo + hi, digest_size=16).digest()
+
+
+class Attempt:
+    """Connecting to one peer (for one key) through one server."""
+
+    def __init__(self, src: "RendezvousSource", client: "_Client", key: bytes,
+                 peer: rp.Peer, at: float, initiator: bool) -> None:
+        self.src, self.client, self.key, self.peer = src, client, key, peer
+        self.initiator = initiator
+        self.started = time.monotonic()
+        self.link = None
+        self.channel: bytes | None = None
+        self.helpers: HelperSockets | None = None
+        self.done = False
+        peer_hard = HARD_MARK in peer.candidates
+        me_hard = src.hard
+        cands = [peer.observed] + [c for c in peer.candidates if c != HARD_MARK]
+        cands = [c for c in cands if c[0] != "0.0.0.0"]
+        sockets, spray = (0,), None
+        if me_hard and not peer_hard:
+            self.helpers = HelperSockets(BIRTHDAY_SOCKETS, self._helper_probe, self._helper_quic)
+            sockets = tuple(self.helpers.socks)
+        elif peer_hard and not me_hard:
+            spray = (peer.observed[0], SPRAY_PROBES)
+        self.session = session_for(key, client.core.token or b"", peer.token)
+        self.puncher = Puncher(self.session, cands, start=src.loop.time() + max(0.0, at - time.monotonic()),
+                               deadline=PUNCH_DEADLINE, rng=src.rng, sockets=sockets, spray=spray)
+        self.relay_now = (me_hard and peer_hard) or client.tcp or peer.over_tcp
+        self._timer: asyncio.TimerHandle | None = None
+        self._relay_timer = src.loop.call_later(0 if self.relay_now else RELAY_AFTER, self._maybe_relay)
+        self._tick()
+
+    # ---- punching ------------------------------------------------------------------
+    def _tick(self) -> None:
+        self._timer = None
+        if self.done:
+            return
+        now = self.src.loop.time()
+        for s in self.puncher.poll(now):
+            self._send(s)
+        if self.puncher.state is PunchState.FAILED:
+            self._punch_failed()
+            return
+        t = self.puncher.next_timer()
+        if t is not None:
+            self._timer = self.src.loop.call_at(t, self._tick)
+
+    def _send(self, s: Send) -> None:
+        if s.socket == 0:
+            sendto_ttl(self.src.node.socket.sock, s.data, s.addr, s.ttl)
+        elif self.helpers is not None:
+            self.helpers.sendto(s.socket, s.data, s.addr, s.ttl)
+
+    def probe(self, data: bytes, addr: Address, socket: int = 0) -> None:
+        for r in self.puncher.receive(data, addr, self.src.loop.time(), socket):
+            if isinstance(r, Send):
+                self._send(r)
+            elif isinstance(r, Punched):
+                self._punched(r)
+
+    def _helper_probe(self, data: bytes, addr: Address, i: int) -> None:
+        if data[5:21] == self.session:
+            self.probe(data, addr, i)
+
+    def _helper_quic(self, data: bytes, addr: Address, i: int) -> None:
+        via = DirectPath(self.helpers.sender(i), addr, PathKind.PUNCHED)
+        self.src.node.endpoint.datagram(data, addr, via=via)
+
+    def _punched(self, r: Punched) -> None:
+        sendto = self.src.node.socket.sendto if r.socket == 0 else self.helpers.sender(r.socket)
+        if self.helpers is not None:
+            self.helpers.keep_only(r.socket)
+        self.src.punched_addrs.add(r.addr)
+        path = DirectPath(sendto, r.addr, PathKind.PUNCHED)
+        if self.link is not None and not self.link.closed:
+            if self.link.path.relayed:
+                self.link.path = path  # relay -> direct, the transfer goes on
+                self.src.node.endpoint.mark_dirty(self.link)
+            return
+        if self.initiator:
+            self._dial(path)
+
+    def _punch_failed(self) -> None:
+        if self.helpers is not None and (self.link is None or self.link.path.relayed):
+            self.helpers.close()
+
+    # ---- relaying ------------------------------------------------------------------
+    def _maybe_relay(self) -> None:
+        if self.done or not self.initiator:
+            return
+        if self.link is not None and not self.link.closed:
+            return
+        self.client.core.relay_allocate(self.key, self.peer.token, self.src.loop.time())
+        self.client.pump()
+
+    def relay_ready(self, channel: bytes) -> None:
+        self.channel = channel
+        if self.initiator and (self.link is None or self.link.closed):
+            self._dial(self.client.relay_path(channel, self.peer.over_tcp))
+
+    def _dial(self, path) -> None:
+        peer = self.src.node.dial_path(self.key, path, "rendezvous")
+        if peer is not None:
+            self.link = peer.link
+
+    def close(self) -> None:
+        self.done = True
+        for t in (self._timer, self._relay_timer):
+            if t is not None:
+                t.cancel()
+        if self.helpers is not None and (self.link is None or self.link.closed):
+            self.helpers.close()
+
+
+class _Client:
+    """One rendezvous server reached over UDP (the node's socket) or TCP."""
+
+    def __init__(self, src: "RendezvousSource", server: Address, tcp: bool) -> None:
+        self.src, self.server, self.tcp = src, server, tcp
+        self.core = RendezvousClient(rng=src.rng, transport="tcp" if tcp else "udp",
+                                     nonce=src.nonce)
+        self.registered = False
+        self.writer: asyncio.StreamWriter | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._reader_task: asyncio.Task | None = None
+        self.alive = True
+
+    async def open(self) -> None:
+        if self.tcp:
+            try:
+                reader, self.writer = await asyncio.wait_for(
+                    asyncio.open_connection(*self.server), 5)
+            except (OSError, asyncio.TimeoutError):
+                self.alive = False
+                return
+            self._reader_task = asyncio.ensure_future(self._read_tcp(reader))
+
+    async def _read_tcp(self, reader: asyncio.StreamReader) -> None:
+        d = rp.Deframer()
+        try:
+            while chunk := await reader.read(65536):
+                for msg in d.feed(chunk):
+                    self.receive(msg)
+        except (OSError, ValueError):
+            pass
+        self.alive = False
+
+    def receive(self, data: bytes) -> None:
+        if data[4:5] == b"\x09":  # RELAY_DATA: the hot path skips the event queue
+            parsed = rp.parse_relay_data(data)
+            if parsed is not None:
+                self.src.relay_in(self, *parsed)
+            return
+        try:
+            self.core.receive(data, self.src.loop.time())
+        except ValueError:
+            return
+        self.pump()
+
+    def send_raw(self, data: bytes) -> None:
+        if self.tcp:
+            if self.writer is not None and not self.writer.is_closing():
+                self.writer.write(rp.frame(data))
+        else:
+            self.src.node.socket.sendto(data, self.server)
+
+    def relay_path(self, channel: bytes, peer_tcp: bool) -> RelayPath:
+        kind = PathKind.RELAY_TCP if (self.tcp or peer_tcp) else PathKind.RELAY_UDP
+        send = self.send_raw
+        relay_data = rp.relay_data
+        return RelayPath(lambda d: send(relay_data(channel, d)), self.server, kind)
+
+    def pump(self) -> None:
+        now = self.src.loop.time()
+        while (ev := self.core.next_event()) is not None:
+            self.src.event(self, ev)
+        for data in self.core.datagrams_to_send(now):
+            self.send_raw(data)
+        t = self.core.get_timer()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if t is not None:
+            self._timer = self.src.loop.call_at(max(t, now), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.core.handle_timer(self.src.loop.time())
+        self.pump()
+
+    def close(self) -> None:
+        if self._timer:
+            self._timer.cancel()
+        if self._reader_task:
+            self._reader_task.cancel()
+        if self.writer:
+            self.writer.close()
+
+
+class RendezvousSource:
+    name = "rendezvous"
+
+    def __init__(self, node, servers: list[Address], *, rng: random.Random | None = None,
+                 emit: Callable = lambda e: None) -> None:
+        self.node = node
+        self.loop = node.loop
+        self.servers = servers
+        self.rng = rng or random.Random()
+        self.nonce = self.rng.randbytes(16)
+        self.emit = emit
+        self.clients: list[_Client] = []
+        self.keys: set[bytes] = set()
+        self.attempts: dict[tuple[bytes, bytes], Attempt] = {}
+        self.channels: dict[bytes, tuple[_Client, Attempt | None]] = {}
+        self.punched_addrs: set[Address] = set()
+        self.mapped: dict[Address, Address] = {}
+        self.hard = False
+        self._stun_tids: dict[bytes, Address] = {}
+        self._lookup_task: asyncio.Task | None = None
+
+    # ---- lifecycle --------------------------------------------------------------------
+    async def start(self) -> None:
+        d = self.node.demux
+        d.add(rp.is_rendezvous, self._udp_in, first=True)
+        d.add(is_probe, self._probe_in, first=True)
+        d.add(stun.is_stun, self._stun_in, first=True)
+        self.node.endpoint.classify = self._classify
+        for server in self.servers:
+            c = _Client(self, server, tcp=False)
+            self.clients.append(c)
+        await self._stun_probe()
+        self._lookup_task = asyncio.ensure_future(self._lookups())
+
+    async def _stun_probe(self) -> None:
+        """Our mapped address as each server address sees it; different ports
+        seen by two server IPs mean our NAT maps per destination."""
+        for server in self.servers:
+            tid = stun.new_transaction_id()
+            self._stun_tids[tid] = server
+            self.node.socket.sendto(stun.binding_request(tid, pad_to=stun.RESPONSE_PAD), server)
+        for _ in range(15):
+            await asyncio.sleep(0.1)
+            if len(self.mapped) == len(self.servers):
+                break
+        ips = {}
+        for server, mapped in self.mapped.items():
+            ips.setdefault(server[0], set()).add(mapped)
+        seen = {m for ms in ips.values() for m in ms}
+        self.hard = len(ips) >= 2 and len({m[1] for m in seen}) > 1
+
+    def _stun_in(self, data: bytes, addr: Address) -> None:
+        try:
+            msg = stun.parse(data)
+        except ValueError:
+            return
+        server = self._stun_tids.pop(msg.transaction_id, None)
+        if server is not None:
+            mapped = msg.xor_mapped_address or msg.mapped_address
+            if mapped:
+                self.mapped[server] = tuple(mapped)[:2]
+
+    def close(self) -> None:
+        if self._lookup_task:
+            self._lookup_task.cancel()
+        for a in self.attempts.values():
+            a.close()
+        for c in self.clients:
+            c.close()
+
+    # ---- discovery-source interface ---------------------------------------------------
+    def candidates(self) -> list[Address]:
+        port = self.node.port
+        out = [(ip, port) for i in netinfo.local_addresses() if i.up and not i.is_loopback
+               for ip in i.ipv4]
+        if self.hard:
+            out.append(HARD_MARK)
+        return out[:7]
+
+    def announce(self, dkey: bytes) -> None:
+        self.keys.add(dkey)
+        now = self.loop.time()
+        for c in self.clients:
+            c.core.register(dkey, self.candidates(), now)
+            c.core.lookup(dkey, now)
+            c.pump()
+
+    def remove(self, dkey: bytes) -> None:
+        self.keys.discard(dkey)
+        now = self.loop.time()
+        for c in self.clients:
+            if c.alive:
+                c.core.unregister(dkey, now)
+                c.pump()
+        for k in [k for k in self.attempts if k[0] == dkey]:
+            self.attempts.pop(k).close()
+
+    async def _lookups(self) -> None:
+        tcp_tried = False
+        started = time.monotonic()
+        while True:
+            await asyncio.sleep(LOOKUP_EVERY if tcp_tried else 0.5)
+            if not tcp_tried and time.monotonic() - started > UDP_GIVE_UP:
+                tcp_tried = True
+                udp_dead = [c for c in self.clients if not c.tcp and not c.registered]
+                if udp_dead and self.keys:
+                    for c in udp_dead:
+                        t = _Client(self, c.server, tcp=True)
+                        await t.open()
+                        if t.alive:
+                            self.clients.append(t)
+                            now = self.loop.time()
+                            for k in self.keys:
+                                t.core.register(k, self.candidates(), now)
+                            t.pump()
+            if not tcp_tried:
+                continue
+            now = self.loop.time()
+            for c in self.clients:
+                if not c.alive or not c.registered:
+                    continue
+                for k in list(self.keys):
+                    swarm = self.node.swarms.get(k)
+                    if swarm is not None and getattr(swarm, "wants_peers", True):
+                        c.core.lookup(k, now)
+                c.pump()
+
+    # ---- events from a server ------------------------------------------------------
+    def event(self, c: _Client, ev) -> None:
+        now = self.loop.time()
+        if isinstance(ev, Registered):
+            c.registered = True
+            c.core.lookup(ev.key, now)
+        elif isinstance(ev, ObservedAddressChanged):
+            for k in self.keys:
+                c.core.register(k, self.candidates(), now)
+        elif isinstance(ev, PeersListed):
+            mine = c.core.token or b""
+            for peer in ev.peers:
+                a = self.attempts.get((ev.key, peer.token))
+                if a is not None and (a.link is None or not a.link.closed) \
+                        and time.monotonic() - a.started < PUNCH_DEADLINE:
+                    continue
+                if mine < peer.token:  # one side asks, so the two punches meet
+                    c.core.connect(ev.key, peer.token, self.candidates(), now)
+        elif isinstance(ev, PunchRequested):
+            old = self.attempts.pop((ev.key, ev.peer.token), None)
+            if old is not None:
+                old.close()
+            if ev.key in self.keys:
+                self.attempts[(ev.key, ev.peer.token)] = Attempt(
+                    self, c, ev.key, ev.peer, ev.at, initiator=ev.by_us)
+        elif isinstance(ev, RelayOffered):
+            self.channels[ev.channel] = (c, self.attempts.get((ev.key, ev.token)))
+            c.core.relay_bind(ev.channel, now)
+        elif isinstance(ev, RelayAllocated):
+            self.channels[ev.channel] = (c, self.attempts.get((ev.key, ev.token)))
+        elif isinstance(ev, RelayBound):
+            client, attempt = self.channels.get(ev.channel, (c, None))
+            if attempt is not None:
+                attempt.relay_ready(ev.channel)
+        elif isinstance(ev, RelayDataReceived):
+            self.relay_in(c, ev.channel, ev.payload)
+        elif isinstance(ev, RelayClosed):
+            self.channels.pop(ev.channel, None)
+
+    def relay_in(self, c: _Client, channel: bytes, payload: bytes) -> None:
+        entry = self.channels.get(channel)
+        if entry is None:
+            return
+        client, attempt = entry
+        peer_tcp = attempt.peer.over_tcp if attempt else False
+        vaddr = ("relay-" + channel.hex(), 0)
+        self.node.endpoint.datagram(payload, vaddr, via=client.relay_path(channel, peer_tcp))
+
+    # ---- datagrams on the node's socket -------------------------------------------
+    def _udp_in(self, data: bytes, addr: Address) -> None:
+        for c in self.clients:
+            if not c.tcp and c.server == addr:
+                c.receive(data)
+                return
+
+    def _probe_in(self, data: bytes, addr: Address) -> None:
+        session = data[5:21]
+        for a in self.attempts.values():
+            if a.session == session:
+                a.probe(data, addr, 0)
+                return
+
+    def _classify(self, addr: Address) -> PathKind:
+        if addr in self.punched_addrs:
+            return PathKind.PUNCHED
+        from ..node import classify_incoming
+        return classify_incoming(addr)
