@@ -24,12 +24,18 @@ KEEPALIVE = 10.0
 SOURCE_PATH = {"lan": PathKind.LAN, "peer-arg": PathKind.DIRECT, "dht": PathKind.DIRECT}
 
 
+_LAN_NETS = [ipaddress.ip_network(n) for n in (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "169.254.0.0/16",
+    "fc00::/7", "fe80::/10", "::1/128")]
+
+
 def classify_incoming(addr: Address) -> PathKind:
+    """LAN for private, loopback and link-local sources; DIRECT otherwise."""
     try:
         ip = ipaddress.ip_address(addr[0])
     except ValueError:
         return PathKind.DIRECT
-    return PathKind.LAN if (ip.is_private or ip.is_loopback or ip.is_link_local) else PathKind.DIRECT
+    return PathKind.LAN if any(ip in n for n in _LAN_NETS) else PathKind.DIRECT
 
 
 class Node:

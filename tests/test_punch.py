@@ -24,8 +24,9 @@ def test_probe_is_acked_and_ack_succeeds():
     a = Puncher(S, [("198.51.100.2", 5000)], start=0, rng=random.Random(1))
     b = Puncher(S, [("198.51.100.1", 6000)], start=0, rng=random.Random(2))
     probe = a.poll(0)[0]
-    (ack,) = b.receive(probe.data, ("198.51.100.1", 6000), 0.01)
+    ack, won = b.receive(probe.data, ("198.51.100.1", 6000), 0.01)
     assert isinstance(ack, Send) and ack.data[4] == ACK and ack.data[21:] == probe.data[21:]
+    assert won == Punched(("198.51.100.1", 6000), 0, 0.01) and b.state is PunchState.DONE
     out = a.receive(ack.data, ("198.51.100.2", 5000), 0.02)
     assert out == [Punched(("198.51.100.2", 5000), 0, 0.02)] and a.state is PunchState.DONE
     assert a.poll(0.5) == []

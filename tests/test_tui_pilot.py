@@ -6,13 +6,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pytest
 from textual import events
 from textual.command import CommandPalette
 from textual.widgets import DataTable, Input, RichLog, Static
 
 import config as config_mod
-from engine.events import State
 from fake_engine import (
     CLIMATE,
     DOCTOR_RESULTS,

@@ -180,6 +180,9 @@ class DattuiApp(App[None]):
         except Exception as exc:
             self.notify(f"Lost the event stream from the daemon: {exc}",
                         severity="error", timeout=10, markup=False)
+        else:
+            self.notify("The daemon closed the event stream: the log and connection "
+                        "attempts no longer update.", severity="warning", timeout=10)
 
     def _tell_failure(self, ev: TransferFailed) -> None:
         key = (ev.tid, ev.message)
@@ -195,10 +198,9 @@ class DattuiApp(App[None]):
     def open_transfer(self, tid: str) -> None:
         self.push_screen(TransferScreen(tid))
 
-    def _show(self, screen_type: type[Screen], make: Callable[[], Screen]) -> None:
-        if isinstance(self.screen, screen_type):
-            return
-        self.push_screen(make())
+    def _show(self, screen_type: type[Screen]) -> None:
+        if not isinstance(self.screen, screen_type):
+            self.push_screen(screen_type())
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # no screen switching from inside a dialog
@@ -207,13 +209,13 @@ class DattuiApp(App[None]):
         return True
 
     def action_help(self) -> None:
-        self._show(HelpScreen, HelpScreen)
+        self._show(HelpScreen)
 
     def action_connectivity(self) -> None:
-        self._show(ConnectivityScreen, ConnectivityScreen)
+        self._show(ConnectivityScreen)
 
     def action_log(self) -> None:
-        self._show(LogScreen, LogScreen)
+        self._show(LogScreen)
 
     async def action_quit(self) -> None:
         self.exit(message=QUIT_MESSAGE)

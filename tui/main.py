@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -92,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     # aioquic logs peers' protocol errors as warnings; they are not the user's
     # business on a terminal (peers that misbehave are reported as events)
     logging.getLogger("quic").setLevel(logging.CRITICAL)
+    if os.environ.get("DATTUI_DEBUG"):
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,
+                            format="%(asctime)s %(name)s %(message)s")
+        logging.getLogger("quic").setLevel(logging.CRITICAL)
     try:
         cfg = config_mod.load()
         if args.command in ("dashboard", "list", "stop") or getattr(args, "background", False):

@@ -10,8 +10,9 @@ Schedule: at `start` every (socket, candidate) pair gets one probe with a low
 TTL (it opens our own NAT mapping and dies before the far NAT, so the far NAT
 never records an unsolicited flow that would collide with its own outbound
 one), then full probes at +0.05, +0.15, +0.3, +0.5, +0.75 s and every second
-until the deadline. A probe is answered with an ack; an ack for our session
-means the path works both ways.
+until the deadline. A probe is answered with an ack. A probe or an ack for our
+session means the path works: the probe came in through the very mapping our
+ack leaves by.
 
 Birthday mode, for a peer behind a NAT that maps per destination: the side
 behind the consistent NAT sprays probes at random ports of the hard side's
@@ -137,6 +138,12 @@ class Puncher:
         if kind == PROBE:
             self.heard.add(addr)
             out.append(Send(encode(ACK, self.session, data[21:29]), addr, socket))
+            # a probe that reached us proves this (socket, address) pair passes both
+            # NATs: our ack leaves through the mapping the probe came in by
+            if self.state is not PunchState.DONE:
+                self.state = PunchState.DONE
+                self.result = Punched(addr, socket, now - self.start)
+                out.append(self.result)
         elif kind == ACK and self.state is not PunchState.DONE:
             self.state = PunchState.DONE
             self.result = Punched(addr, socket, now - self.start)

@@ -126,6 +126,8 @@ class Attempt:
         self.src.node.endpoint.datagram(data, addr, via=via)
 
     def _punched(self, r: Punched) -> None:
+        log.debug("punched %s socket %s after %.2f s (initiator=%s)", r.addr, r.socket, r.seconds,
+                  self.initiator)
         sendto = self.src.node.socket.sendto if r.socket == 0 else self.helpers.sender(r.socket)
         if self.helpers is not None:
             self.helpers.keep_only(r.socket)
@@ -144,8 +146,17 @@ class Attempt:
             self.helpers.close()
 
     # ---- relaying ------------------------------------------------------------------
+    @property
+    def relay_initiator(self) -> bool:
+        """Who allocates the relay and dials over it: the side on TCP when only one
+        is (a UDP allocation bound over TCP did not carry data in the lab: see the
+        issue note), else the punch initiator."""
+        if self.client.tcp != self.peer.over_tcp:
+            return self.client.tcp
+        return self.initiator
+
     def _maybe_relay(self) -> None:
-        if self.done or not self.initiator:
+        if self.done or not self.relay_initiator:
             return
         if self.link is not None and not self.link.closed:
             return
@@ -153,12 +164,14 @@ class Attempt:
         self.client.pump()
 
     def relay_ready(self, channel: bytes) -> None:
+        log.debug("relay ready %s initiator=%s link=%s", channel.hex(), self.initiator, self.link)
         self.channel = channel
-        if self.initiator and (self.link is None or self.link.closed):
+        if self.relay_initiator and (self.link is None or self.link.closed):
             self._dial(self.client.relay_path(channel, self.peer.over_tcp))
 
     def _dial(self, path) -> None:
         peer = self.src.node.dial_path(self.key, path, "rendezvous")
+        log.debug("dial %s -> %s", path, peer)
         if peer is not None:
             self.link = peer.link
 
@@ -284,9 +297,9 @@ class RendezvousSource:
         d.add(is_probe, self._probe_in, first=True)
         d.add(stun.is_stun, self._stun_in, first=True)
         self.node.endpoint.classify = self._classify
-        for server in self.servers:
-            c = _Client(self, server, tcp=False)
-            self.clients.append(c)
+        # every configured address answers STUN (two addresses of one server tell
+        # whether our NAT maps per destination); the first one is where we meet
+        self.clients.append(_Client(self, self.servers[0], tcp=False))
         await self._stun_probe()
         self._lookup_task = asyncio.ensure_future(self._lookups())
 
@@ -371,8 +384,6 @@ class RendezvousSource:
                             for k in self.keys:
                                 t.core.register(k, self.candidates(), now)
                             t.pump()
-            if not tcp_tried:
-                continue
             now = self.loop.time()
             for c in self.clients:
                 if not c.alive or not c.registered:
@@ -386,6 +397,7 @@ class RendezvousSource:
     # ---- events from a server ------------------------------------------------------
     def event(self, c: _Client, ev) -> None:
         now = self.loop.time()
+        log.debug("%s %s: %s", "tcp" if c.tcp else "udp", c.server, type(ev).__name__)
         if isinstance(ev, Registered):
             c.registered = True
             c.core.lookup(ev.key, now)
@@ -393,21 +405,19 @@ class RendezvousSource:
             for k in self.keys:
                 c.core.register(k, self.candidates(), now)
         elif isinstance(ev, PeersListed):
-            mine = c.core.token or b""
             for peer in ev.peers:
-                a = self.attempts.get((ev.key, peer.token))
-                if a is not None and (a.link is None or not a.link.closed) \
-                        and time.monotonic() - a.started < PUNCH_DEADLINE:
-                    continue
-                if mine < peer.token:  # one side asks, so the two punches meet
+                if not self._live((ev.key, peer.token)):
                     c.core.connect(ev.key, peer.token, self.candidates(), now)
         elif isinstance(ev, PunchRequested):
-            old = self.attempts.pop((ev.key, ev.peer.token), None)
+            key = (ev.key, ev.peer.token)
+            if self._live(key) or ev.key not in self.keys:
+                return  # both sides asked at once: the first punch goes on
+            old = self.attempts.pop(key, None)
             if old is not None:
                 old.close()
-            if ev.key in self.keys:
-                self.attempts[(ev.key, ev.peer.token)] = Attempt(
-                    self, c, ev.key, ev.peer, ev.at, initiator=ev.by_us)
+            # the smaller token dials QUIC, whoever asked for the punch
+            self.attempts[key] = Attempt(self, c, ev.key, ev.peer, ev.at,
+                                         initiator=(c.core.token or b"") < ev.peer.token)
         elif isinstance(ev, RelayOffered):
             self.channels[ev.channel] = (c, self.attempts.get((ev.key, ev.token)))
             c.core.relay_bind(ev.channel, now)
@@ -422,9 +432,18 @@ class RendezvousSource:
         elif isinstance(ev, RelayClosed):
             self.channels.pop(ev.channel, None)
 
+    def _live(self, key: tuple[bytes, bytes]) -> bool:
+        a = self.attempts.get(key)
+        if a is None:
+            return False
+        if a.link is not None:
+            return not a.link.closed
+        return time.monotonic() - a.started < PUNCH_DEADLINE
+
     def relay_in(self, c: _Client, channel: bytes, payload: bytes) -> None:
         entry = self.channels.get(channel)
         if entry is None:
+            log.debug("relay data on unknown channel %s", channel.hex())
             return
         client, attempt = entry
         peer_tcp = attempt.peer.over_tcp if attempt else False
@@ -448,5 +467,8 @@ class RendezvousSource:
     def _classify(self, addr: Address) -> PathKind:
         if addr in self.punched_addrs:
             return PathKind.PUNCHED
+        for a in self.attempts.values():
+            if addr[0] == a.peer.observed[0] or addr in a.puncher.candidates:
+                return PathKind.PUNCHED
         from ..node import classify_incoming
         return classify_incoming(addr)

@@ -7,11 +7,14 @@ request asked for while one is running is coalesced into one more.
 
 from __future__ import annotations
 
+import time
+
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.timer import Timer
 from textual.widgets import DataTable, Header, Input, Sparkline, Static
 
 from engine.events import PeerStatus, Role, State, TransferStatus
@@ -39,6 +42,7 @@ from .actions import TransferActions
 __all__ = ["TransferScreen", "SORTS"]
 
 SORTS = ("path", "size", "progress")
+FILES_REFRESH_SECONDS = 0.5
 
 # (key, label, width including the gutter, right-aligned); address takes the rest
 _PEER_FIXED = (
@@ -83,6 +87,8 @@ class TransferScreen(TransferActions):
         self._fetching = False
         self._fetch_again = False
         self._gone = False
+        self._last_fetch = 0.0
+        self._files_timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -110,7 +116,23 @@ class TransferScreen(TransferActions):
 
     def on_model_updated(self, message: ModelUpdated) -> None:
         self.sync()
-        self.request_files()  # progress moves: refresh the visible window
+        self._refresh_files_soon()  # progress moves: refresh the visible window
+
+    def _refresh_files_soon(self) -> None:
+        """Refresh the visible files at most every FILES_REFRESH_SECONDS (the
+        engine filters and sorts the whole list for each page), and once more
+        after the last change so the picture ends up current."""
+        if self._files_timer is not None:
+            return
+        wait = self._last_fetch + FILES_REFRESH_SECONDS - time.monotonic()
+        if wait <= 0:
+            self.request_files()
+        else:
+            self._files_timer = self.set_timer(wait, self._files_timer_fired)
+
+    def _files_timer_fired(self) -> None:
+        self._files_timer = None
+        self.request_files()
 
     def on_screen_resume(self) -> None:
         self.sync()
@@ -237,6 +259,7 @@ class TransferScreen(TransferActions):
         try:
             while True:
                 self._fetch_again = False
+                self._last_fetch = time.monotonic()
                 offset, limit = table.window()
                 pattern, sort = self.pattern, self.sort
                 try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from rich.style import Style
 from rich.text import Text
+from textual import events
 from textual.binding import Binding
 from textual.geometry import Size
 from textual.message import Message
@@ -114,7 +115,9 @@ class FileTable(ScrollView, can_focus=True):
         """The rows [offset, offset + len(files)) and the total count."""
         self._rows = {offset + i: f for i, f in enumerate(files)}
         self._covered = (offset, offset + len(files))
-        self._asked = None
+        # `_asked` stays: rows still missing from this window (the engine's
+        # list changed meanwhile) are not asked for again until the view moves
+        # or the next refresh, so a short page cannot cause a fetch loop
         if total != self._total:
             self._total = total
             self._update_virtual_size()
@@ -167,6 +170,12 @@ class FileTable(ScrollView, can_focus=True):
             self.scroll_to(y=new, animate=False)
         elif new > top + h - 1:
             self.scroll_to(y=new - h + 1, animate=False)
+
+    def on_click(self, event: events.Click) -> None:
+        if event.y >= 1:
+            index = int(self.scroll_offset.y) + event.y - 1
+            if index < self._total:
+                self.cursor = index
 
     def _move(self, delta: int) -> None:
         if self._total:

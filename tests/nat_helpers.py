@@ -1,0 +1,74 @@
+"""Running dattui share/clone/rendezvous inside the NAT lab."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+
+from cli import env
+
+RDV = ("203.0.113.10", "203.0.113.11")
+RDV_PORT = 3478
+
+
+def dattui(*args) -> list[str]:
+    return [sys.executable, "-m", "tui.main", *map(str, args)]
+
+
+def rendezvous_args() -> list[str]:
+    out = []
+    for ip in RDV:
+        out += ["--rendezvous", f"{ip}:{RDV_PORT}"]
+    return out
+
+
+def start_rendezvous(server_host):
+    proc = server_host.popen(dattui("rendezvous", "--bind", f"0.0.0.0:{RDV_PORT}"),
+                             stderr=subprocess.PIPE, text=True)
+    line = proc.stderr.readline()
+    assert "rendezvous" in line, line
+    return proc
+
+
+class Share:
+    def __init__(self, host, folder, home, debug: bool = False) -> None:
+        self.proc = host.popen(dattui("share", folder, "--json", "--no-lan", "--no-dht",
+                                      *rendezvous_args()),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE if debug else None,
+                               text=True, env=env(home, **({"DATTUI_DEBUG": "1"} if debug else {})))
+        first = json.loads(self.proc.stdout.readline())
+        assert first["event"] == "link", first
+        self.link = first["link"]
+        self.lines = [first]
+        for line in self.proc.stdout:
+            obj = json.loads(line)
+            self.lines.append(obj)
+            if obj["event"] == "version_published":
+                break
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        for line in self.proc.stdout:
+            try:
+                self.lines.append(json.loads(line))
+            except ValueError:
+                pass
+
+
+def clone(host, link, dst, home, *extra, timeout=90, debug: bool = False):
+    t0 = time.monotonic()
+    p = host.run(dattui("clone", link, dst, "--json", "--no-lan", "--no-dht", "--timeout", "40",
+                        *rendezvous_args(), *extra), env=env(home, **({"DATTUI_DEBUG": "1"} if debug else {})),
+                 check=False, timeout=timeout)
+    lines = [json.loads(l) for l in p.stdout.splitlines() if l.startswith("{")]
+    return p, lines, time.monotonic() - t0
+
+
+def first_connection(lines) -> dict | None:
+    for l in lines:
+        if l["event"] == "peer_connected":
+            return l
+    return None
