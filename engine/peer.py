@@ -53,6 +53,7 @@ class PeerConnection:
         self.blocks_up = 0
         self.connected_at: float | None = None
         self.connect_seconds = 0.0
+        self.began = link.started  # when we started reaching this peer (a punch may come first)
         self.closed_reason = ""
         self.app: dict = {}  # per-swarm state (requests in flight, queues)
         link.handler = self
@@ -192,7 +193,7 @@ class PeerConnection:
             return
         self.state = PeerState.READY
         self.connected_at = time.monotonic()
-        self.connect_seconds = self.connected_at - self.link.started
+        self.connect_seconds = self.connected_at - self.began
         self.swarm = swarm
         self.node.peer_ready(self)
         swarm.attach(self)

@@ -25,12 +25,27 @@ def rendezvous_args() -> list[str]:
     return out
 
 
-def start_rendezvous(server_host):
-    proc = server_host.popen(dattui("rendezvous", "--bind", f"0.0.0.0:{RDV_PORT}"),
-                             stderr=subprocess.PIPE, text=True)
-    line = proc.stderr.readline()
-    assert "rendezvous" in line, line
-    return proc
+class Rendezvous:
+    """One `dattui rendezvous` per server address: a server bound to 0.0.0.0 would
+    answer a request sent to the second address from the first one, which a NAT
+    that maps per destination drops. Nodes meet at the first; both answer STUN."""
+
+    def __init__(self, server_host) -> None:
+        self.procs = []
+        for ip in RDV:
+            proc = server_host.popen(dattui("rendezvous", "--bind", f"{ip}:{RDV_PORT}"),
+                                     stderr=subprocess.PIPE, text=True)
+            line = proc.stderr.readline()
+            assert "rendezvous" in line, line
+            self.procs.append(proc)
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.terminate()
+
+
+def start_rendezvous(server_host) -> Rendezvous:
+    return Rendezvous(server_host)
 
 
 class Share:

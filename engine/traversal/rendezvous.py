@@ -48,6 +48,7 @@ Address = tuple[str, int]
 HARD_MARK = ("0.0.0.0", 1)
 LOOKUP_EVERY = 5.0
 RELAY_AFTER = 1.5
+RELAY_AFTER_BIRTHDAY = 2.6  # the birthday strategy needs about 1-2 s
 UDP_GIVE_UP = 2.5       # no answer over UDP by then: try TCP as well
 PUNCH_DEADLINE = 30.0
 BIRTHDAY_SOCKETS = 256
@@ -85,8 +86,12 @@ class Attempt:
         self.puncher = Puncher(self.session, cands, start=src.loop.time() + max(0.0, at - time.monotonic()),
                                deadline=PUNCH_DEADLINE, rng=src.rng, sockets=sockets, spray=spray)
         self.relay_now = (me_hard and peer_hard) or client.tcp or peer.over_tcp
+        log.debug("attempt to %s cands=%s me_hard=%s peer_hard=%s sockets=%d spray=%s initiator=%s",
+                  peer.observed, cands, me_hard, peer_hard, len(sockets), spray, initiator)
         self._timer: asyncio.TimerHandle | None = None
-        self._relay_timer = src.loop.call_later(0 if self.relay_now else RELAY_AFTER, self._maybe_relay)
+        birthday = len(sockets) > 1 or spray is not None
+        delay = 0 if self.relay_now else (RELAY_AFTER_BIRTHDAY if birthday else RELAY_AFTER)
+        self._relay_timer = src.loop.call_later(delay, self._maybe_relay)
         self._tick()
 
     # ---- punching ------------------------------------------------------------------
@@ -173,6 +178,7 @@ class Attempt:
         peer = self.src.node.dial_path(self.key, path, "rendezvous")
         log.debug("dial %s -> %s", path, peer)
         if peer is not None:
+            peer.began = self.started
             self.link = peer.link
 
     def close(self) -> None:
@@ -319,6 +325,7 @@ class RendezvousSource:
             ips.setdefault(server[0], set()).add(mapped)
         seen = {m for ms in ips.values() for m in ms}
         self.hard = len(ips) >= 2 and len({m[1] for m in seen}) > 1
+        log.debug("stun: mapped %s -> hard=%s", self.mapped, self.hard)
 
     def _stun_in(self, data: bytes, addr: Address) -> None:
         try:
