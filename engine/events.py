@@ -80,8 +80,9 @@ class PeerConnected(Event):
     peer_id: str
     address: str
     path: PathKind
-    connect_seconds: float
+    connect_seconds: float   # from the first attempt at this peer (a punch, a dial)
     initiator: bool
+    since_start: float = 0.0  # from the start of this share or clone
 
 
 @dataclass(frozen=True)

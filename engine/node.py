@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import time
 from collections.abc import Callable
 
 from .events import Event, Listening, PathKind, PeerConnected, PeerDisconnected, PeerFound
@@ -144,7 +145,8 @@ class Node:
                     return
                 loser.close(ERR_GONE, "duplicate connection")
         self.emit(PeerConnected(swarm.tid, peer.peer_id, peer.address, peer.path,
-                                round(peer.connect_seconds, 3), peer.link.initiator))
+                                round(peer.connect_seconds, 3), peer.link.initiator,
+                                round(time.monotonic() - swarm.started, 3)))
 
     def peer_closed(self, peer: PeerConnection, was_ready: bool) -> None:
         for key, p in list(self._attempts.items()):

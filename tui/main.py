@@ -67,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tcp-port", type=int, default=None,
                    help="TCP port for the relay over TCP (default: the same number, e.g. 443)")
 
+    p = sub.add_parser("doctor", help="why two machines cannot connect, and what to do (--peer: test two)")
+    from .doctor_cmd import add_arguments as _doctor_arguments
+    _doctor_arguments(p)
+    _common(p)
+
     p = sub.add_parser("list", help="list the daemon's shares and clones")
     p.add_argument("--json", action="store_true")
     sub.add_parser("stop", help="stop the background daemon (transfers stop; they resume next time)")
@@ -111,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "clone":
             from .transfer_cmds import run_clone
             return asyncio.run(run_clone(args, cfg))
+        if args.command == "doctor":
+            from .doctor_cmd import run_doctor
+            return asyncio.run(run_doctor(args, cfg))
         if args.command == "keys":
             from .keys_cmd import run_keys
             return run_keys(args)

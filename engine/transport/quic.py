@@ -261,7 +261,7 @@ class QuicEndpoint:
             link.datagram(data, now)
             if link.largest_received() > before:
                 link.path = DirectPath(self._sendto, addr, PathKind.PUNCHED)
-            self._dirty.add(link)
+            self.mark_dirty(link)
             return
         elif via is None and link.path.addr != addr and link.path.same_socket(self._sendto):
             # The peer's address changed (NAT rebinding, a laptop on a new network):
@@ -271,10 +271,10 @@ class QuicEndpoint:
             link.datagram(data, now)
             if link.largest_received() > before:
                 link.path.addr = addr
-            self._dirty.add(link)
+            self.mark_dirty(link)
             return
         link.datagram(data, now)
-        self._dirty.add(link)
+        self.mark_dirty(link)  # flushed once this loop turn's datagrams are in
 
     def mark_dirty(self, link: QuicLink) -> None:
         self._dirty.add(link)

@@ -104,7 +104,10 @@ class Puncher:
         out: list[Send] = []
         if now >= self._next_round:
             self.state = PunchState.PUNCHING
-            ttl = LOW_TTL if self.rounds_sent == 0 else None
+            # the hard side of a birthday punch only ever opens its own mappings: a
+            # probe reaching the far NAT first would make it move the mapping the
+            # far side's spray is about to use (and the spray finds us anyway)
+            ttl = LOW_TTL if self.rounds_sent == 0 or len(self.sockets) > 1 else None
             for sock in self.sockets:
                 for addr in self.candidates:
                     out.append(Send(self._probe(), addr, sock, ttl))

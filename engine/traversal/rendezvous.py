@@ -151,17 +151,8 @@ class Attempt:
             self.helpers.close()
 
     # ---- relaying ------------------------------------------------------------------
-    @property
-    def relay_initiator(self) -> bool:
-        """Who allocates the relay and dials over it: the side on TCP when only one
-        is (a UDP allocation bound over TCP did not carry data in the lab: see the
-        issue note), else the punch initiator."""
-        if self.client.tcp != self.peer.over_tcp:
-            return self.client.tcp
-        return self.initiator
-
     def _maybe_relay(self) -> None:
-        if self.done or not self.relay_initiator:
+        if self.done or not self.initiator:
             return
         if self.link is not None and not self.link.closed:
             return
@@ -171,7 +162,7 @@ class Attempt:
     def relay_ready(self, channel: bytes) -> None:
         log.debug("relay ready %s initiator=%s link=%s", channel.hex(), self.initiator, self.link)
         self.channel = channel
-        if self.relay_initiator and (self.link is None or self.link.closed):
+        if self.initiator and (self.link is None or self.link.closed):
             self._dial(self.client.relay_path(channel, self.peer.over_tcp))
 
     def _dial(self, path) -> None:

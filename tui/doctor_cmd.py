@@ -1,0 +1,157 @@
+"""`dattui doctor`: why two machines cannot connect, and what to do about it.
+
+    dattui doctor [--rendezvous HOST:PORT ...] [--stun HOST:PORT ...] [--no-dht] [--no-lan]
+                  [--port N] [--json] [-v]
+    dattui doctor --peer                 host a two-machine test: prints a one-time test id
+    dattui doctor --peer ID              join it from the other machine
+
+Each check is printed as it finishes (✓ good, ✗ a problem, ? could not tell
+or for information), its advice indented below, then the verdict and the
+steps to take. `-v` adds each check's details. `--json` prints one object,
+the whole report (see `engine.doctor.Doctor.report`).
+
+Exit status: 0 when direct connections will work (verdict "direct"), 1 for
+every other verdict (relay only, UDP blocked, no server answers, no network,
+could not tell); 2 for a usage error. The peer test exits 0 when the sample
+went through, 1 when it did not.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+
+from engine.api import EngineOptions
+from engine.daemon.interface import CheckResult
+from engine.doctor import Doctor, DoctorOptions
+
+from . import jsonout
+
+MARK = {True: "✓", False: "✗", None: "?"}
+
+
+def add_arguments(p) -> None:
+    """The doctor's own options (the common ones come from main._common)."""
+    p.add_argument("--peer", nargs="?", const="", default=None, metavar="ID",
+                   help="two-machine test: without ID, host one and print its id; with ID, join it")
+    p.add_argument("--stun", action="append", metavar="HOST:PORT",
+                   help="an extra STUN server for the NAT tests (repeatable)")
+    p.add_argument("--sample-mib", type=float, default=8.0, metavar="MIB",
+                   help="peer test: size of the throughput sample (default 8 MiB)")
+    p.add_argument("--wait", type=float, default=600.0, metavar="SECONDS",
+                   help="peer test: how long the host waits for the other machine (default 600)")
+    p.add_argument("-v", "--verbose", action="store_true", help="show each check's details")
+
+
+def doctor_options(args, cfg) -> DoctorOptions:
+    return DoctorOptions(
+        rendezvous=tuple(args.rendezvous or ()) + tuple(cfg.discovery.rendezvous),
+        stun=tuple(args.stun or ()),
+        host=cfg.node.bind,
+        port=args.port if args.port is not None else cfg.node.port,
+        lan=cfg.discovery.lan and not args.no_lan,
+        dht=cfg.discovery.dht and not args.no_dht,
+        dht_bootstrap=tuple(args.dht_bootstrap.split(",")) if args.dht_bootstrap
+        else tuple(cfg.discovery.dht_bootstrap))
+
+
+def _indent(text: str, prefix: str = "    ") -> str:
+    return "\n".join(textwrap.fill(line, width=100, initial_indent=prefix, subsequent_indent=" " * len(prefix))
+                     for line in text.splitlines() if line.strip())
+
+
+def format_check(r: CheckResult, verbose: bool = False) -> str:
+    if r.name == "verdict":
+        lines = [f"\n{MARK[r.ok]} verdict: {r.summary}"]
+        for step in r.advice.splitlines():
+            lines.append(_indent(step, "    - "))
+        return "\n".join(lines)
+    lines = [f"{MARK[r.ok]} {r.summary}"]
+    if verbose and r.detail:
+        lines.append(_indent(r.detail))
+    if r.advice:
+        lines.append(_indent(r.advice, "    → "))
+    return "\n".join(lines)
+
+
+async def run_doctor(args, cfg) -> int:
+    opts = doctor_options(args, cfg)
+    if args.peer is not None:
+        return await _run_peer(args, cfg, opts)
+    doc = Doctor(opts)
+    async for r in doc.run():
+        if not args.json:
+            print(format_check(r, args.verbose), flush=True)
+    if args.json:
+        print(json.dumps(doc.report(), indent=None, separators=(",", ":")), flush=True)
+    return 0 if doc.verdict is not None and doc.verdict.kind == "direct" else 1
+
+
+# -- the two-machine test ------------------------------------------------------------------
+
+def _peer_engine_options(args, cfg, opts: DoctorOptions) -> EngineOptions:
+    return EngineOptions(host=opts.host, port=opts.port, lan=opts.lan, dht=opts.dht,
+                         dht_bootstrap=opts.dht_bootstrap, rendezvous=opts.rendezvous,
+                         block_size=cfg.transfer.block_size)
+
+
+def _rate(bps: float | None) -> str:
+    if not bps:
+        return "?"
+    return f"{bps / (1 << 20):.1f} MiB/s"
+
+
+def _print_peer(res, json_mode: bool) -> None:
+    if json_mode:
+        jsonout.emit({"event": "peer_test", **res.as_dict()})
+        return
+    if not res.path:
+        print(f"✗ no connection: {res.error or 'the other machine was not reached'}")
+        print(_indent("run `dattui doctor` on both machines to see why; both need the same "
+                      "--rendezvous server (or to be on one local network)", "    → "))
+        return
+    print(f"{'✓' if res.ok else '✗'} connected over {res.path} to {res.peer_address} "
+          f"in {res.connect_seconds:.2f} s")
+    print(_indent(f"why: {res.why}"))
+    if res.final_path and res.final_path != res.path:
+        print(_indent(f"the connection moved to {res.final_path} during the test"))
+    if res.rtt_ms is not None:
+        print(_indent(f"round trip: {res.rtt_ms:.1f} ms (lowest {res.rtt_min_ms:.1f} ms)"))
+    if res.throughput:
+        verb = "sent" if res.role == "host" else "received"
+        print(_indent(f"throughput over {res.final_path or res.path}: {res.bytes / (1 << 20):.1f} MiB "
+                      f"{verb} in {res.seconds:.2f} s = {_rate(res.throughput)}"))
+    side = res.this_side
+    if side.get("rendezvous_over"):
+        hard = side.get("nat_maps_per_destination")
+        print(_indent(f"this side: reached the rendezvous over {side['rendezvous_over'].upper()}"
+                      + ("" if hard is None else
+                         f", NAT {'changes ports per destination' if hard else 'keeps one port per socket'}")))
+    if res.error:
+        print(_indent(res.error, "    → "))
+
+
+async def _run_peer(args, cfg, opts: DoctorOptions) -> int:
+    from engine.doctor_checks.peer import host_peer_test, join_peer_test
+
+    eo = _peer_engine_options(args, cfg, opts)
+    size = max(1, int(args.sample_mib * (1 << 20)))
+    if args.peer:
+        if not args.json:
+            print("joining the peer test; connecting...", flush=True)
+        res = await join_peer_test(eo, args.peer, find_timeout=min(args.wait, 60.0))
+    else:
+        def ready(link: str) -> None:
+            if args.json:
+                jsonout.emit({"event": "peer_test_id", "id": link})
+                return
+            extra = " ".join(f"--rendezvous {r}" for r in opts.rendezvous)
+            print(f"peer test id: {link}\n"
+                  f"on the other machine run:\n    dattui doctor --peer {link}{' ' + extra if extra else ''}\n"
+                  f"waiting for it (up to {args.wait:g} s; Ctrl-C stops)...", flush=True)
+
+        res = await host_peer_test(eo, size=size, wait=args.wait, on_ready=ready)
+    _print_peer(res, args.json)
+    sys.stdout.flush()
+    return 0 if res.ok else 1
