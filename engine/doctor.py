@@ -31,8 +31,6 @@ The classification rules are pure functions in `doctor_checks.verdict`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ipaddress
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -95,6 +93,7 @@ class Doctor:
         self.verdict: Verdict | None = None
         self.seconds = 0.0
         self._stun_sock: socket.socket | None = None
+        self._own_ips: list[str] = []
 
     # -- the stream ------------------------------------------------------------------------
     async def run(self) -> AsyncIterator[CheckResult]:
@@ -170,7 +169,9 @@ class Doctor:
     def _local(self) -> list[CheckResult]:
         f, o = self.facts, self.options
         out = []
-        ifaces = [i for i in netinfo.local_addresses() if i.up and not i.is_loopback]
+        every = [i for i in netinfo.local_addresses() if i.up]
+        self._own_ips = [a for i in every for a in i.ipv4]  # loopback too: 127.0.0.1 is no NAT
+        ifaces = [i for i in every if not i.is_loopback]
         f.ipv4 = [a for i in ifaces for a in i.ipv4]
         f.ipv6 = [a for i in ifaces for a in i.ipv6 if not a.lower().startswith("fe80")]
         link_local = [a for i in ifaces for a in i.ipv6 if a.lower().startswith("fe80")]
@@ -272,7 +273,7 @@ class Doctor:
             for s in f.servers:
                 put(self._udp_result(s))
             seen = [(s.resolved, s.answer.mapped) for s in f.servers if s.ok]
-            f.mapping, f.mapping_reason = classify_mapping(f.local_port, f.ipv4, seen)
+            f.mapping, f.mapping_reason = classify_mapping(f.local_port, self._own_ips, seen)
             f.port_preservation = port_preserved(f.local_port, [m for _, m in seen])
             put(self._public_result())
             put(self._mapping_result())

@@ -264,6 +264,9 @@ def shoot_cli(out: Path, work: Path, link: str, port: int) -> None:
         time.sleep(1.0)
     finally:
         subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True, timeout=20)
+        # tmux leaves its socket file behind
+        tmpdir = Path(os.environ.get("TMUX_TMPDIR") or "/tmp") / f"tmux-{os.getuid()}"
+        (tmpdir / sock).unlink(missing_ok=True)
 
 
 def _total_percent(screen: str) -> float | None:

@@ -13,7 +13,7 @@ with `capture-pane`, like a person would:
 - the clone ends identical to the source; `dattui stop` ends both daemons.
 
 A loopback transfer runs at tens of MB/s, so that the dashboard can watch it
-from the start A's share is paused (through its daemon's control socket) until
+from the start, A's share is paused (through its daemon's control socket) until
 the dashboard shows the clone; B redials its `--peer` every 2 s, so the
 transfer starts within seconds of the resume. Every wait polls against a
 deadline; on a timeout the assertion shows the last screen and the daemons'
@@ -119,7 +119,7 @@ class Tmux:
 
     def start(self, session: str, argv: list[str], environ: dict) -> None:
         environ = {k: v for k, v in environ.items()
-                   if k not in ("TMUX", "TMUX_PANE", "COLUMNS", "LINES", "NO_COLOR")}
+                   if k not in ("TMUX", "TMUX_PANE", "COLUMNS", "LINES")}
         environ["TERM"] = "xterm-256color"
         home = environ["DATTUI_HOME"]
         self.started = True
@@ -150,6 +150,9 @@ class Tmux:
         if self.started:
             subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True,
                            timeout=20)
+            # tmux leaves its socket file behind
+            tmpdir = Path(os.environ.get("TMUX_TMPDIR") or "/tmp") / f"tmux-{os.getuid()}"
+            (tmpdir / self.socket).unlink(missing_ok=True)
 
 
 def row_of(screen: str, name: str) -> tuple[str, float] | None:
@@ -223,8 +226,9 @@ def test_dashboard_in_tmux_watches_a_real_transfer(world):
         parts = [f"--- screen of {session!r} ---", tmux.screen(session)]
         for name, home in (("share", A), ("clone", B)):
             log = home / "daemon.log"
-            if log.exists():
-                parts += [f"--- {name} daemon.log (end) ---", log.read_text(errors="replace")[-3000:]]
+            text = log.read_text(errors="replace").strip() if log.exists() else ""
+            if text:
+                parts += [f"--- {name} daemon.log (end) ---", text[-3000:]]
         try:
             parts += ["--- clone daemon log ---", "\n".join(call(B, "logs", limit=30))]
         except Exception as exc:  # the daemon may be gone: that is what we diagnose

@@ -103,6 +103,8 @@ def _rate(bps: float | None) -> str:
 
 
 def _print_peer(res, json_mode: bool) -> None:
+    from engine.doctor_checks.peer import path_reason
+
     if json_mode:
         jsonout.emit({"event": "peer_test", **res.as_dict()})
         return
@@ -114,14 +116,16 @@ def _print_peer(res, json_mode: bool) -> None:
     print(f"{'✓' if res.ok else '✗'} connected over {res.path} to {res.peer_address} "
           f"in {res.connect_seconds:.2f} s")
     print(_indent(f"why: {res.why}"))
-    if res.final_path and res.final_path != res.path:
+    others = [p for p in res.paths[1:] if p != res.path]
+    if others:
+        print(_indent(f"the connection back was made over {others[0]}: {path_reason(others[0])}"))
+    if res.final_path and res.final_path not in res.paths:
         print(_indent(f"the connection moved to {res.final_path} during the test"))
     if res.rtt_ms is not None:
         print(_indent(f"round trip: {res.rtt_ms:.1f} ms (lowest {res.rtt_min_ms:.1f} ms)"))
     if res.throughput:
-        verb = "sent" if res.role == "host" else "received"
-        print(_indent(f"throughput over {res.final_path or res.path}: {res.bytes / (1 << 20):.1f} MiB "
-                      f"{verb} in {res.seconds:.2f} s = {_rate(res.throughput)}"))
+        print(_indent(f"throughput: {res.bytes / (1 << 20):.1f} MiB received in {res.seconds:.2f} s "
+                      f"= {_rate(res.throughput)}"))
     side = res.this_side
     if side.get("rendezvous_over"):
         hard = side.get("nat_maps_per_destination")

@@ -88,8 +88,14 @@ async def probe_gateway(gateway: str, facts: PortMapFacts, timeout: float = 1.0)
         while loop.time() - start < timeout:
             if sends < 3:
                 for r in requests:
-                    with contextlib.suppress(OSError):
+                    try:
                         s.send(r)
+                    except ConnectionRefusedError:  # the ICMP error of an earlier send
+                        facts.notes.append(f"the gateway {gateway} does not answer NAT-PMP or PCP "
+                                           f"(port {PCP_PORT} closed)")
+                        return
+                    except OSError:
+                        pass
                 sends += 1
             try:
                 data = await asyncio.wait_for(loop.sock_recv(s, 1100), min(0.3, timeout - (loop.time() - start)))

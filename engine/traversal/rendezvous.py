@@ -298,6 +298,8 @@ class RendezvousSource:
         # whether our NAT maps per destination); the first one is where we meet
         self.clients.append(_Client(self, self.servers[0], tcp=False))
         await self._stun_probe()
+        if not self.mapped:  # no STUN answer at all: UDP is likely blocked, try TCP now
+            await self._open_tcp()
         self._lookup_task = asyncio.ensure_future(self._lookups())
 
     async def _stun_probe(self) -> None:
@@ -307,7 +309,7 @@ class RendezvousSource:
             tid = stun.new_transaction_id()
             self._stun_tids[tid] = server
             self.node.socket.sendto(stun.binding_request(tid, pad_to=stun.RESPONSE_PAD), server)
-        for _ in range(15):
+        for _ in range(10):
             await asyncio.sleep(0.1)
             if len(self.mapped) == len(self.servers):
                 break
@@ -317,6 +319,18 @@ class RendezvousSource:
         seen = {m for ms in ips.values() for m in ms}
         self.hard = len(ips) >= 2 and len({m[1] for m in seen}) > 1
         log.debug("stun: mapped %s -> hard=%s", self.mapped, self.hard)
+
+    async def _open_tcp(self) -> None:
+        if any(c.tcp for c in self.clients):
+            return
+        t = _Client(self, self.servers[0], tcp=True)
+        await t.open()
+        if t.alive:
+            self.clients.append(t)
+            now = self.loop.time()
+            for k in self.keys:
+                t.core.register(k, self.candidates(), now)
+            t.pump()
 
     def _stun_in(self, data: bytes, addr: Address) -> None:
         try:
@@ -371,17 +385,8 @@ class RendezvousSource:
             await asyncio.sleep(LOOKUP_EVERY if tcp_tried else 0.5)
             if not tcp_tried and time.monotonic() - started > UDP_GIVE_UP:
                 tcp_tried = True
-                udp_dead = [c for c in self.clients if not c.tcp and not c.registered]
-                if udp_dead and self.keys:
-                    for c in udp_dead:
-                        t = _Client(self, c.server, tcp=True)
-                        await t.open()
-                        if t.alive:
-                            self.clients.append(t)
-                            now = self.loop.time()
-                            for k in self.keys:
-                                t.core.register(k, self.candidates(), now)
-                            t.pump()
+                if not any(c.registered for c in self.clients):
+                    await self._open_tcp()
             now = self.loop.time()
             for c in self.clients:
                 if not c.alive or not c.registered:
