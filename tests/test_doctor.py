@@ -1,0 +1,237 @@
+"""`dattui doctor` in the NAT lab: every kind of NAT, no network, unreachable
+servers, RFC 5780 filtering, and the two-machine peer test against the path
+a real clone between the same two kinds takes.
+
+The rendezvous host runs one server per address (203.0.113.10 and .11, port
+3478): a server bound to 0.0.0.0 answers from its primary address only, and
+a NAT drops an answer from an address it never sent to (natlab.add_server).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cli import env
+from helpers import make_tree
+from nat_helpers import Share, clone, first_connection
+from natlab import NatKind, add_peer, build_internet
+
+pytestmark = pytest.mark.netns
+
+ROOT = Path(__file__).resolve().parent.parent
+RDV1, RDV2, PORT = "203.0.113.10", "203.0.113.11", 3478
+RDV_ARGS = ["--rendezvous", f"{RDV1}:{PORT}", "--rendezvous", f"{RDV2}:{PORT}"]
+BUDGET = 15.0
+
+
+def dattui(*args) -> list[str]:
+    return [sys.executable, "-m", "tui.main", *map(str, args)]
+
+
+def start_server(host, ip: str, port: int = PORT):
+    p = host.popen(dattui("rendezvous", "--bind", f"{ip}:{port}"), stderr=subprocess.PIPE, text=True)
+    line = p.stderr.readline()
+    assert "rendezvous" in line, line
+    return p
+
+
+@pytest.fixture
+def net(lab):
+    inet = build_internet(lab)
+    rdv = inet.add_server("rdv", RDV1, RDV2)
+    start_server(rdv, RDV1)
+    start_server(rdv, RDV2)
+    return inet, rdv
+
+
+def doctor(host, home: Path, *args, json_mode: bool = True):
+    t0 = time.monotonic()
+    p = host.run(dattui("doctor", *(["--json"] if json_mode else []), "--no-dht", "--no-lan", *args),
+                 env=env(home), check=False, timeout=60)
+    took = time.monotonic() - t0
+    if not json_mode:
+        return p, None, took
+    assert p.stdout.strip(), p.stderr
+    return p, json.loads(p.stdout.strip().splitlines()[-1]), took
+
+
+# (udp, mapping, port preservation, verdict kind, exit status)
+EXPECTED = {
+    NatKind.PUBLIC: (True, "none", True, "direct", 0),
+    NatKind.CONE: (True, "endpoint-independent", True, "direct", 0),
+    NatKind.MASQ: (True, "endpoint-independent", True, "direct", 0),
+    NatKind.SYMMETRIC: (True, "endpoint-dependent", False, "relay", 1),
+    NatKind.UDP_BLOCKED: (False, "unknown", None, "tcp_relay", 1),
+    NatKind.DOUBLE: (True, "endpoint-independent", True, "direct", 0),
+}
+
+
+@pytest.mark.parametrize("kind", list(EXPECTED), ids=lambda k: k.name.lower())
+def test_doctor_classifies_each_kind_of_nat(net, kind, tmp_path):
+    inet, _ = net
+    peer = add_peer(inet.lab, inet, kind, 1)
+    p, rep, took = doctor(peer.host, tmp_path / "home", *RDV_ARGS)
+    udp, mapping, preserved, verdict, status = EXPECTED[kind]
+    assert took < BUDGET and rep["seconds"] < BUDGET
+    assert p.returncode == status, (p.returncode, rep["verdict"])
+    assert rep["udp"] is udp
+    assert rep["nat"]["mapping"] == mapping, rep["nat"]
+    assert rep["nat"]["port_preservation"] is preserved
+    assert rep["verdict"]["kind"] == verdict
+    assert rep["relay"]["server"] == f"{RDV1}:{PORT}"
+    assert rep["relay"]["tcp"] is True and rep["relay"]["data"] is True, rep["relay"]
+    assert rep["relay"]["udp"] is udp
+    assert rep["checks"][-1]["name"] == "verdict"
+    names = [c["name"] for c in rep["checks"]]
+    assert len(names) == len(set(names))
+    if udp:
+        assert rep["public_addresses"] == [peer.public_ip]
+        assert [m["server"] for m in rep["nat"]["mapped"]] == [f"{RDV1}:{PORT}", f"{RDV2}:{PORT}"]
+        # the lab's NATs do not hairpin; without a NAT there is nothing to turn
+        assert rep["nat"]["hairpin"] is (kind is NatKind.PUBLIC)
+    else:
+        assert rep["public_addresses"] == []
+        assert ("UDP is blocked here: transfers will go through the TCP relay at "
+                f"{RDV1}:{PORT}; ask your network team to allow outbound UDP") in rep["verdict"]["summary"]
+        assert rep["relay"]["data_between"] == "tcp<->tcp"
+    if verdict == "direct":
+        assert rep["verdict"]["summary"].startswith("direct connections will work")
+    if verdict == "relay":
+        assert rep["verdict"]["summary"].startswith("others can reach you only through a relay")
+    assert rep["nat"]["filtering"] == "unknown"  # these servers have no second address to answer from
+
+
+def test_no_network_at_all(lab, tmp_path):
+    island = lab.add_host("island")  # nothing but lo
+    p, rep, took = doctor(island, tmp_path / "home", *RDV_ARGS)
+    assert took < BUDGET
+    assert p.returncode == 1
+    assert rep["verdict"]["kind"] == "no_network"
+    assert rep["verdict"]["summary"].startswith("no network at all")
+    assert rep["udp"] is False and rep["public_addresses"] == []
+    assert rep["local_addresses"] == {"ipv4": [], "ipv6": []}
+    p, _, took = doctor(island, tmp_path / "home", *RDV_ARGS, json_mode=False)
+    assert took < BUDGET and p.returncode == 1
+    last = [l for l in p.stdout.splitlines() if "verdict" in l][-1]
+    assert last.startswith("✗ verdict: no network at all"), p.stdout
+
+
+def test_every_server_unreachable_within_budget(lab, tmp_path):
+    inet = build_internet(lab)
+    rdv = inet.add_server("rdv", RDV1, RDV2)
+    rdv.run(["iptables", "-A", "INPUT", "-j", "DROP"])  # a silent black hole: no RST, no ICMP
+    peer = add_peer(lab, inet, NatKind.CONE, 1)
+    home = tmp_path / "home"
+    home.mkdir()
+    # the DHT on too, through a bootstrap node inside the lab that never answers
+    (home / "config.toml").write_text(f'[discovery]\ndht = true\ndht_bootstrap = ["{RDV1}:6881"]\n')
+    t0 = time.monotonic()
+    p = peer.host.run(dattui("doctor", "--json", "--no-lan", *RDV_ARGS), env=env(home),
+                      check=False, timeout=60)
+    took = time.monotonic() - t0
+    rep = json.loads(p.stdout.strip().splitlines()[-1])
+    assert took < BUDGET, took
+    assert p.returncode == 1
+    assert rep["verdict"]["kind"] == "unreachable"
+    assert rep["verdict"]["summary"].startswith("no server answers, over UDP or TCP")
+    assert rep["udp"] is False and rep["relay"]["udp"] is False and rep["relay"]["tcp"] is False
+    assert rep["dht"] == {"enabled": True, "reachable": False, "nodes": 0, "external_address": None,
+                          "bootstrap": [f"{RDV1}:6881"]}
+    dht = [c for c in rep["checks"] if c["name"] == "dht"][0]
+    assert dht["ok"] is False
+
+
+RFC5780_SERVER = r"""
+import select, socket, sys
+sys.path.insert(0, sys.argv[1])
+from engine import stun
+A = ("203.0.113.10", "203.0.113.11"); P = (3479, 3480)
+socks = {}
+for a in A:
+    for p in P:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind((a, p))
+        socks[(a, p)] = s
+print("ready", flush=True)
+while True:
+    for s in select.select(list(socks.values()), [], [])[0]:
+        data, src = s.recvfrom(2048)
+        ip, port = s.getsockname()
+        try:
+            msg = stun.parse(data)
+            change_ip, change_port = msg.change_request
+        except ValueError:
+            continue
+        if msg.msg_type != stun.BINDING_REQUEST:
+            continue
+        other = (A[1 - A.index(ip)], P[1 - P.index(port)])
+        out = (other[0] if change_ip else ip, other[1] if change_port else port)
+        socks[out].sendto(stun.binding_success(msg.transaction_id, src, response_origin=out,
+                                               other_address=other), src)
+"""
+
+
+@pytest.mark.parametrize("kind,filtering", [(NatKind.PUBLIC, "endpoint-independent"),
+                                            (NatKind.CONE, "address-and-port-dependent")],
+                         ids=["public", "cone"])
+def test_filtering_with_an_rfc5780_server(net, kind, filtering, tmp_path):
+    inet, rdv = net
+    srv = rdv.popen([sys.executable, "-c", RFC5780_SERVER, str(ROOT)], stdout=subprocess.PIPE, text=True)
+    assert srv.stdout.readline().strip() == "ready"
+    peer = add_peer(inet.lab, inet, kind, 1)
+    p, rep, took = doctor(peer.host, tmp_path / "home", "--rendezvous", f"{RDV1}:{PORT}",
+                          "--stun", f"{RDV1}:3479")
+    assert took < BUDGET
+    assert rep["nat"]["filtering"] == filtering, rep["nat"]
+    assert [s["role"] for s in rep["servers"]] == ["rendezvous", "stun"]
+    check = [c for c in rep["checks"] if c["name"] == "nat_filtering"][0]
+    assert check["ok"] is True and "203.0.113.11:3480" in check["detail"]
+
+
+PAIRS = [(NatKind.CONE, NatKind.CONE, "punched"),
+         (NatKind.SYMMETRIC, NatKind.SYMMETRIC, "relay-udp"),
+         (NatKind.UDP_BLOCKED, NatKind.CONE, "relay-tcp")]
+
+
+@pytest.mark.parametrize("host_kind,join_kind,path", PAIRS,
+                         ids=[f"{a.name.lower()}-{b.name.lower()}" for a, b, _ in PAIRS])
+def test_peer_test_reports_the_path_a_clone_takes(net, host_kind, join_kind, path, tmp_path):
+    inet, _ = net
+    a = add_peer(inet.lab, inet, host_kind, 1)
+    b = add_peer(inet.lab, inet, join_kind, 2)
+    common = ["--json", "--no-dht", "--no-lan", *RDV_ARGS]
+    host = a.host.popen(dattui("doctor", "--peer", "--sample-mib", "1", "--wait", "60", *common),
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(tmp_path / "ha"))
+    first = json.loads(host.stdout.readline())
+    assert first["event"] == "peer_test_id" and first["id"].startswith("dat://")
+    joined = b.host.run(dattui("doctor", "--peer", first["id"], *common), env=env(tmp_path / "hb"),
+                        check=False, timeout=90)
+    out, err = host.communicate(timeout=60)
+    results = {}
+    for role, text in (("join", joined.stdout), ("host", out)):
+        lines = [json.loads(l) for l in text.splitlines() if l.startswith("{")]
+        res = [l for l in lines if l.get("event") == "peer_test"]
+        assert res, (role, text, joined.stderr, err)
+        results[role] = res[0]
+    for role, r in results.items():
+        assert r["ok"] is True, (role, r)
+        assert r["path"] == path, (role, r)
+        assert r["bytes"] == 1 << 20 and r["throughput"] > 0 and r["rtt_ms"] > 0, (role, r)
+        assert r["why"]
+    assert joined.returncode == 0 and host.returncode == 0
+    # a real share and clone between the same two machines take that path too
+    for p in (a, b):
+        p.flush_conntrack()
+    src = make_tree(tmp_path / "src")
+    sh = Share(a.host, src, tmp_path / "hs")
+    cp, lines, _ = clone(b.host, sh.link, tmp_path / "dst", tmp_path / "hc")
+    sh.proc.terminate()
+    assert cp.returncode == 0, cp.stderr[-500:]
+    assert first_connection(lines)["path"] == path
