@@ -103,3 +103,34 @@ def test_transfer_survives_the_clone_changing_address(lab, tmp_path):
         assert visible(tree(tmp_path / "dst")) == visible(tree(src))
     finally:
         rdv.stop()
+
+
+def test_relayed_connection_moves_to_a_punched_path_without_interruption(lab, tmp_path):
+    inet = build_internet(lab)
+    rdv = start_rendezvous(inet.add_server("rdv", *RDV))
+    a = add_peer(lab, inet, NatKind.CONE, 1)
+    b = add_peer(lab, inet, NatKind.CONE, 2)
+    lab.rate_limit(a.router, "eth0", 40)
+    # a firewall on the clone's side drops UDP to and from the share's network for now:
+    # punching fails, the rendezvous (and its relay) still works
+    rule = ["-p", "udp", "-d", a.public_ip, "-j", "DROP"]
+    rule_back = ["-p", "udp", "-s", a.public_ip, "-j", "DROP"]
+    b.router.run(["iptables", "-I", "FORWARD", *rule])
+    b.router.run(["iptables", "-I", "FORWARD", *rule_back])
+    src = _dataset(tmp_path)
+    try:
+        sh = Share(a.host, src, tmp_path / "hs")
+        lines: list = []
+        proc = _start_clone(b, sh.link, tmp_path / "dst", tmp_path / "hc")
+        mid = _wait_progress(proc, 0.1, lines)
+        assert mid and mid["event"] == "progress"
+        assert [p["path"] for p in mid["peers"]] == ["relay-udp"]
+        b.router.run(["iptables", "-D", "FORWARD", *rule])
+        b.router.run(["iptables", "-D", "FORWARD", *rule_back])
+        assert _finish(proc, lines) == 0
+        paths = [p["path"] for l in lines if l["event"] == "progress" for p in l["peers"]]
+        assert "relay-udp" in paths and paths[-1] == "punched"
+        assert sum(1 for l in lines if l["event"] == "peer_connected") == 1  # never reconnected
+        assert visible(tree(tmp_path / "dst")) == visible(tree(src))
+    finally:
+        rdv.stop()
