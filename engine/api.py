@@ -292,8 +292,8 @@ class Engine:
         if swarm.state == State.PAUSED:
             return
         swarm.resume_state = swarm.state
+        self._static.pause(swarm.dkey)  # before remove_swarm, which forgets static peers
         self.node.remove_swarm(swarm)
-        self._static.pause(swarm.dkey)
         for p in list(swarm.peers):
             p.close(0, "paused")
         swarm.state = State.PAUSED
@@ -344,6 +344,7 @@ class Engine:
             self.node.remove_swarm(swarm)
         if self._static:
             self._static.remove(swarm.dkey)
+            self._static.forget_paused(swarm.dkey)
         await swarm.close()
         if self.node and self.node.endpoint:
             self.node.endpoint.flush()

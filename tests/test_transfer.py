@@ -286,3 +286,22 @@ async def test_a_clone_serves_what_it_verified_after_the_share_is_gone(tmp_path)
     finally:
         await c.close()
         await b.close()
+
+
+async def test_paused_clone_reconnects_to_its_peer_when_resumed(tmp_path):
+    src = make_tree(tmp_path / "src")
+    a = await engine(tmp_path / "ha")
+    b = await engine(tmp_path / "hb")
+    try:
+        tid = await a.share(src)
+        a.pause(tid)  # nothing flows until the clone has been paused and resumed
+        ctid = await b.clone(a.transfer(tid).link, tmp_path / "dst", peers=[f"127.0.0.1:{a.port}"])
+        b.pause(ctid)
+        assert b.transfer(ctid).state == ev.State.PAUSED and not b.transfer(ctid).peers
+        a.resume(tid)
+        b.resume(ctid)
+        await asyncio.wait_for(b.wait(ctid), 20)
+        assert visible(tree(tmp_path / "dst")) == visible(tree(src))
+    finally:
+        await b.close()
+        await a.close()

@@ -46,9 +46,7 @@ async def run_daemon_command(args, cfg) -> int:
         if args.command == "dashboard":
             from .app import DattuiApp
             app = DattuiApp(client, cfg)
-            await app.run_async()
-            print("dattui: transfers keep running in the background; `dattui` attaches again, "
-                  "`dattui stop` ends them", file=sys.stderr)
+            await app.run_async()  # its exit message says the transfers keep running
             return 0
         if args.command == "list":
             rows = await client.status()

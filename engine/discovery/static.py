@@ -59,6 +59,8 @@ class StaticPeers:
 
     def remove(self, dkey: bytes) -> None:
         self._peers.pop(dkey, None)
+
+    def forget_paused(self, dkey: bytes) -> None:
         self._paused.pop(dkey, None)
 
     def pause(self, dkey: bytes) -> None:
