@@ -49,9 +49,9 @@ def start_rendezvous(server_host) -> Rendezvous:
 
 
 class Share:
-    def __init__(self, host, folder, home, debug: bool = False) -> None:
-        self.proc = host.popen(dattui("share", folder, "--json", "--no-lan", "--no-dht",
-                                      *rendezvous_args()),
+    def __init__(self, host, folder, home, debug: bool = False, dht: bool = False) -> None:
+        args = [] if dht else ["--no-dht", *rendezvous_args()]
+        self.proc = host.popen(dattui("share", folder, "--json", "--no-lan", *args),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE if debug else None,
                                text=True, env=env(home, **({"DATTUI_DEBUG": "1"} if debug else {})))
         first = json.loads(self.proc.stdout.readline())
@@ -73,10 +73,11 @@ class Share:
                 pass
 
 
-def clone(host, link, dst, home, *extra, timeout=90, debug: bool = False):
+def clone(host, link, dst, home, *extra, timeout=90, debug: bool = False, dht: bool = False):
     t0 = time.monotonic()
-    p = host.run(dattui("clone", link, dst, "--json", "--no-lan", "--no-dht", "--timeout", "40",
-                        *rendezvous_args(), *extra), env=env(home, **({"DATTUI_DEBUG": "1"} if debug else {})),
+    args = [] if dht else ["--no-dht", *rendezvous_args()]
+    p = host.run(dattui("clone", link, dst, "--json", "--no-lan", "--timeout", "40",
+                        *args, *extra), env=env(home, **({"DATTUI_DEBUG": "1"} if debug else {})),
                  check=False, timeout=timeout)
     lines = [json.loads(l) for l in p.stdout.splitlines() if l.startswith("{")]
     return p, lines, time.monotonic() - t0

@@ -1,7 +1,7 @@
 """`dattui doctor`: why two machines cannot connect, and what to do about it.
 
     dattui doctor [--rendezvous HOST:PORT ...] [--stun HOST:PORT ...] [--no-dht] [--no-lan]
-                  [--port N] [--json] [-v]
+                  [--no-port-mapping] [--dht-bootstrap HOST:PORT,...] [--port N] [--json] [-v]
     dattui doctor --peer                 host a two-machine test: prints a one-time test id
     dattui doctor --peer ID              join it from the other machine
 
@@ -41,6 +41,8 @@ def add_arguments(p) -> None:
                    help="peer test: size of the throughput sample (default 8 MiB)")
     p.add_argument("--wait", type=float, default=600.0, metavar="SECONDS",
                    help="peer test: how long the host waits for the other machine (default 600)")
+    p.add_argument("--no-port-mapping", action="store_true",
+                   help="do not ask the gateway about UPnP-IGD, NAT-PMP or PCP")
     p.add_argument("-v", "--verbose", action="store_true", help="show each check's details")
 
 
@@ -51,6 +53,7 @@ def doctor_options(args, cfg) -> DoctorOptions:
         host=cfg.node.bind,
         port=args.port if args.port is not None else cfg.node.port,
         lan=cfg.discovery.lan and not args.no_lan,
+        port_mapping=not args.no_port_mapping,
         dht=cfg.discovery.dht and not args.no_dht,
         dht_bootstrap=tuple(args.dht_bootstrap.split(",")) if args.dht_bootstrap
         else tuple(cfg.discovery.dht_bootstrap))

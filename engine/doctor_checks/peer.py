@@ -63,8 +63,8 @@ _WHY = {
     ev.PathKind.RELAY_UDP: "no direct path answered in time (NATs that change ports per "
                            "destination on both sides, or a failed punch), so the rendezvous "
                            "server relays the end-to-end encrypted data over UDP",
-    ev.PathKind.RELAY_TCP: "UDP does not get through on at least one side, so the data goes "
-                           "through the rendezvous server over TCP",
+    ev.PathKind.RELAY_TCP: "UDP does not get through on at least one side, so the rendezvous "
+                           "server relays the end-to-end encrypted data over TCP",
 }
 
 

@@ -281,6 +281,9 @@ async def hairpin(probe: UdpProbe, mapped: Address, timeout: float = 1.0) -> boo
 
 # -- rendezvous: REGISTER over UDP and TCP, and a relayed round trip ----------------------
 
+_FATAL = object()
+
+
 class _RdvConn:
     """One sans-IO RendezvousClient driven over its own UDP socket or a TCP
     connection; its events land in a queue."""
@@ -349,6 +352,8 @@ class _RdvConn:
             err = self._udp.sendto(data, self.server)
             if err is not None and not self.error:
                 self.error = describe_oserror(err)
+            if err is not None and err.errno in _NO_ROUTE + (errno.EPERM, errno.EACCES):
+                self.events.put_nowait(_FATAL)  # retrying cannot help: stop waiting
         elif self._writer is not None and not self._writer.is_closing():
             self._writer.write(rp.frame(data))
 
@@ -381,8 +386,8 @@ class _RdvConn:
                 ev = await asyncio.wait_for(self.events.get(), left)
             except asyncio.TimeoutError:
                 return None
-            if isinstance(ev, kinds + (RequestFailed,)):
-                return ev
+            if ev is _FATAL or isinstance(ev, kinds + (RequestFailed,)):
+                return None if ev is _FATAL else ev
 
     async def register(self, key: bytes, timeout: float) -> Registered | None:
         start = self.loop.time()

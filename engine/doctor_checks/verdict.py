@@ -22,6 +22,7 @@ only one from the same address and another port does,
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 from .portmap import PortMapFacts
@@ -127,6 +128,19 @@ class Facts:
         if self.portmap and self.portmap.natpmp_external and self.portmap.natpmp_external not in out:
             out.append(self.portmap.natpmp_external)
         return out
+
+
+def _private(ip: str) -> bool:
+    try:
+        a = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    # not ipaddress' is_private: that counts the documentation ranges too (203.0.113.0/24...)
+    return a.is_loopback or a.is_link_local or any(a in n for n in _LOCAL_NETS if n.version == a.version)
+
+
+_LOCAL_NETS = tuple(ipaddress.ip_network(n) for n in (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"))
 
 
 def classify_mapping(local_port: int | None, local_ips: list[str],
@@ -238,6 +252,13 @@ def verdict(f: Facts) -> Verdict:
         if f.filtering in (APD, AD):
             steps.append("a firewall drops unsolicited packets: if peers cannot connect, allow "
                          f"UDP port {f.local_port or f.port} in")
+        if _private(pub):
+            return Verdict("direct", True,
+                           "direct connections will work with peers on this network: no NAT between "
+                           f"this machine and the servers (they see {pub}, a private address)",
+                           tuple(["peers beyond this network meet whatever NAT leads out of it: run "
+                                  "`dattui doctor` with a server on the internet to test it"]
+                                 + steps[1:] + relay_note))
         return Verdict("direct", True,
                        f"direct connections will work: this machine has a public address ({pub})",
                        tuple(steps + relay_note))

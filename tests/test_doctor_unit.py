@@ -1,0 +1,242 @@
+"""The doctor without namespaces: the classification rules as pure functions,
+and the whole stream against real rendezvous servers and a DHT node on
+127.0.0.1 (port mapping off: nothing leaves loopback)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.doctor import DoctorOptions, Doctor, local_checks, report, run_checks
+from engine.doctor_checks import probes
+from engine.doctor_checks.peer import path_reason, reverse_key
+from engine.doctor_checks.probes import RelayFacts, StunAnswer
+from engine.doctor_checks.verdict import (APD, ED, EI, NONE, UNKNOWN, Facts, ServerResult,
+                                          classify_filtering, classify_mapping, port_preserved,
+                                          verdict)
+from engine.keys import ShareKey
+from engine.rendezvous.server import serve
+
+from cli import env
+
+ROOT = Path(__file__).resolve().parent.parent
+S1, S2 = ("198.51.100.7", 3478), ("198.51.100.8", 3478)
+
+
+# -- classification ----------------------------------------------------------------------------
+
+def test_mapping_classification():
+    own = ["10.0.0.2", "127.0.0.1"]
+    assert classify_mapping(3282, own, [])[0] == UNKNOWN
+    assert classify_mapping(3282, own, [(S1, ("10.0.0.2", 3282)), (S2, ("10.0.0.2", 3282))])[0] == NONE
+    assert classify_mapping(3282, own, [(S1, ("10.0.0.2", 3282))])[0] == NONE  # one server is enough
+    assert classify_mapping(3282, own, [(S1, ("10.0.0.2", 4000))])[0] == UNKNOWN  # our ip, another port
+    assert classify_mapping(3282, own, [(S1, ("203.0.113.5", 3282))])[0] == UNKNOWN
+    assert classify_mapping(3282, own, [(S1, ("203.0.113.5", 3282)), (S2, ("203.0.113.5", 3282))])[0] == EI
+    m, why = classify_mapping(3282, own, [(S1, ("203.0.113.5", 1000)), (S2, ("203.0.113.5", 2000))])
+    assert m == ED and "198.51.100.7:3478 sees 203.0.113.5:1000" in why
+    # two ports of one server address count as two destinations
+    assert classify_mapping(1, own, [(S1, ("203.0.113.5", 9)), (("198.51.100.7", 3479), ("203.0.113.5", 8))])[0] == ED
+
+
+def test_filtering_and_port_preservation():
+    assert classify_filtering(True, None) == EI
+    assert classify_filtering(False, True) == "address-dependent"
+    assert classify_filtering(False, False) == APD
+    assert classify_filtering(None, None) == UNKNOWN
+    assert port_preserved(3282, [("203.0.113.5", 3282)]) is True
+    assert port_preserved(3282, [("203.0.113.5", 3282), ("203.0.113.5", 9)]) is False
+    assert port_preserved(3282, []) is None
+
+
+def _facts(**kw) -> Facts:
+    f = Facts(ipv4=["10.0.0.2"], port=3282, local_port=3282, relay_address="203.0.113.10:3478")
+    for k, v in kw.items():
+        setattr(f, k, v)
+    return f
+
+
+def _server(ok: bool, mapped=("203.0.113.5", 3282), no_route=False) -> ServerResult:
+    ans = StunAnswer(S1, mapped=mapped if ok else None, error="" if ok else "no answer",
+                     no_route=no_route)
+    return ServerResult("203.0.113.10:3478", "rendezvous", resolved=S1, answer=ans)
+
+
+def test_verdicts():
+    v = verdict(_facts(ipv4=[]))
+    assert v.kind == "no_network" and v.summary.startswith("no network at all") and v.ok is False
+    v = verdict(_facts(servers=[_server(False, no_route=True)], relay=RelayFacts(S1, udp=False, tcp=False)))
+    assert v.kind == "no_network" and "no route" in v.summary
+    v = verdict(_facts())
+    assert v.kind == "no_servers" and v.ok is None and "--rendezvous" in v.steps[0]
+    v = verdict(_facts(servers=[_server(False)], relay=RelayFacts(S1, udp=False, tcp=False)))
+    assert v.kind == "unreachable" and v.summary.startswith("no server answers")
+    v = verdict(_facts(servers=[_server(False)], relay=RelayFacts(S1, udp=False, tcp=True, data=True)))
+    assert v.kind == "tcp_relay"
+    assert v.summary == ("UDP is blocked here: transfers will go through the TCP relay at "
+                         "203.0.113.10:3478; ask your network team to allow outbound UDP")
+    ok_relay = RelayFacts(S1, udp=True, tcp=True, data=True)
+    v = verdict(_facts(servers=[_server(True)], relay=ok_relay, mapping=EI))
+    assert v.kind == "direct" and v.summary.startswith("direct connections will work") and v.ok
+    v = verdict(_facts(servers=[_server(True)], relay=ok_relay, mapping=ED))
+    assert v.kind == "relay" and v.summary.startswith("others can reach you only through a relay")
+    v = verdict(_facts(servers=[_server(True)], relay=ok_relay, mapping=NONE))
+    assert v.kind == "direct" and "public address (203.0.113.5)" in v.summary
+    v = verdict(_facts(servers=[_server(True)], relay=ok_relay, mapping=UNKNOWN,
+                       mapping_reason="only one server address answered"))
+    assert v.kind == "unknown" and v.ok is None and "only one server address" in v.summary
+    dead_relay = RelayFacts(S1, udp=False, tcp=False)
+    v = verdict(_facts(servers=[_server(True)], relay=dead_relay, mapping=ED))
+    assert any("does not answer" in s for s in v.steps)
+
+
+def test_peer_test_helpers():
+    key = ShareKey.generate()
+    r1, r2 = reverse_key(key.link), reverse_key(key.link.upper().replace("DAT://", "dat://"))
+    assert r1.public == r2.public != key.public
+    assert "relay" in path_reason("relay-tcp") and path_reason("nonsense") == ""
+
+
+# -- on loopback ---------------------------------------------------------------------------------
+
+def _free_udp_port() -> int:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+async def test_stream_and_report_against_loopback_servers():
+    a = await serve("127.0.0.1", 0)
+    b = await serve("127.0.0.1", 0)
+    try:
+        opts = DoctorOptions(rendezvous=(f"127.0.0.1:{a.udp_address[1]}", f"127.0.0.1:{b.udp_address[1]}"),
+                             host="127.0.0.1", port=_free_udp_port(), lan=False, port_mapping=False)
+        doc = Doctor(opts)
+        t0 = time.monotonic()
+        results = [r async for r in doc.run()]
+        assert time.monotonic() - t0 < 5
+        names = [r.name for r in results]
+        assert names[:3] == ["local_addresses", "port", "lan"] and names[-1] == "verdict"
+        assert len(names) == len(set(names))
+        for n in ("udp:127.0.0.1:%d" % a.udp_address[1], "public_address", "nat_mapping",
+                  "port_preservation", "hairpin", "nat_filtering", "relay_udp", "relay_tcp"):
+            assert n in names, n
+        rep = doc.report()
+        assert rep["udp"] is True and rep["public_addresses"] == ["127.0.0.1"]
+        assert rep["nat"]["mapping"] == "none" and rep["nat"]["port_preservation"] is True
+        assert rep["nat"]["hairpin"] is True
+        assert rep["relay"] == {"server": f"127.0.0.1:{a.udp_address[1]}", "udp": True, "tcp": True,
+                                "data": True, "data_between": "udp<->tcp",
+                                "rtt_ms": rep["relay"]["rtt_ms"], "errors": {}}
+        assert rep["dht"] == {"enabled": False} and rep["port_mapping"] is None
+        assert rep["verdict"]["kind"] == "direct" and "private address" in rep["verdict"]["summary"]
+        assert [c["name"] for c in rep["checks"]] == names
+        # the relay saw a registration over each transport, and the channel closed again
+        assert a.core.allocations == 0
+    finally:
+        for s in (a, b):
+            s.close()
+            await s.wait_closed()
+
+
+async def test_servers_that_do_not_answer_end_within_the_budget():
+    port = _free_udp_port()  # nothing listens there: UDP waits out its timeout, TCP is refused
+    t0 = time.monotonic()
+    rep = await report(DoctorOptions(rendezvous=(f"127.0.0.1:{port}",), host="127.0.0.1",
+                                     port=_free_udp_port(), lan=False, port_mapping=False))
+    assert time.monotonic() - t0 < 6
+    assert rep["udp"] is False and rep["relay"]["tcp"] is False
+    assert rep["relay"]["errors"]["tcp"] == "connection refused"
+    assert rep["verdict"]["kind"] == "unreachable"
+
+
+async def test_a_name_that_does_not_resolve_is_reported(monkeypatch):
+    rep = await report(DoctorOptions(rendezvous=("not a host:99999",), host="127.0.0.1",
+                                     port=_free_udp_port(), lan=False, port_mapping=False))
+    srv = rep["servers"][0]
+    assert srv["udp"] is False and "HOST:PORT" in srv["error"]
+
+
+async def test_overall_deadline_reports_unfinished_checks():
+    # a server that never answers and a deadline shorter than the STUN timeout
+    port = _free_udp_port()
+    opts = DoctorOptions(rendezvous=(f"127.0.0.1:{port}",), host="127.0.0.1", port=_free_udp_port(),
+                         lan=False, port_mapping=False, stun_timeout=5.0, relay_timeout=5.0, deadline=0.5)
+    t0 = time.monotonic()
+    results = [r async for r in run_checks(opts)]
+    assert time.monotonic() - t0 < 2
+    assert results[-1].name == "verdict"
+    assert any("did not finish" in r.summary for r in results)
+
+
+async def test_dht_check_joins_a_node_on_loopback():
+    from engine.dht.service import DhtService
+    p = probes.UdpProbe("127.0.0.1", 0)
+    svc = DhtService(lambda d, a: p.sendto(d, a), os.urandom(20), loop=asyncio.get_running_loop())
+    p.handlers.append(lambda d, a: svc.accepts(d) and (svc.datagram(d, a) or True))
+    svc.start()
+    try:
+        f = await probes.dht_check([("127.0.0.1", p.port)], timeout=3.0, healthy=1)
+        assert f.answered and f.nodes == 1 and f.external[0] == "127.0.0.1" and f.seconds < 3
+        f = await probes.dht_check([("127.0.0.1", _free_udp_port())], timeout=0.5)
+        assert not f.answered and f.nodes == 0
+    finally:
+        svc.close()
+        p.close()
+
+
+async def test_local_checks_kept_for_the_daemon():
+    results = [r async for r in local_checks(3282)]
+    assert [r.name for r in results] == ["local_addresses", "port", "lan"]
+    assert results[1].summary == "dattui listens on UDP port 3282"
+
+
+def test_cli_prints_checks_and_exits_by_verdict(tmp_path):
+    async def start():
+        return await serve("127.0.0.1", 0)
+
+    # a server in a subprocess-free way: run one in a thread's loop
+    import threading
+    ready, holder = threading.Event(), {}
+
+    def run():
+        loop = asyncio.new_event_loop()
+        holder["loop"] = loop
+        holder["server"] = loop.run_until_complete(start())
+        ready.set()
+        loop.run_forever()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    ready.wait(5)
+    port = holder["server"].udp_address[1]
+    try:
+        args = ["doctor", "--no-dht", "--no-lan", "--no-port-mapping", "--port", str(_free_udp_port()),
+                "--rendezvous", f"127.0.0.1:{port}"]
+        p = subprocess.run([sys.executable, "-m", "tui.main", *args], capture_output=True, text=True,
+                           env=env(tmp_path / "home"), timeout=30, cwd=ROOT)
+        assert p.returncode == 0, p.stdout + p.stderr  # no NAT on loopback: "direct"
+        out = p.stdout
+        assert "✓ UDP to the rendezvous server 127.0.0.1:%d works" % port in out
+        assert "✓ verdict: direct connections will work" in out
+        p = subprocess.run([sys.executable, "-m", "tui.main", *args, "--json"], capture_output=True,
+                           text=True, env=env(tmp_path / "home"), timeout=30, cwd=ROOT)
+        import json
+        rep = json.loads(p.stdout)
+        assert set(rep) >= {"udp", "public_addresses", "nat", "dht", "relay", "verdict", "checks"}
+        assert set(rep["nat"]) >= {"mapping", "filtering", "hairpin"}
+        assert set(rep["relay"]) >= {"udp", "tcp"}
+    finally:
+        loop = holder["loop"]
+        loop.call_soon_threadsafe(holder["server"].close)
+        loop.call_soon_threadsafe(loop.stop)
+        t.join(5)
