@@ -44,6 +44,7 @@ class EngineOptions:
     block_size: int = DEFAULT_BLOCK_SIZE
     max_inflight_bytes: int = 16 * 1024 * 1024
     max_inflight_requests: int = 256
+    upload: bool = True  # clones serve the files they have verified to other clones
     max_datagram_size: int = 1452
     rescan_interval: float = 10.0
     include_hidden: bool = False
@@ -225,7 +226,8 @@ class Engine:
         db.set("role", "clone")
         swarm = CloneSwarm(public, folder, db, self._emit, sync=sync,
                            max_inflight_bytes=self.options.max_inflight_bytes,
-                           max_inflight_requests=self.options.max_inflight_requests)
+                           max_inflight_requests=self.options.max_inflight_requests,
+                           upload=self.options.upload)
         self.swarms[swarm.tid] = swarm
         self._done[swarm.tid] = self.node.loop.create_future()
         self.node.add_swarm(swarm)

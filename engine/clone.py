@@ -1,16 +1,38 @@
-"""The cloning side: fetch the signed manifest, then every block, verified.
+"""The cloning side: fetch the signed manifest, then every block, verified,
+from every peer that has it at once; serve what is verified to other clones.
 
-Blocks are requested in file order, pipelined per peer up to a byte and a
-count limit; each arriving block is checked against its file's Merkle root
-from the signed manifest before a byte is written. A peer that sends a block
-that does not verify is disconnected and its requests go back to the queue.
+Availability. After its manifest signature every peer says what it serves of
+that version: HAVE_ALL (a share, a finished clone) or a BITFIELD of complete
+files, then a HAVE per file as it completes. A clone keeps one bitfield per
+peer (sized by the manifest) and, per file, how many connected peers hold it.
+
+Picking. Blocks a peer gave back come first; then files are taken rarest first
+(held by the fewest connected peers; among equals files already started, then
+a per-clone order, so that clones fetching from the same share start in
+different places and have something to give each other), block by block, and
+only from peers that hold them. A peer that answers NO_DATA for a block it
+advertised loses that file from its bitfield until it says HAVE again.
+
+Pipelining. Each peer gets requests until its in-flight bytes reach
+rate x RTT x 2 (its measured delivery rate and the QUIC smoothed RTT),
+at least MIN_PIPELINE_BLOCKS blocks, at most max_inflight_bytes; the whole
+transfer never has more than max_inflight_bytes / max_inflight_requests out.
+
+Endgame. When every block still missing is requested, a peer with room takes
+copies of requests outstanding elsewhere (oldest first, at most ENDGAME_COPIES
+holders per block); the first copy to arrive wins and the others are
+CANCELled, so one slow peer never stalls the end.
+
+Each arriving block is checked against its file's Merkle root from the signed
+manifest before a byte is written. A peer that sends a block that does not
+verify is disconnected and its requests go back to the queue.
 """
 
 from __future__ import annotations
 
-import os
+import random
 import time
-from collections import deque
+from array import array
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -27,6 +49,29 @@ from .store import CloneDB
 from .swarmbase import SwarmBase
 
 MAX_UNSOLICITED = 64
+MIN_PIPELINE_BLOCKS = 4  # requests kept at every peer, however slow it looks
+PIPELINE_RTTS = 2        # in-flight bytes per peer: rate x RTT x this
+DEFAULT_RTT = 0.1        # until QUIC has measured one
+ENDGAME_COPIES = 3       # at most this many peers asked for one block at once
+CANCELLED_MEMORY = 1024  # per peer: cancelled requests whose late DATA is not a violation
+TICK = 0.25              # every peer's pipeline is topped up at least this often
+
+Key = tuple[int, int]  # (file index, block index)
+
+
+def _set_bits(bits: bytes | bytearray) -> Iterator[int]:
+    for i, byte in enumerate(bits):
+        if byte:
+            base = i << 3
+            for j in range(8):
+                if byte & (0x80 >> j):
+                    yield base + j
+
+
+def _has(have, f: int) -> bool:
+    if have is True:
+        return True
+    return have is not None and bool(have[f >> 3] & (0x80 >> (f & 7)))
 
 
 class CloneSwarm(SwarmBase):
@@ -34,12 +79,14 @@ class CloneSwarm(SwarmBase):
 
     def __init__(self, public_key: bytes, folder: Path, db: CloneDB, emit: Callable, *,
                  sync: bool = False, max_inflight_bytes: int = 16 * 1024 * 1024,
-                 max_inflight_requests: int = 256, upload: bool = True) -> None:
+                 max_inflight_requests: int = 256, upload: bool = True,
+                 rng: random.Random | None = None) -> None:
         super().__init__(public_key, folder, emit)
         self.db = db
         self.sync = sync
         self.max_bytes = max_inflight_bytes
         self.max_requests = max_inflight_requests
+        self.rng = rng or random.Random()
         self.target = TargetFolder(folder)
         self.blocks = FileBlockSource(self.target.open_read, self._leaves_of)
         self.server = BlockServer(self)
@@ -50,12 +97,29 @@ class CloneSwarm(SwarmBase):
         self.version = 0
         self.verified: dict[int, dict[int, bytes]] = {}  # file -> block -> leaf
         self.done: set[int] = set()
-        self.inflight: dict[tuple[int, int], PeerConnection] = {}
-        self.retry: deque[tuple[int, int]] = deque()
-        self._cursor: Iterator[tuple[int, int]] | None = None
+        # requests out: block -> the peers asked for it (more than one only in the endgame)
+        self.inflight: dict[Key, list[PeerConnection]] = {}
+        self.retry: dict[Key, None] = {}  # blocks given back, to ask again (an ordered set)
+        self._requests = 0          # requests out, copies included
+        self._requested_bytes = 0
+        self._remaining = 0         # blocks not verified yet
+        self._next: dict[int, int] = {}  # file -> first block not handed out yet
+        self._file_idx: list[int] = []
+        self._rank: list[int] = []  # tie order among files held by as many peers
+        self._count = array("I")    # entry -> peers with a bitfield that hold it
+        self._n_all = 0             # peers that hold everything
+        self._order: list[int] = []  # wanted files, rarest first
+        self._order_gen = 0
+        self._order_dirty = True
+        self._order_at = 0.0
+        self._tick_handle = None
+        self._closed = False
         self.bytes_received = 0
         self.bytes_have = 0
         self.blocks_refetched = 0
+        self.blocks_duplicated = 0  # endgame copies requested
+        self.blocks_moved = 0       # requests moved from a seed to a clone holding the file
+        self.bytes_wasted = 0       # copies that arrived after another one
         self.failed: DattuiError | None = None
         self.completed = False
         self.completed_at: float | None = None
@@ -85,25 +149,46 @@ class CloneSwarm(SwarmBase):
 
     def _set_manifest(self, m: mf.Manifest, encoded: bytes, sig: bytes) -> None:
         self.manifest, self.encoded, self.signature, self.version = m, encoded, sig, m.version
-        self._file_count = sum(1 for e in m.entries if e.kind == mf.Kind.FILE)
+        n = len(m.entries)
+        self._file_idx = [i for i, e in enumerate(m.entries) if e.kind == mf.Kind.FILE]
+        self._file_count = len(self._file_idx)
+        self._rank = self._tie_ranks(n)
         if hasattr(self, "blocks"):
             self.blocks.reset()
-        self._cursor = None
         self.retry.clear()
+        self._next.clear()
+        # what peers hold is known again from their answers for this version
+        self._count = array("I", bytes(4 * n))
+        self._n_all = 0
+        for p in self.peers:
+            p.app["have"] = None
+        self._order = []
+        self._order_gen += 1
+        self._order_dirty = True
+
+    def _tie_ranks(self, n: int) -> list[int]:
+        """Order among files held by as many peers: path order from a random
+        starting point, so that clones of one share begin in different places."""
+        start = self.rng.randrange(n) if n else 0
+        return [(i - start) % n for i in range(n)]
 
     def _recount(self) -> None:
         m = self.manifest
         bs = m.block_size
         have = 0
+        remaining = 0
         for idx, e in enumerate(m.entries):
             if e.kind != mf.Kind.FILE:
                 continue
             if idx in self.done:
                 have += e.size
             else:
-                for b in self.verified.get(idx, ()):
+                got = self.verified.get(idx, ())
+                remaining += e.blocks(bs) - len(got)
+                for b in got:
                     have += min(bs, e.size - b * bs)
         self.bytes_have = have
+        self._remaining = remaining
 
     # ---- manifest ----------------------------------------------------------------
     def _apply_manifest(self, encoded: bytes, sig: bytes) -> None:
@@ -125,13 +210,27 @@ class CloneSwarm(SwarmBase):
         self.db.set_manifest(m.version, encoded, sig, keep)
         self.verified = {keep[f]: b for f, b in self.verified.items() if f in keep}
         self.done = {keep[f] for f in self.done if f in keep}
-        for key, peer in list(self.inflight.items()):
-            self.inflight.pop(key)
+        self._forget_requests()
         self._set_manifest(m, encoded, sig)
         self.completed = False
         self._recount()
         self.emit(ManifestReceived(self.tid, m.version, len(m.files), m.total_bytes, m.name))
         self._prepare_tree()
+        self._ensure_tick()
+
+    def _forget_requests(self) -> None:
+        """Every request of the version being left: cancelled."""
+        for p in self.peers:
+            mine = p.app.get("inflight", {})
+            if mine and not p.link.closed:
+                p.send_raw(b"".join(wire.encode(wire.Cancel(self.version, *key)) for key in mine))
+            for key in mine:
+                self._remember_cancel(p, key)
+            p.app["inflight"] = {}
+            p.app["inflight_bytes"] = 0
+        self.inflight.clear()
+        self._requests = 0
+        self._requested_bytes = 0
 
     def _prepare_tree(self) -> None:
         """Create every folder and every empty file; finish files already complete."""
@@ -145,78 +244,281 @@ class CloneSwarm(SwarmBase):
         self.state = State.TRANSFERRING
         self._check_complete()
 
-    # ---- scheduling --------------------------------------------------------------
-    def _needed(self) -> Iterator[tuple[int, int]]:
+    # ---- what peers hold -----------------------------------------------------------
+    def _summary(self) -> wire.HaveAll | wire.Bitfield:
+        if len(self.done) >= self._file_count:
+            return wire.HaveAll(self.version)
+        return wire.Bitfield.of(self.version, len(self.manifest.entries), self.done)
+
+    def _drop_availability(self, peer: PeerConnection) -> None:
+        have = peer.app.get("have")
+        if have is True:
+            self._n_all -= 1
+        elif have is not None:
+            count = self._count
+            for i in _set_bits(have):
+                count[i] -= 1
+        peer.app["have"] = None
+        self._order_dirty = True
+
+    def _on_summary(self, peer: PeerConnection, version: int, bf: wire.Bitfield | None) -> None:
         m = self.manifest
-        bs = m.block_size
-        for idx, e in enumerate(m.entries):
-            if e.kind != mf.Kind.FILE or idx in self.done:
-                continue
-            have = self.verified.get(idx, ())
-            for b in range(e.blocks(bs)):
-                if b not in have:
-                    yield idx, b
+        if m is None or version != self.version:
+            return  # of another version: the peer answers again once we agree on one
+        if bf is not None and bf.count != len(m.entries):
+            peer.close(ERR_PROTOCOL, "bitfield does not match the manifest")
+            return
+        self._drop_availability(peer)
+        if bf is None:
+            peer.app["have"] = True
+            self._n_all += 1
+        else:
+            bits = bytearray(bf.bits)
+            count, entries = self._count, m.entries
+            for i in _set_bits(bf.bits):
+                if entries[i].kind == mf.Kind.FILE:
+                    count[i] += 1
+                else:
+                    bits[i >> 3] &= ~(0x80 >> (i & 7))
+            peer.app["have"] = bits
+        self._schedule(peer)
 
-    def _next_block(self) -> tuple[int, int] | None:
-        while self.retry:
-            key = self.retry.popleft()
-            if key not in self.inflight and key[1] not in self.verified.get(key[0], ()) \
-                    and key[0] not in self.done:
-                return key
-        if self._cursor is None:
-            self._cursor = self._needed()
-        for key in self._cursor:
-            if key not in self.inflight:
-                return key
-        return None
+    def _on_have(self, peer: PeerConnection, f: wire.Have) -> None:
+        m = self.manifest
+        if m is None or f.version != self.version or not 0 <= f.file < len(m.entries) \
+                or m.entries[f.file].kind != mf.Kind.FILE:
+            return
+        have = peer.app.get("have")
+        if have is True:
+            return
+        if have is None:
+            have = peer.app["have"] = bytearray((len(m.entries) + 7) // 8)
+        byte, bit = f.file >> 3, 0x80 >> (f.file & 7)
+        if not have[byte] & bit:
+            have[byte] |= bit
+            self._count[f.file] += 1
+            self._order_dirty = True
+        self._schedule(peer)
 
+    def _lose(self, peer: PeerConnection, file: int) -> None:
+        """The peer advertised `file` but cannot serve it: not asked again until HAVE."""
+        have = peer.app.get("have")
+        if have is None:
+            return
+        if have is True:  # everything but this file, from now on
+            m = self.manifest
+            have = bytearray((len(m.entries) + 7) // 8)
+            count = self._count
+            for i in self._file_idx:
+                have[i >> 3] |= 0x80 >> (i & 7)
+                count[i] += 1
+            self._n_all -= 1
+            peer.app["have"] = have
+        byte, bit = file >> 3, 0x80 >> (file & 7)
+        if have[byte] & bit:
+            have[byte] &= ~bit
+            self._count[file] -= 1
+        self._order_dirty = True
+
+    # ---- scheduling --------------------------------------------------------------
     def _block_size(self, file: int, block: int) -> int:
         e = self.manifest.entries[file]
         bs = self.manifest.block_size
         return min(bs, e.size - block * bs)
 
+    def _target(self, peer: PeerConnection, now: float) -> int:
+        """In-flight bytes to keep at this peer: its rate x RTT x 2, bounded."""
+        rate = peer.down.rate(now)
+        first = peer.app.get("first_data")
+        if first is not None and now - first < peer.down.window:
+            rate *= peer.down.window / max(now - first, 0.25)  # the meter's window is not full yet
+        want = rate * (peer.link.rtt or DEFAULT_RTT) * PIPELINE_RTTS
+        floor = MIN_PIPELINE_BLOCKS * self.manifest.block_size
+        return int(min(self.max_bytes, max(floor, want)))
+
+    def _rebuild_order(self, now: float) -> None:
+        n_all, count, rank = self._n_all, self._count, self._rank
+        done, verified, started = self.done, self.verified, self._next
+        files = [f for f in self._file_idx if f not in done and (n_all or count[f])]
+        files.sort(key=lambda f: (n_all + count[f], not (f in verified or f in started), rank[f]))
+        self._order = files
+        self._order_gen += 1
+        self._order_dirty = False
+        self._order_at = now
+
+    def _take(self, f: int) -> int | None:
+        """The next block of file f nobody was asked for, if any."""
+        n = self.manifest.entries[f].blocks(self.manifest.block_size)
+        b = self._next.get(f, 0)
+        got = self.verified.get(f, ())
+        while b < n and (b in got or (f, b) in self.inflight):
+            b += 1
+        self._next[f] = min(b + 1, n)
+        return b if b < n else None
+
+    def _pick(self, peer: PeerConnection, now: float) -> Key | None:
+        have = peer.app.get("have")
+        if have is None:
+            return None
+        if self.retry:  # blocks given back, to any peer that holds them
+            found, stale = None, []
+            for key in self.retry:
+                f, b = key
+                if f in self.done or b in self.verified.get(f, ()) or key in self.inflight:
+                    stale.append(key)
+                elif _has(have, f):
+                    found = key
+                    break
+            for key in stale:
+                del self.retry[key]
+            if found is not None:
+                del self.retry[found]
+                return found
+        # rarest first; the order is rebuilt when availability changed, at most
+        # every couple of microseconds per file (a large folder, many HAVEs)
+        if self._order_dirty and now - self._order_at >= min(1.0, 2e-6 * len(self._file_idx)):
+            self._rebuild_order(now)
+        order = self._order
+        pos = peer.app.get("scan", 0) if peer.app.get("scan_gen") == self._order_gen else 0
+        spare = have is True and self._n_all < len(self.peers)
+        while pos < len(order):
+            f = order[pos]
+            if f not in self.done and _has(have, f) \
+                    and not (spare and self._count[f] and self._other_has_room(peer, f, now)):
+                b = self._take(f)
+                if b is not None:
+                    peer.app["scan"], peer.app["scan_gen"] = pos, self._order_gen
+                    return f, b
+            pos += 1
+        peer.app["scan"], peer.app["scan_gen"] = pos, self._order_gen
+        if have is not True and self._n_all:
+            key = self._pick_moved(peer, have)
+            if key is not None:
+                return key
+        if self._remaining == len(self.inflight):
+            return self._pick_copy(peer, have)
+        return None
+
+    def _pick_moved(self, peer: PeerConnection, have) -> Key | None:
+        """A request waiting at a peer that holds everything, for a file this
+        peer holds too: moved here (CANCEL there), the latest first, since the
+        seed's queue is served oldest first. Seeds are the swarm's scarce
+        upload; a file other clones hold is fetched from them."""
+        for seed in self.peers:
+            if seed is peer or seed.app.get("have") is not True:
+                continue
+            for key in reversed(seed.app["inflight"]):
+                if _has(have, key[0]) and len(self.inflight.get(key, ())) == 1:
+                    seed.send(wire.Cancel(self.version, *key))
+                    self._remember_cancel(seed, key)
+                    self._release(seed, key)
+                    self.blocks_moved += 1
+                    return key
+        return None
+
+    def _other_has_room(self, seed: PeerConnection, f: int, now: float) -> bool:
+        """A peer other than `seed` (which holds everything) that holds f and
+        has room in its pipeline: f is left to it, sparing the seed's upload."""
+        for q in self.peers:
+            have = q.app.get("have")
+            if q is not seed and have is not True and have is not None and _has(have, f) \
+                    and q.app.get("version") == self.version and not q.link.closed \
+                    and q.app["inflight_bytes"] < self._target(q, now):
+                return True
+        return False
+
+    def _pick_copy(self, peer: PeerConnection, have) -> Key | None:
+        """Endgame: a block requested elsewhere, the longest outstanding first."""
+        mine = peer.app["inflight"]
+        for key, holders in self.inflight.items():
+            if len(holders) < ENDGAME_COPIES and key not in mine and _has(have, key[0]):
+                self.blocks_duplicated += 1
+                return key
+        return None
+
     def _schedule(self, peer: PeerConnection) -> None:
-        if self.manifest is None or self.failed or peer.link.closed or peer.app.get("version") != self.version:
+        if self.manifest is None or self.failed or self.completed or peer.link.closed \
+                or peer.app.get("version") != self.version or peer.app.get("have") is None:
             return
-        mine = peer.app.setdefault("inflight", {})
-        out = peer.app.get("inflight_bytes", 0)
+        now = time.monotonic()
+        target = self._target(peer, now)
+        mine = peer.app["inflight"]
+        out = peer.app["inflight_bytes"]
         sent = []
-        while len(mine) < self.max_requests and out < self.max_bytes:
-            key = self._next_block()
+        while out < target and self._requests < self.max_requests \
+                and self._requested_bytes < self.max_bytes:
+            key = self._pick(peer, now)
             if key is None:
                 break
             size = self._block_size(*key)
             mine[key] = size
             out += size
-            self.inflight[key] = peer
+            self._requests += 1
+            self._requested_bytes += size
+            self.inflight.setdefault(key, []).append(peer)
             sent.append(wire.encode(wire.Request(self.version, key[0], key[1])))
         peer.app["inflight_bytes"] = out
         if sent:
             peer.send_raw(b"".join(sent))
 
-    def _release(self, peer: PeerConnection, key: tuple[int, int]) -> None:
+    def _kick(self) -> None:
+        for p in list(self.peers):
+            self._schedule(p)
+
+    def _release(self, peer: PeerConnection, key: Key) -> bool:
+        """Forget peer's request for key. True when nobody else was asked for it."""
         size = peer.app["inflight"].pop(key, None)
         if size is not None:
             peer.app["inflight_bytes"] -= size
-        if self.inflight.get(key) is peer:
-            del self.inflight[key]
+            self._requests -= 1
+            self._requested_bytes -= size
+        holders = self.inflight.get(key)
+        if holders is None:
+            return True
+        if peer in holders:
+            holders.remove(peer)
+        if holders:
+            return False
+        del self.inflight[key]
+        return True
+
+    def _remember_cancel(self, peer: PeerConnection, key: Key) -> None:
+        cancelled = peer.app.setdefault("cancelled", {})
+        cancelled[(self.version, *key)] = None
+        if len(cancelled) > CANCELLED_MEMORY:
+            del cancelled[next(iter(cancelled))]
+
+    def _ensure_tick(self) -> None:
+        if self._tick_handle is None and not self._closed:
+            self._tick_handle = self.loop.call_later(TICK, self._tick)
+
+    def _tick(self) -> None:
+        self._tick_handle = None
+        if self._closed or self.failed or self.completed or not self.peers:
+            return
+        self._kick()
+        self._ensure_tick()
 
     # ---- peers -------------------------------------------------------------------
     def attach(self, peer: PeerConnection) -> None:
+        if peer.closed_reason:
+            return  # closing already (a duplicate connection to a peer we have)
         super().attach(peer)
         peer.app["inflight"] = {}
         peer.app["inflight_bytes"] = 0
+        peer.app["have"] = None
         peer.send(wire.GetManifest(self.version))
         if self.manifest is not None and self.state == State.SEARCHING:
             self.state = State.TRANSFERRING
+        self._ensure_tick()
 
     def detach(self, peer: PeerConnection, reason: str) -> None:
         super().detach(peer, reason)
+        self._drop_availability(peer)
         for key in list(peer.app.get("inflight", {})):
-            self._release(peer, key)
-            self.retry.append(key)
-        for other in self.peers:
-            self._schedule(other)
+            if self._release(peer, key):
+                self.retry[key] = None
+        self._kick()
 
     def on_writable(self, peer: PeerConnection) -> None:
         self.server.pump(peer)
@@ -234,20 +536,24 @@ class CloneSwarm(SwarmBase):
         try:
             if isinstance(frame, wire.Data):
                 self._on_data(peer, frame)
+            elif isinstance(frame, wire.Have):
+                self._on_have(peer, frame)
+            elif isinstance(frame, wire.HaveAll):
+                self._on_summary(peer, frame.version, None)
+            elif isinstance(frame, wire.Bitfield):
+                self._on_summary(peer, frame.version, frame)
             elif isinstance(frame, wire.ManifestPart):
                 self._on_manifest_part(peer, frame)
             elif isinstance(frame, wire.ManifestSignature):
                 self._on_manifest_sig(peer, frame)
             elif isinstance(frame, wire.NewVersion):
-                if frame.version > self.version:
+                # newer: fetch it; ours, from a peer that had none when we asked:
+                # ask again, for what it holds
+                if frame.version > self.version or (
+                        frame.version == self.version and peer.app.get("version") != self.version):
                     peer.send(wire.GetManifest(self.version))
             elif type(frame) is wire.NoData:
-                self._release(peer, (frame.file, frame.block))
-                self.retry.append((frame.file, frame.block))
-                if frame.version != self.version:
-                    peer.send(wire.GetManifest(self.version))
-                else:
-                    peer.app["lacks"] = peer.app.get("lacks", 0) + 1
+                self._on_no_data(peer, frame)
             elif type(frame) is wire.Request:
                 if self.upload:
                     self.server.request(peer, frame)
@@ -257,7 +563,8 @@ class CloneSwarm(SwarmBase):
                 self.server.cancel(peer, frame)
             elif isinstance(frame, wire.GetManifest):
                 if self.manifest is not None and self.upload:
-                    send_manifest(peer, self.version, self.encoded, self.signature, frame.have_version)
+                    send_manifest(peer, self.version, self.encoded, self.signature,
+                                  frame.have_version, self._summary())
             else:
                 self.common_frame(peer, frame)
         except UnsafeManifest as exc:
@@ -265,6 +572,19 @@ class CloneSwarm(SwarmBase):
             peer.close(ERR_PROTOCOL, "unsafe manifest")
         except DattuiError as exc:
             self._fail(exc)
+
+    def _on_no_data(self, peer: PeerConnection, f: wire.NoData) -> None:
+        key = (f.file, f.block)
+        if f.version != self.version:
+            peer.send(wire.GetManifest(self.version))
+            return
+        if key not in peer.app.get("inflight", {}):
+            return  # a request cancelled since
+        if self._release(peer, key):
+            self.retry[key] = None
+        peer.app["lacks"] = peer.app.get("lacks", 0) + 1
+        self._lose(peer, f.file)
+        self._kick()
 
     def _on_manifest_part(self, peer: PeerConnection, f: wire.ManifestPart) -> None:
         parts = peer.app.get("manifest")
@@ -280,31 +600,39 @@ class CloneSwarm(SwarmBase):
 
     def _on_manifest_sig(self, peer: PeerConnection, f: wire.ManifestSignature) -> None:
         self.contacted = True
+        self._drop_availability(peer)  # what it holds follows (HAVE_ALL or BITFIELD)
         parts = peer.app.pop("manifest", None)
         if parts is None:
             # the peer has nothing newer than what we hold
             peer.app["version"] = f.version if f.version == self.version else None
-            self._schedule(peer)
             self._check_complete()  # a re-run of a finished clone: the share has nothing newer
             return
         if parts[0] != f.version or len(parts[2]) != parts[1]:
             raise ProtocolError("incomplete manifest")
         self._apply_manifest(bytes(parts[2]), f.signature)
         peer.app["version"] = f.version if f.version == self.version else None
-        for p in self.peers:
+        for p in self.peers:  # peers that had no manifest or another one when we asked
             if p is not peer and p.app.get("version") != self.version:
-                p.send(wire.GetManifest(0 if p.app.get("version") is None else p.app["version"]))
-        self._schedule(peer)
+                if self.upload:
+                    p.send(wire.NewVersion(self.version))
+                p.send(wire.GetManifest(self.version))
 
     def _on_data(self, peer: PeerConnection, f: wire.Data) -> None:
         key = (f.file, f.block)
         mine = peer.app.get("inflight", {})
         if key not in mine or f.version != self.version:
+            cancelled = peer.app.get("cancelled", {})
+            if (f.version, f.file, f.block) in cancelled:
+                del cancelled[(f.version, f.file, f.block)]
+                self.bytes_wasted += len(f.data)  # a copy already on its way when cancelled
+                return
             peer.app["unsolicited"] = peer.app.get("unsolicited", 0) + 1
             if peer.app["unsolicited"] > MAX_UNSOLICITED:
                 peer.close(ERR_PROTOCOL, "too many unrequested blocks")
             return
-        self._release(peer, key)
+        alone = self._release(peer, key)
+        if "first_data" not in peer.app:
+            peer.app["first_data"] = time.monotonic()
         m = self.manifest
         e = m.entries[f.file]
         data = f.data
@@ -312,23 +640,33 @@ class CloneSwarm(SwarmBase):
         ok = len(data) == self._block_size(*key) and merkle.verify_proof(
             leaf, f.block, e.blocks(m.block_size), list(f.proof), e.root)
         if not ok:
-            self.retry.appendleft(key)
+            if alone:
+                self.retry[key] = None
             self.emit(BadBlockReceived(self.tid, peer.peer_id, e.path, f.block))
             peer.close(ERR_BAD_BLOCK, "sent a block that does not match the signed tree")
             return
+        if not alone:  # endgame: the other copies are not needed any more
+            for other in list(self.inflight.get(key, ())):
+                other.send(wire.Cancel(self.version, f.file, f.block))
+                self._remember_cancel(other, key)
+                self._release(other, key)
         self.target.write(e.path, e.size, f.block * m.block_size, data)
         have = self.verified.setdefault(f.file, {})
         have[f.block] = leaf
         n = len(data)
         self.bytes_received += n
         self.bytes_have += n
+        self._remaining -= 1
         peer.blocks_down += 1
         if len(have) == e.blocks(m.block_size):
             self._file_complete(f.file, had_partial=len(have) > 1)
         else:
             self.db.add_verified(f.file, f.block, leaf)
-        self._schedule(peer)
         self._check_complete()
+        if self._remaining == len(self.inflight):
+            self._kick()  # endgame: every peer with room takes copies
+        else:
+            self._schedule(peer)
 
     def _file_complete(self, idx: int, had_partial: bool = True) -> None:
         e = self.manifest.entries[idx]
@@ -340,6 +678,12 @@ class CloneSwarm(SwarmBase):
         self.db.file_done(idx, leaves, had_partial)
         self.done.add(idx)
         self.verified.pop(idx, None)
+        self._next.pop(idx, None)
+        if self.upload and e.size:
+            have_frame = wire.encode(wire.Have(self.version, idx))
+            for p in self.peers:
+                if p.app.get("have") is not True and not p.link.closed:
+                    p.send_raw(have_frame)
         self.emit(FileCompleted(self.tid, e.path, e.size))
 
     def _check_complete(self) -> None:
@@ -354,6 +698,10 @@ class CloneSwarm(SwarmBase):
         self.state = State.SEEDING if self.sync else State.DONE
         self.emit(CloneCompleted(self.tid, m.version, len(m.files), m.total_bytes,
                                  self.bytes_received, self.completed_at - self.started))
+        if self.upload:  # what a peer that saw our bitfield holds now: everything
+            for p in self.peers:
+                if p.app.get("have") is not True and not p.link.closed:
+                    p.send(wire.HaveAll(self.version))
 
     def _fail(self, exc: DattuiError) -> None:
         if self.failed is None:
@@ -395,6 +743,10 @@ class CloneSwarm(SwarmBase):
             bytes_received=self.bytes_received, active_files=tuple(active))
 
     async def close(self) -> None:
+        self._closed = True
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+            self._tick_handle = None
         await super().close()
         self.blocks.close()
         self.target.close()

@@ -73,7 +73,8 @@ class DoctorOptions:
         the port a running node holds."""
         return cls(rendezvous=tuple(eo.rendezvous), host=eo.host,
                    port=node_port if node_port else eo.port, node_running=bool(node_port),
-                   lan=eo.lan, dht=eo.dht, dht_bootstrap=tuple(eo.dht_bootstrap))
+                   lan=eo.lan, dht=eo.dht, dht_bootstrap=tuple(eo.dht_bootstrap),
+                   port_mapping=eo.lan)  # gateway probes are LAN traffic: only when LAN is on
 
 
 def check_dict(r: CheckResult) -> dict:
@@ -303,9 +304,13 @@ class Doctor:
             return CheckResult(name, True, f"UDP to the {role} {s.address} works "
                                f"({a.rtt_ms:.0f} ms)", detail)
         why = a.error if a else s.error
+        advice = "" if a and a.no_route else "outbound UDP may be blocked here, or the server is down"
+        if a and not a.no_route and any(o.ok for o in self.facts.servers):
+            advice = ("other servers answer: this one may be down, or (a second address of one "
+                      "server bound to 0.0.0.0) answer from its first address, which a NAT that maps "
+                      "per destination drops: run one server per address (--bind IP:PORT)")
         return CheckResult(name, False, f"no UDP answer from the {role} {s.address}: {why}",
-                           advice="" if a and a.no_route else
-                           "outbound UDP may be blocked here, or the server is down")
+                           advice=advice)
 
     def _public_result(self) -> CheckResult:
         f = self.facts

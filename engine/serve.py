@@ -2,7 +2,9 @@
 
 A peer may have at most MAX_QUEUED requests waiting; more is a protocol
 violation. Blocks are read only when the connection's unsent backlog is below
-the high-water mark, so memory stays bounded however fast peers ask.
+the high-water mark, so memory stays bounded however fast peers ask. A CANCEL
+drops a request that is still queued (a clone in its endgame asked several
+peers for the same block and has it now).
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ class BlockServer:
         if not q:
             return
         now = time.monotonic()
-        while q and peer.backlog < HIGH_WATER and not peer.link.closed:
+        while q and peer.backlog < HIGH_WATER and not peer.link.closed and self.may_send(peer, now):
             version, file, block = q.popleft()
             got = self.source.read_block(version, file, block)
             if got is None:
@@ -66,17 +68,27 @@ class BlockServer:
             peer.blocks_up += 1
             self.blocks_sent += 1
             self.bytes_sent += len(data)
+            self.sent(peer, len(data), now)
         peer.up.add(0, now)
+
+    # hooks for a server that paces its upload (a rate limit); this one never waits
+    def may_send(self, peer: PeerConnection, now: float) -> bool:
+        return True
+
+    def sent(self, peer: PeerConnection, nbytes: int, now: float) -> None:
+        pass
 
 
 MANIFEST_CHUNK = 256 * 1024
 
 
 def send_manifest(peer: PeerConnection, version: int, encoded: bytes, signature: bytes,
-                  have_version: int) -> None:
+                  have_version: int, summary: wire.HaveAll | wire.Bitfield | None = None) -> None:
     """The signed manifest in parts (only when the peer has another version),
-    then its signature."""
+    its signature, then what the sender serves of that version: `summary`, or
+    HAVE_ALL when it is None (a share serves every file)."""
     if have_version != version:
         for off in range(0, max(len(encoded), 1), MANIFEST_CHUNK):
             peer.send(wire.ManifestPart(version, len(encoded), off, encoded[off:off + MANIFEST_CHUNK]))
     peer.send(wire.ManifestSignature(version, signature))
+    peer.send(summary if summary is not None else wire.HaveAll(version))

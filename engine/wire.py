@@ -29,6 +29,8 @@ _MSIG = struct.Struct(">Q64s")
 _BLOCKREF = struct.Struct(">QII")
 _DATA = struct.Struct(">QIIB")
 _CLOSE = struct.Struct(">H")
+_HAVE = struct.Struct(">QI")
+_BITFIELD = struct.Struct(">QI")
 
 
 @dataclass(frozen=True)
@@ -210,8 +212,78 @@ class Close:
         return cls(code, bytes(p[_CLOSE.size:_CLOSE.size + 256]).decode("utf-8", "replace"))
 
 
+@dataclass(frozen=True)
+class Have:
+    """The sender has just verified every block of file `file` of `version` and
+    serves it from now on."""
+
+    TYPE = 0x0E
+    version: int
+    file: int
+
+    def payload(self) -> bytes:
+        return _HAVE.pack(self.version, self.file)
+
+    @classmethod
+    def parse(cls, p: memoryview) -> "Have":
+        return cls(*_HAVE.unpack(p))
+
+
+@dataclass(frozen=True)
+class HaveAll:
+    """The sender serves every file of `version` (a share, or a finished clone).
+    Sent after the manifest signature in answer to GET_MANIFEST."""
+
+    TYPE = 0x0F
+    version: int
+
+    def payload(self) -> bytes:
+        return _U64.pack(self.version)
+
+    @classmethod
+    def parse(cls, p: memoryview) -> "HaveAll":
+        return cls(*_U64.unpack(p))
+
+
+@dataclass(frozen=True)
+class Bitfield:
+    """The manifest entries of `version` the sender serves: `count` is the
+    manifest's entry count, bit i (most significant bit of byte 0 first) is
+    entry i. Spare bits in the last byte are zero. Sent after the manifest
+    signature in answer to GET_MANIFEST; HAVE frames follow as files complete."""
+
+    TYPE = 0x10
+    version: int
+    count: int
+    bits: bytes
+
+    def payload(self) -> bytes:
+        return _BITFIELD.pack(self.version, self.count) + self.bits
+
+    @classmethod
+    def parse(cls, p: memoryview) -> "Bitfield":
+        version, count = _BITFIELD.unpack_from(p)
+        bits = bytes(p[_BITFIELD.size:])
+        if len(bits) != (count + 7) // 8:
+            raise ProtocolError(f"bitfield of {len(bits)} bytes for {count} entries")
+        if count % 8 and bits[-1] & (0xFF >> (count % 8)):
+            raise ProtocolError("bitfield spare bits set")
+        return cls(version, count, bits)
+
+    @classmethod
+    def of(cls, version: int, count: int, indices) -> "Bitfield":
+        bits = bytearray((count + 7) // 8)
+        for i in indices:
+            bits[i >> 3] |= 0x80 >> (i & 7)
+        return cls(version, count, bytes(bits))
+
+    def has(self, i: int) -> bool:
+        return 0 <= i < self.count and bool(self.bits[i >> 3] & (0x80 >> (i & 7)))
+
+
 FRAME_TYPES = {c.TYPE: c for c in (Hello, Auth, GetManifest, ManifestPart, ManifestSignature,
-                                   Request, Cancel, NoData, Data, NewVersion, Ping, Pong, Close)}
+                                   Request, Cancel, NoData, Data, NewVersion, Ping, Pong, Close,
+                                   Have, HaveAll, Bitfield)}
 
 
 def encode(frame) -> bytes:

@@ -3,14 +3,14 @@ servers, RFC 5780 filtering, and the two-machine peer test against the path
 a real clone between the same two kinds takes.
 
 The rendezvous host runs one server per address (203.0.113.10 and .11, port
-3478): a server bound to 0.0.0.0 answers from its primary address only, and
-a NAT drops an answer from an address it never sent to (natlab.add_server).
+3478, nat_helpers.start_rendezvous): a server bound to 0.0.0.0 answers from
+its primary address only, and a NAT drops an answer from an address it never
+sent to (natlab.add_server).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -20,7 +20,7 @@ import pytest
 
 from cli import env
 from helpers import make_tree
-from nat_helpers import Share, clone, first_connection
+from nat_helpers import Share, clone, first_connection, start_rendezvous
 from natlab import NatKind, add_peer, build_internet
 
 pytestmark = pytest.mark.netns
@@ -35,19 +35,11 @@ def dattui(*args) -> list[str]:
     return [sys.executable, "-m", "tui.main", *map(str, args)]
 
 
-def start_server(host, ip: str, port: int = PORT):
-    p = host.popen(dattui("rendezvous", "--bind", f"{ip}:{port}"), stderr=subprocess.PIPE, text=True)
-    line = p.stderr.readline()
-    assert "rendezvous" in line, line
-    return p
-
-
 @pytest.fixture
 def net(lab):
     inet = build_internet(lab)
     rdv = inet.add_server("rdv", RDV1, RDV2)
-    start_server(rdv, RDV1)
-    start_server(rdv, RDV2)
+    start_rendezvous(rdv)  # one server per address
     return inet, rdv
 
 

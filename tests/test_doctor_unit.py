@@ -12,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from engine.doctor import DoctorOptions, Doctor, local_checks, report, run_checks
 from engine.doctor_checks import probes
@@ -159,7 +158,7 @@ async def test_servers_that_do_not_answer_end_within_the_budget():
     assert rep["verdict"]["kind"] == "unreachable"
 
 
-async def test_a_name_that_does_not_resolve_is_reported(monkeypatch):
+async def test_a_name_that_does_not_resolve_is_reported():
     rep = await report(DoctorOptions(rendezvous=("not a host:99999",), host="127.0.0.1",
                                      port=_free_udp_port(), lan=False, port_mapping=False))
     srv = rep["servers"][0]

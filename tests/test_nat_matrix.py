@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from engine.transport.identity import NodeIdentity
 from helpers import make_tree, tree, visible
 from nat_helpers import RDV, Share, clone, first_connection, start_rendezvous
 from natlab import NatKind, add_peer, add_peers_same_nat, build_internet
@@ -34,34 +35,39 @@ def test_matrix_every_pair_connects_over_the_expected_path(lab, tmp_path):
     rdv_host = inet.add_server("rdv", *RDV)
     rdv = start_rendezvous(rdv_host)
     src = make_tree(tmp_path / "src")
-    shares, clones = {}, {}
+    shares, clones, share_ids = {}, {}, {}
     for i, kind in enumerate(KINDS):
         folder = tmp_path / f"src-{kind.name}"
         shutil.copytree(src, folder)
         host = add_peer(lab, inet, kind, 1 + i)
         shares[kind] = Share(host.host, folder, tmp_path / f"hs-{kind.name}")
+        share_ids[kind] = NodeIdentity.load_or_create(tmp_path / f"hs-{kind.name}").short_id
         clones[kind] = add_peer(lab, inet, kind, 11 + i)
     results: dict[tuple, tuple] = {}
     try:
-        for skind in KINDS:
+        # six rounds; in each, every share serves one clone behind another kind, so
+        # no two clones of one share run at once (they would meet and punch each other)
+        for shift in range(len(KINDS)):
             threads = []
+            for i, skind in enumerate(KINDS):
+                ck = KINDS[(i + shift) % len(KINDS)]
 
-            def run(ck, sk=skind):
-                dst = tmp_path / f"dst-{sk.name}-{ck.name}"
-                try:
-                    p, lines, secs = clone(clones[ck].host, shares[sk].link, dst,
-                                           tmp_path / f"hc-{sk.name}-{ck.name}")
-                except Exception as exc:  # a hung clone is a failed cell, not a lost one
-                    results[(sk, ck)] = (False, None, None, repr(exc)[-300:])
-                    return
-                conn = first_connection(lines)
-                ok = p.returncode == 0 and visible(tree(dst)) == visible(tree(src))
-                # connect time: from the clone's start (both sides up) to the connection
-                results[(sk, ck)] = (ok, conn["path"] if conn else None,
-                                     conn["since_start"] if conn else None, p.stderr[-300:])
+                def run(ck=ck, sk=skind):
+                    dst = tmp_path / f"dst-{sk.name}-{ck.name}"
+                    try:
+                        p, lines, secs = clone(clones[ck].host, shares[sk].link, dst,
+                                               tmp_path / f"hc-{sk.name}-{ck.name}")
+                    except Exception as exc:  # a hung clone is a failed cell, not a lost one
+                        results[(sk, ck)] = (False, None, None, repr(exc)[-300:])
+                        return
+                    conn = next((l for l in lines if l["event"] == "peer_connected"
+                                 and l["peer_id"] == share_ids[sk]), None)
+                    ok = p.returncode == 0 and visible(tree(dst)) == visible(tree(src))
+                    # connect time: from the clone's start (its node up) to the connection
+                    results[(sk, ck)] = (ok, conn["path"] if conn else None,
+                                         conn["since_start"] if conn else None, p.stderr[-300:])
 
-            for ck in KINDS:
-                t = threading.Thread(target=run, args=(ck,))
+                t = threading.Thread(target=run)
                 t.start()
                 threads.append(t)
             for t in threads:

@@ -325,17 +325,18 @@ def test_connect_errors():
 
 
 def test_punch_pushes_to_one_node_are_rate_limited():
-    net = Net()
+    net = Net(ServerLimits(punch_rate=2.0, punch_burst=10.0))
     a, b = net.add(A), net.add(B)
     a.register(KEY, [], net.now)
     net.pump()
     events(a)
-    for _ in range(30):
+    n = 30
+    for _ in range(n):
         b.connect(KEY, a.token, [], net.now)
     net.pump()
     pushed = events(a, cc.PunchRequested)
     assert len(pushed) == net.limits.punch_burst
-    assert len(events(b, cc.RequestFailed)) == 30 - net.limits.punch_burst
+    assert len(events(b, cc.RequestFailed)) == n - net.limits.punch_burst
 
 
 def test_requests_are_retransmitted_then_fail():

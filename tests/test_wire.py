@@ -22,6 +22,9 @@ GOLDEN = [
     (wire.NewVersion(3), "000000090a0000000000000003"),
     (wire.Ping(1), "000000090b0000000000000001"),
     (wire.Pong(1), "000000090c0000000000000001"),
+    (wire.Have(2, 5), "0000000d0e000000000000000200000005"),
+    (wire.HaveAll(2), "000000090f0000000000000002"),
+    (wire.Bitfield(2, 10, b"\xa0\x40"), "0000000f1000000000000000020000000aa040"),
     (wire.Close(1, "bye"), "000000060d0001627965"),
 ]
 DATA_HEX = "00000035090000000000000002000000050000000901" + "77" * 32 + "78797a"
@@ -96,3 +99,14 @@ def test_decoder_holds_at_most_one_frame():
         assert dec.feed(big[i:min(i + 65536, len(big) - 1)]) == []
     assert len(dec._buf) < len(big)
     assert len(dec.feed(big[-1:])) == 1 and len(dec._buf) == 0
+
+
+def test_bitfield_bits_and_bounds():
+    bf = wire.Bitfield.of(2, 10, [0, 2, 9])
+    assert bf == wire.Bitfield(2, 10, b"\xa0\x40")
+    assert [i for i in range(12) if bf.has(i)] == [0, 2, 9]
+    assert wire.Bitfield.of(1, 0, []).bits == b""
+    with pytest.raises(ProtocolError):  # a byte too many for 10 entries
+        wire.FrameDecoder().feed(wire.encode(wire.Bitfield(2, 10, b"\xa0\x40\x00")))
+    with pytest.raises(ProtocolError):  # a spare bit set
+        wire.FrameDecoder().feed(wire.encode(wire.Bitfield(2, 10, b"\xa0\x60")))

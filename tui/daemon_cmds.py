@@ -46,7 +46,10 @@ async def run_daemon_command(args, cfg) -> int:
         if args.command == "dashboard":
             from .app import DattuiApp
             app = DattuiApp(client, cfg)
-            await app.run_async()  # its exit message says the transfers keep running
+            await app.run_async()
+            # the app's exit message can vanish with the alternate screen: say it once more
+            print("dattui: transfers keep running in the background; `dattui` attaches again, "
+                  "`dattui stop` ends them", file=sys.stderr)
             return 0
         if args.command == "list":
             rows = await client.status()

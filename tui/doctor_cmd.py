@@ -21,12 +21,12 @@ from __future__ import annotations
 import json
 import sys
 import textwrap
+from typing import TYPE_CHECKING
 
-from engine.api import EngineOptions
-from engine.daemon.interface import CheckResult
-from engine.doctor import Doctor, DoctorOptions
-
-from . import jsonout
+if TYPE_CHECKING:  # the parser is built on every run: the engine is imported only when used
+    from engine.api import EngineOptions
+    from engine.daemon.interface import CheckResult
+    from engine.doctor import DoctorOptions
 
 MARK = {True: "✓", False: "✗", None: "?"}
 
@@ -47,6 +47,8 @@ def add_arguments(p) -> None:
 
 
 def doctor_options(args, cfg) -> DoctorOptions:
+    from engine.doctor import DoctorOptions
+
     return DoctorOptions(
         rendezvous=tuple(args.rendezvous or ()) + tuple(cfg.discovery.rendezvous),
         stun=tuple(args.stun or ()),
@@ -79,6 +81,8 @@ def format_check(r: CheckResult, verbose: bool = False) -> str:
 
 
 async def run_doctor(args, cfg) -> int:
+    from engine.doctor import Doctor
+
     opts = doctor_options(args, cfg)
     if args.peer is not None:
         return await _run_peer(args, cfg, opts)
@@ -94,6 +98,8 @@ async def run_doctor(args, cfg) -> int:
 # -- the two-machine test ------------------------------------------------------------------
 
 def _peer_engine_options(args, cfg, opts: DoctorOptions) -> EngineOptions:
+    from engine.api import EngineOptions
+
     return EngineOptions(host=opts.host, port=opts.port, lan=opts.lan, dht=opts.dht,
                          dht_bootstrap=opts.dht_bootstrap, rendezvous=opts.rendezvous,
                          block_size=cfg.transfer.block_size)
@@ -107,6 +113,8 @@ def _rate(bps: float | None) -> str:
 
 def _print_peer(res, json_mode: bool) -> None:
     from engine.doctor_checks.peer import path_reason
+
+    from . import jsonout
 
     if json_mode:
         jsonout.emit({"event": "peer_test", **res.as_dict()})
@@ -141,10 +149,14 @@ def _print_peer(res, json_mode: bool) -> None:
 
 async def _run_peer(args, cfg, opts: DoctorOptions) -> int:
     from engine.doctor_checks.peer import host_peer_test, join_peer_test
+    from engine.keys import parse_link
+
+    from . import jsonout
 
     eo = _peer_engine_options(args, cfg, opts)
     size = max(1, int(args.sample_mib * (1 << 20)))
     if args.peer:
+        parse_link(args.peer)  # a bad id is a one-line usage error, before anything starts
         if not args.json:
             print("joining the peer test; connecting...", flush=True)
         res = await join_peer_test(eo, args.peer, find_timeout=min(args.wait, 60.0))

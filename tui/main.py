@@ -20,6 +20,8 @@ USAGE = """dattui: move research data directly between machines.
   dattui share [DIR]               share a folder; prints its dat:// link
   dattui clone LINK [DIR]          download a share, verified block by block
   dattui keys [DIR]                show a share's link; export/import its secret key
+  dattui doctor [--peer [ID]]      why two machines cannot connect, and what to do
+  dattui rendezvous --bind H:P     run a rendezvous server (STUN, meeting point, relay)
   dattui                           the dashboard (starts the background daemon if needed)
   dattui list                      what the daemon holds; `dattui stop` ends it
 """
@@ -55,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="connect to this peer directly (repeatable)")
     p.add_argument("--sync", action="store_true",
                    help="keep following new versions and serving after the download")
+    p.add_argument("--no-upload", action="store_true",
+                   help="only download: serve nothing to other clones")
     p.add_argument("--timeout", type=float, default=None,
                    help="seconds to wait for a peer before giving up (default 60)")
     p.add_argument("--background", action="store_true",

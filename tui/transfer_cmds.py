@@ -29,6 +29,7 @@ def engine_options(args, cfg) -> EngineOptions:
         block_size=cfg.transfer.block_size,
         max_inflight_bytes=cfg.transfer.max_inflight_bytes,
         max_inflight_requests=cfg.transfer.max_inflight_requests,
+        upload=cfg.transfer.upload and not getattr(args, "no_upload", False),
         include_hidden=getattr(args, "include_hidden", False) or cfg.share.include_hidden,
         dht=cfg.discovery.dht and not args.no_dht,
         dht_bootstrap=tuple(args.dht_bootstrap.split(",")) if args.dht_bootstrap

@@ -200,8 +200,9 @@ class Daemon:
         if op == "logs":
             return list(e.logs(int(a.get("limit", 200))))
         if op == "doctor":
-            from ..doctor import local_checks
-            return [r async for r in local_checks(e.port)]
+            from ..doctor import DoctorOptions, run_checks
+            opts = DoctorOptions.from_engine_options(e.options, node_port=e.port)
+            return [r async for r in run_checks(opts)]
         if op == "ping":
             return {"pid": os.getpid(), "port": e.port}
         if op == "stop":

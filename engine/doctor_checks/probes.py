@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from .. import stun
 from ..rendezvous import protocol as rp
-from ..rendezvous.client_core import (Registered, RelayAllocated, RelayBound, RelayDataReceived,
+from ..rendezvous.client_core import (Registered, RelayBound, RelayDataReceived,
                                       RelayOffered, RendezvousClient, RequestFailed)
 
 Address = tuple[str, int]
@@ -478,40 +478,40 @@ async def relay_check(server: Address, *, timeout: float = 3.0,
 
 async def _relay_round_trip(alloc: _RdvConn, binder: _RdvConn, key: bytes, facts: RelayFacts,
                             timeout: float) -> None:
+    """Allocate, bind, and send one message each way, all within `timeout` s."""
     loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+
+    def left() -> float:
+        return max(0.0, deadline - loop.time())
+
     alloc.core.relay_allocate(key, binder.core.token or rp.NO_TOKEN, loop.time())
     alloc.pump()
-    offer = await binder.expect((RelayOffered,), timeout)
+    offer = await binder.expect((RelayOffered,), left())
     if not isinstance(offer, RelayOffered):
         facts.data, facts.data_error = False, "the relay offered no channel"
         return
     channel = offer.channel
     binder.core.relay_bind(channel, loop.time())
     binder.pump()
-    bound = await alloc.expect((RelayBound,), timeout)
+    bound = await alloc.expect((RelayBound,), left())
     if not isinstance(bound, RelayBound):
         facts.data, facts.data_error = False, "the relay channel was not bound"
         return
     ping = b"dattui-doctor" + os.urandom(8)
     start = loop.time()
-    deadline = start + timeout
-    while loop.time() < deadline:
-        alloc.send_raw(rp.relay_data(channel, ping))
-        ev = await binder.expect((RelayDataReceived,), min(0.5, deadline - loop.time()))
-        if isinstance(ev, RelayDataReceived) and ev.payload == ping:
-            break
-    else:
-        facts.data, facts.data_error = False, "nothing came through the relay"
-        return
-    while loop.time() < deadline:
-        binder.send_raw(rp.relay_data(channel, ping))
-        ev = await alloc.expect((RelayDataReceived,), min(0.5, deadline - loop.time()))
-        if isinstance(ev, RelayDataReceived) and ev.payload == ping:
-            facts.data = True
-            facts.data_rtt_ms = (loop.time() - start) * 1000.0
-            break
-    else:
-        facts.data, facts.data_error = False, "the relay passed data one way only"
+    for sender, receiver, failure in ((alloc, binder, "nothing came through the relay"),
+                                      (binder, alloc, "the relay passed data one way only")):
+        while left() > 0:
+            sender.send_raw(rp.relay_data(channel, ping))
+            ev = await receiver.expect((RelayDataReceived,), min(0.5, left()))
+            if isinstance(ev, RelayDataReceived) and ev.payload == ping:
+                break
+        else:
+            facts.data, facts.data_error = False, failure
+            return
+    facts.data = True
+    facts.data_rtt_ms = (loop.time() - start) * 1000.0
     alloc.core.relay_close(channel, loop.time())
     alloc.pump()
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from ..netinfo import is_private
 from .portmap import PortMapFacts
 from .probes import Address, DhtFacts, RelayFacts, StunAnswer
 
@@ -131,16 +132,16 @@ class Facts:
 
 
 def _private(ip: str) -> bool:
+    """A local network's address (RFC 1918, loopback, link-local, ULA) or carrier-grade NAT space."""
+    if is_private(ip):
+        return True
     try:
-        a = ipaddress.ip_address(ip)
+        return ipaddress.ip_address(ip) in _CGNAT
     except ValueError:
         return False
-    # not ipaddress' is_private: that counts the documentation ranges too (203.0.113.0/24...)
-    return a.is_loopback or a.is_link_local or any(a in n for n in _LOCAL_NETS if n.version == a.version)
 
 
-_LOCAL_NETS = tuple(ipaddress.ip_network(n) for n in (
-    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"))
+_CGNAT = ipaddress.ip_network("100.64.0.0/10")
 
 
 def classify_mapping(local_port: int | None, local_ips: list[str],

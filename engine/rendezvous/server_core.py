@@ -77,8 +77,8 @@ class ServerLimits:
     request_burst: float = 60.0
     max_tracked_ips: int = 65_536         # rate buckets kept (least recently used go)
     punch_delay_ms: int = 200
-    punch_rate: float = 2.0               # PUNCH pushes/s to one node
-    punch_burst: float = 10.0
+    punch_rate: float = 10.0              # PUNCH pushes/s to one node (a share with many clones)
+    punch_burst: float = 40.0
     cookie_lifetime: float = 300.0        # s
     relay_rate: int = 1 << 20             # bytes/s per allocation (both directions)
     relay_burst: int = 256 * 1024         # bytes

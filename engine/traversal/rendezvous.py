@@ -51,6 +51,7 @@ RELAY_AFTER = 1.5
 RELAY_AFTER_BIRTHDAY = 2.6  # the birthday strategy needs about 1-2 s
 UDP_GIVE_UP = 2.5       # no answer over UDP by then: try TCP as well
 PUNCH_DEADLINE = 30.0
+RELAY_RETRY = 4.0
 BIRTHDAY_SOCKETS = 256
 SPRAY_PROBES = 2048
 
@@ -439,9 +440,12 @@ class RendezvousSource:
         a = self.attempts.get(key)
         if a is None:
             return False
-        if a.link is not None:
-            return not a.link.closed
-        return time.monotonic() - a.started < PUNCH_DEADLINE
+        if a.link is not None and not a.link.closed:
+            return True
+        # no connection yet: a punch may still succeed; a relay-only attempt that
+        # has not connected within a few seconds is tried again
+        window = RELAY_RETRY if a.relay_now else PUNCH_DEADLINE
+        return a.link is None and time.monotonic() - a.started < window
 
     def relay_in(self, c: _Client, channel: bytes, payload: bytes) -> None:
         entry = self.channels.get(channel)
