@@ -76,6 +76,15 @@ class PeerFound(Event):
 
 
 @dataclass(frozen=True)
+class PathAttempted(Event):
+    """A step of connecting to a peer: which path is tried, won, or given up, and why."""
+
+    address: str
+    step: str    # "punch", "punched", "relay", "moved", "gave-up"
+    detail: str
+
+
+@dataclass(frozen=True)
 class PeerConnected(Event):
     peer_id: str
     address: str
@@ -190,6 +199,8 @@ def describe(ev: Event) -> str:
         text = f"peer {ev.peer_id} at {ev.address} disconnected: {ev.reason}"
     elif isinstance(ev, PeerFound):
         text = f"found {ev.address} through {ev.source}"
+    elif isinstance(ev, PathAttempted):
+        text = f"{ev.step} {ev.address}: {ev.detail}"
     elif isinstance(ev, BadBlockReceived):
         text = f"peer {ev.peer_id} sent a bad block ({ev.path} #{ev.block}): disconnected"
     elif isinstance(ev, Logged):

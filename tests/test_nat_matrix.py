@@ -107,6 +107,8 @@ def test_two_peers_behind_the_same_nat_without_hairpinning(lab, tmp_path):
         conn = first_connection(lines)
         # no hairpin: the punch succeeds on the LAN candidate
         assert conn["address"].startswith("10.30.0.") and conn["path"] in ("punched", "lan")
+        steps = [l["step"] for l in lines if l["event"] == "path_attempted"]
+        assert "punch" in steps and "punched" in steps  # the attempts are reported as they happen
         assert visible(tree(tmp_path / "dst")) == visible(tree(src))
     finally:
         rdv.stop()

@@ -190,3 +190,12 @@ def test_the_dashboard_uses_only_the_engine_interface():
             if line.startswith(("from engine", "import engine")):
                 module = line.split()[1]
                 assert module in allowed, f"{f.relative_to(ROOT)}: {line}"
+
+
+def test_path_attempts_are_shown_on_the_connectivity_screen():
+    from engine.events import PathAttempted
+    from tui.format import attempt_text
+    ev = PathAttempted("t" * 16, "203.0.113.5:3282", "relay",
+                       "no probe answered yet: relaying through 203.0.113.10:3478")
+    text = attempt_text(ev, {}).plain
+    assert "relay" in text and "203.0.113.5:3282" in text and "no probe answered" in text

@@ -26,6 +26,7 @@ from engine.events import (
     PathKind,
     PeerConnected,
     PeerDisconnected,
+    PathAttempted,
     PeerFound,
     Role,
     ScanProgressed,
@@ -245,7 +246,12 @@ def attempt_text(ev: Event, names: Mapping[str, str]) -> Text | None:
     """A connection-attempt line for the connectivity screen, or None if `ev`
     is not about connecting to a peer."""
     who = Text(_who(ev.tid, names), style="bold")
-    if isinstance(ev, PeerFound):
+    if isinstance(ev, PathAttempted):
+        body = Text.assemble(
+            (f"{safe(ev.step, 10):<9} ", "cyan"),
+            f"{safe(ev.address, 80)}: {safe(ev.detail, 200)}",
+        )
+    elif isinstance(ev, PeerFound):
         body = Text.assemble(
             ("try   ", "dim"),
             f"{safe(ev.address, 80)} (found via {safe(ev.source, 20)})",

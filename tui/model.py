@@ -16,6 +16,7 @@ from engine.events import (
     Event,
     PeerConnected,
     PeerDisconnected,
+    PathAttempted,
     PeerFound,
     Role,
     TransferStatus,
@@ -34,7 +35,7 @@ class Entry(NamedTuple):
     event: Event
 
 
-_ATTEMPT_TYPES = (PeerFound, PeerConnected, PeerDisconnected)
+_ATTEMPT_TYPES = (PeerFound, PathAttempted, PeerConnected, PeerDisconnected)
 
 
 class Dashboard:

@@ -221,7 +221,8 @@ def options_from_config(cfg, *, port: int | None = None, lan: bool | None = None
         max_inflight_requests=cfg.transfer.max_inflight_requests,
         include_hidden=cfg.share.include_hidden,
         dht=cfg.discovery.dht if dht is None else dht,
-        dht_bootstrap=tuple(cfg.discovery.dht_bootstrap))
+        dht_bootstrap=tuple(cfg.discovery.dht_bootstrap),
+        rendezvous=tuple(cfg.discovery.rendezvous))
 
 
 def main(argv: list[str] | None = None) -> None:

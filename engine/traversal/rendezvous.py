@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 
 from .. import netinfo, stun
-from ..events import PathKind
+from ..events import PathAttempted, PathKind
 from ..rendezvous import protocol as rp
 from ..rendezvous.client_core import (ObservedAddressChanged, PeersListed, PunchRequested,
                                       Registered, RelayAllocated, RelayBound, RelayClosed,
@@ -89,11 +89,29 @@ class Attempt:
         self.relay_now = (me_hard and peer_hard) or client.tcp or peer.over_tcp
         log.debug("attempt to %s cands=%s me_hard=%s peer_hard=%s sockets=%d spray=%s initiator=%s",
                   peer.observed, cands, me_hard, peer_hard, len(sockets), spray, initiator)
+        if client.tcp or peer.over_tcp:
+            how = "UDP is blocked on " + ("our side" if client.tcp else "the peer's side") + \
+                ": relaying over TCP"
+        elif me_hard and peer_hard:
+            how = "both NATs map per destination: punching cannot work, relaying over UDP"
+        elif spray:
+            how = f"the peer's NAT maps per destination: {SPRAY_PROBES} probes at random ports"
+        elif len(sockets) > 1:
+            how = f"our NAT maps per destination: probing from {len(sockets)} sockets"
+        else:
+            how = f"probing {len(cands)} candidate address(es): " + ", ".join(f"{h}:{p}" for h, p in cands)
+        self.note("punch" if not self.relay_now else "relay", how)
         self._timer: asyncio.TimerHandle | None = None
         birthday = len(sockets) > 1 or spray is not None
         delay = 0 if self.relay_now else (RELAY_AFTER_BIRTHDAY if birthday else RELAY_AFTER)
         self._relay_timer = src.loop.call_later(delay, self._maybe_relay)
         self._tick()
+
+    def note(self, step: str, detail: str) -> None:
+        swarm = self.src.node.swarms.get(self.key)
+        if swarm is not None:
+            addr = f"{self.peer.observed[0]}:{self.peer.observed[1]}"
+            self.src.emit(PathAttempted(swarm.tid, addr, step, detail))
 
     # ---- punching ------------------------------------------------------------------
     def _tick(self) -> None:
@@ -134,6 +152,7 @@ class Attempt:
     def _punched(self, r: Punched) -> None:
         log.debug("punched %s socket %s after %.2f s (initiator=%s)", r.addr, r.socket, r.seconds,
                   self.initiator)
+        self.note("punched", f"a probe got through at {r.addr[0]}:{r.addr[1]} after {r.seconds:.2f} s")
         sendto = self.src.node.socket.sendto if r.socket == 0 else self.helpers.sender(r.socket)
         if self.helpers is not None:
             self.helpers.keep_only(r.socket)
@@ -142,12 +161,15 @@ class Attempt:
         if self.link is not None and not self.link.closed:
             if self.link.path.relayed:
                 self.link.path = path  # relay -> direct, the transfer goes on
+                self.note("moved", "from the relay to the punched path, without interruption")
                 self.src.node.endpoint.mark_dirty(self.link)
             return
         if self.initiator:
             self._dial(path)
 
     def _punch_failed(self) -> None:
+        if not self.relay_now:
+            self.note("gave-up", f"no probe answered within {PUNCH_DEADLINE:.0f} s")
         if self.helpers is not None and (self.link is None or self.link.path.relayed):
             self.helpers.close()
 
@@ -157,6 +179,9 @@ class Attempt:
             return
         if self.link is not None and not self.link.closed:
             return
+        if not self.relay_now:
+            self.note("relay", f"no probe answered yet: relaying through {self.client.server[0]}:"
+                               f"{self.client.server[1]} (punching goes on)")
         self.client.core.relay_allocate(self.key, self.peer.token, self.src.loop.time())
         self.client.pump()
 
