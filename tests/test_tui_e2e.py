@@ -255,8 +255,10 @@ def test_dashboard_in_tmux_watches_a_real_transfer(world):
     tmux.start(session, cmd(), env(B))
     wait_until("the clone's row on the dashboard", lambda: row_of(tmux.screen(session), dst.name),
                START, diagnose)
-    screen = tmux.screen(session)
-    assert "shares and clones" in screen and "q Quit" in screen, screen
+    # a capture can land in the middle of a redraw: wait for a whole screen
+    wait_until("the title and the footer", lambda: (lambda sc: "shares and clones" in sc
+                                                    and "q Quit" in sc)(tmux.screen(session)),
+               START, diagnose)
 
     # -- let the data flow: the percentage on the row goes up between two captures
     call(A, "resume", tid=share_tid)
