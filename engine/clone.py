@@ -7,11 +7,18 @@ files, then a HAVE per file as it completes. A clone keeps one bitfield per
 peer (sized by the manifest) and, per file, how many connected peers hold it.
 
 Picking. Blocks a peer gave back come first; then files are taken rarest first
-(held by the fewest connected peers; among equals files already started, then
-a per-clone order, so that clones fetching from the same share start in
-different places and have something to give each other), block by block, and
-only from peers that hold them. A peer that answers NO_DATA for a block it
+(held by the fewest connected peers; among equals, files already started, then
+path order from a random starting file, so that clones of one share begin in
+different places and soon have something to give each other), block by block,
+and only from peers that hold them. A peer that answers NO_DATA for a block it
 advertised loses that file from its bitfield until it says HAVE again.
+
+Seeds (peers that hold everything) are the swarm's scarce upload: a seed is not
+asked for a file that a clone peer holding it has room for, and a clone peer
+with nothing else to give us takes over the latest requests waiting at a seed
+for files it holds (CANCEL at the seed). Measured with five clones of a share
+whose upload is the bottleneck, that is what keeps the share's upload near one
+copy of the data instead of one per clone.
 
 Pipelining. Each peer gets requests until its in-flight bytes reach
 rate x RTT x 2 (its measured delivery rate and the QUIC smoothed RTT),
@@ -34,6 +41,7 @@ import random
 import time
 from array import array
 from collections.abc import Callable, Iterator
+from itertools import islice
 from pathlib import Path
 
 from . import manifest as mf
@@ -55,8 +63,22 @@ DEFAULT_RTT = 0.1        # until QUIC has measured one
 ENDGAME_COPIES = 3       # at most this many peers asked for one block at once
 CANCELLED_MEMORY = 1024  # per peer: cancelled requests whose late DATA is not a violation
 TICK = 0.25              # every peer's pipeline is topped up at least this often
+ORDER_REFRESH = 0.05     # the rarest-first order is rebuilt at most this often ...
+ORDER_REFRESH_PER_FILE = 1e-5  # ... and less often for large folders (1 s for 100,000 files)
+MOVE_WINDOW = 32         # the latest requests at a seed that may move to a clone
 
 Key = tuple[int, int]  # (file index, block index)
+
+
+def pipeline_bytes(rate: float, rtt: float, block_size: int, max_bytes: int) -> int:
+    """Bytes to keep requested from a peer that delivers `rate` bytes/s over a
+    path of round trip `rtt` s: twice the bandwidth-delay product, so the peer
+    never idles waiting for our next request, and since the rate measured is
+    what this very pipeline let through, a pipeline that is too short doubles
+    every round trip until the path is full. At least MIN_PIPELINE_BLOCKS
+    blocks, at most max_bytes."""
+    want = rate * (rtt or DEFAULT_RTT) * PIPELINE_RTTS
+    return int(min(max_bytes, max(MIN_PIPELINE_BLOCKS * block_size, want)))
 
 
 def _set_bits(bits: bytes | bytearray) -> Iterator[int]:
@@ -105,6 +127,7 @@ class CloneSwarm(SwarmBase):
         self._remaining = 0         # blocks not verified yet
         self._next: dict[int, int] = {}  # file -> first block not handed out yet
         self._file_idx: list[int] = []
+        self._nblocks: list[int] = []
         self._rank: list[int] = []  # tie order among files held by as many peers
         self._count = array("I")    # entry -> peers with a bitfield that hold it
         self._n_all = 0             # peers that hold everything
@@ -151,6 +174,7 @@ class CloneSwarm(SwarmBase):
         self.manifest, self.encoded, self.signature, self.version = m, encoded, sig, m.version
         n = len(m.entries)
         self._file_idx = [i for i, e in enumerate(m.entries) if e.kind == mf.Kind.FILE]
+        self._nblocks = [e.blocks(m.block_size) for e in m.entries]
         self._file_count = len(self._file_idx)
         self._rank = self._tie_ranks(n)
         if hasattr(self, "blocks"):
@@ -298,6 +322,7 @@ class CloneSwarm(SwarmBase):
             have[byte] |= bit
             self._count[f.file] += 1
             self._order_dirty = True
+            peer.app.setdefault("fresh", []).append(f.file)
         self._schedule(peer)
 
     def _lose(self, peer: PeerConnection, file: int) -> None:
@@ -327,28 +352,29 @@ class CloneSwarm(SwarmBase):
         return min(bs, e.size - block * bs)
 
     def _target(self, peer: PeerConnection, now: float) -> int:
-        """In-flight bytes to keep at this peer: its rate x RTT x 2, bounded."""
+        """In-flight bytes to keep at this peer."""
         rate = peer.down.rate(now)
         first = peer.app.get("first_data")
         if first is not None and now - first < peer.down.window:
             rate *= peer.down.window / max(now - first, 0.25)  # the meter's window is not full yet
-        want = rate * (peer.link.rtt or DEFAULT_RTT) * PIPELINE_RTTS
-        floor = MIN_PIPELINE_BLOCKS * self.manifest.block_size
-        return int(min(self.max_bytes, max(floor, want)))
+        return pipeline_bytes(rate, peer.link.rtt, self.manifest.block_size, self.max_bytes)
 
     def _rebuild_order(self, now: float) -> None:
         n_all, count, rank = self._n_all, self._count, self._rank
-        done, verified, started = self.done, self.verified, self._next
-        files = [f for f in self._file_idx if f not in done and (n_all or count[f])]
+        done, verified, started, nblocks = self.done, self.verified, self._next, self._nblocks
+        files = [f for f in self._file_idx if f not in done and (n_all or count[f])
+                 and started.get(f, 0) < nblocks[f]]
         files.sort(key=lambda f: (n_all + count[f], not (f in verified or f in started), rank[f]))
         self._order = files
         self._order_gen += 1
         self._order_dirty = False
         self._order_at = now
+        for p in self.peers:
+            p.app["fresh"] = []
 
     def _take(self, f: int) -> int | None:
         """The next block of file f nobody was asked for, if any."""
-        n = self.manifest.entries[f].blocks(self.manifest.block_size)
+        n = self._nblocks[f]
         b = self._next.get(f, 0)
         got = self.verified.get(f, ())
         while b < n and (b in got or (f, b) in self.inflight):
@@ -374,9 +400,10 @@ class CloneSwarm(SwarmBase):
             if found is not None:
                 del self.retry[found]
                 return found
-        # rarest first; the order is rebuilt when availability changed, at most
-        # every couple of microseconds per file (a large folder, many HAVEs)
-        if self._order_dirty and now - self._order_at >= min(1.0, 2e-6 * len(self._file_idx)):
+        # rarest first; the order is rebuilt when availability changed, not at
+        # every HAVE (a large folder, many clones)
+        if self._order_dirty and now - self._order_at >= max(
+                ORDER_REFRESH, ORDER_REFRESH_PER_FILE * len(self._file_idx)):
             self._rebuild_order(now)
         order = self._order
         pos = peer.app.get("scan", 0) if peer.app.get("scan_gen") == self._order_gen else 0
@@ -391,6 +418,16 @@ class CloneSwarm(SwarmBase):
                     return f, b
             pos += 1
         peer.app["scan"], peer.app["scan_gen"] = pos, self._order_gen
+        # files the peer said HAVE for since the order was built (the peer had
+        # nothing else for us in it)
+        fresh = peer.app.get("fresh")
+        while fresh:
+            f = fresh[-1]
+            if f not in self.done:
+                b = self._take(f)
+                if b is not None:
+                    return f, b
+            fresh.pop()
         if have is not True and self._n_all:
             key = self._pick_moved(peer, have)
             if key is not None:
@@ -407,7 +444,7 @@ class CloneSwarm(SwarmBase):
         for seed in self.peers:
             if seed is peer or seed.app.get("have") is not True:
                 continue
-            for key in reversed(seed.app["inflight"]):
+            for key in islice(reversed(seed.app["inflight"]), MOVE_WINDOW):
                 if _has(have, key[0]) and len(self.inflight.get(key, ())) == 1:
                     seed.send(wire.Cancel(self.version, *key))
                     self._remember_cancel(seed, key)

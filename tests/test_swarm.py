@@ -11,7 +11,6 @@ beat that: five downloads cost five times the work however they are spread.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import shutil
 import time
@@ -132,9 +131,9 @@ async def test_a_clone_with_three_seeders_receives_blocks_from_all_three(tmp_pat
 
 
 async def test_five_clones_finish_together_and_the_share_uploads_less_than_twice(tmp_path):
-    rate = 2 * MiB
-    src = make_files(tmp_path / "data", 64, 128 * 1024)
-    size = 64 * 128 * 1024
+    rate = 1 * MiB
+    src = make_files(tmp_path / "data", 64, 64 * 1024)
+    size = 64 * 64 * 1024
     es, (share,) = await seeders(tmp_path, src, 1, [rate])
     link, share_addr = share.link, f"127.0.0.1:{es[0].port}"
     clones = []
@@ -210,14 +209,13 @@ async def test_a_slow_seeder_does_not_stall_the_end(tmp_path):
         assert from_fast > from_slow
         assert swarm.blocks_duplicated > 0 and slow.server.cancels > 0
         await asyncio.sleep(0.2)
-        assert not slow.server.requests or not any(
-            p.app.get("serve_queue") for p in slow.peers)  # the copies were cancelled there
+        assert not any(p.app.get("serve_queue") for p in slow.peers)  # cancelled there
     finally:
         await close_all(*es, c)
 
 
 class RefusingShare:
-    """Makes a share answer NO_DATA for some files although it says HAVE_ALL."""
+    """Makes a share answer NO_DATA for some files although it said HAVE_ALL."""
 
     def __init__(self, swarm, refused: set[str]) -> None:
         self.swarm, self.refused = swarm, refused
@@ -246,6 +244,32 @@ async def test_a_peer_that_answers_no_data_is_not_asked_again_for_that_file(tmp_
         refused_asks = [p for p in asked if p in refused]
         assert len(refused_asks) == len(set(refused_asks))  # never twice
         assert len(asked) > len(refused_asks)  # it served the others
+    finally:
+        await close_all(*es, c)
+
+
+async def test_after_no_data_a_file_is_asked_again_once_the_peer_says_have(tmp_path):
+    src = make_files(tmp_path / "data", 8, 100 * 1024)
+    es, (share,) = await seeders(tmp_path, src, 1, [64 * MiB])  # paced only to count requests
+    missing = "d1/f001.bin"
+    refusing = RefusingShare(share, {missing})
+    c = await engine(tmp_path / "hc")
+    try:
+        tid = await c.clone(share.link, tmp_path / "dst", peers=[f"127.0.0.1:{es[0].port}"])
+        clone = c.transfer(tid)
+        for _ in range(200):  # everything but the refused file
+            st = c.status()[0]
+            if st.files_total and st.files_done == st.files_total - 1:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.6)  # a few ticks: it is not asked again meanwhile
+        idx = next(i for i, e in enumerate(share.manifest.entries) if e.path == missing)
+        assert share.server.requests.count((idx, 0)) == 1 and not clone.completed
+        refusing.refused.clear()  # the file is back, and the share says so
+        share.peers[0].send(wire.Have(share.version, idx))
+        await asyncio.wait_for(c.wait(tid), 10)
+        assert share.server.requests.count((idx, 0)) == 2
+        assert visible(tree(tmp_path / "dst")) == visible(tree(src))
     finally:
         await close_all(*es, c)
 
@@ -294,3 +318,16 @@ def test_no_upload_flag_reaches_the_engine_options():
     assert engine_options(on, cfg).upload is cfg.transfer.upload
     assert engine_options(off, cfg).upload is False
 
+
+
+def test_pipeline_is_twice_the_bandwidth_delay_product_within_bounds():
+    from engine.clone import MIN_PIPELINE_BLOCKS, pipeline_bytes
+    bs, cap = 256 * 1024, 16 * MiB
+    floor = MIN_PIPELINE_BLOCKS * bs
+    assert pipeline_bytes(0, 0.05, bs, cap) == floor  # nothing measured yet
+    assert pipeline_bytes(100_000, 0.05, bs, cap) == floor  # a slow peer: a few blocks
+    assert pipeline_bytes(20 * MiB, 0.1, bs, cap) == 4 * MiB  # a fast one far away: many
+    assert pipeline_bytes(1000 * MiB, 0.2, bs, cap) == cap
+    # a pipeline shorter than the path lets rate = pipeline / RTT through: it doubles
+    short = floor
+    assert pipeline_bytes(short / 0.2, 0.2, bs, cap) == 2 * short

@@ -222,7 +222,8 @@ def options_from_config(cfg, *, port: int | None = None, lan: bool | None = None
         include_hidden=cfg.share.include_hidden,
         dht=cfg.discovery.dht if dht is None else dht,
         dht_bootstrap=tuple(cfg.discovery.dht_bootstrap),
-        rendezvous=tuple(cfg.discovery.rendezvous))
+        rendezvous=tuple(cfg.discovery.rendezvous),
+        upload=cfg.transfer.upload)
 
 
 def main(argv: list[str] | None = None) -> None:
