@@ -127,7 +127,9 @@ class Tmux:
             ["tmux", "-L", self.socket, "-f", str(self.conf), "new-session", "-d",
              "-s", session, "-x", str(COLS), "-y", str(ROWS),
              "-e", f"DATTUI_HOME={home}", "-e", f"PYTHONPATH={environ['PYTHONPATH']}",
-             shlex.join(argv)],
+             # the pane keeps the exit status on screen: remain-on-exit alone raced with
+             # the session going away when the command ended
+             shlex.join(argv) + '; echo "[dattui exited $?]"; sleep 3600'],
             env=environ, capture_output=True, text=True, timeout=20, check=True)
         size = self.tmux("display-message", "-p", "-t", session,
                          "#{pane_width}x#{pane_height}").stdout.strip()
@@ -142,9 +144,8 @@ class Tmux:
 
     def exited(self, session: str) -> int | None:
         """The exit status of the session's command, None while it runs."""
-        out = self.tmux("display-message", "-p", "-t", session,
-                        "#{pane_dead} #{pane_dead_status}").stdout.split()
-        return int(out[1]) if out and out[0] == "1" and len(out) > 1 else None
+        m = re.search(r"\[dattui exited (\d+)\]", self.screen(session))
+        return int(m.group(1)) if m else None
 
     def kill(self) -> None:
         if self.started:
