@@ -15,8 +15,7 @@ import asyncio
 import collections
 import fnmatch
 import os
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import keys, keystore
@@ -51,6 +50,21 @@ class EngineOptions:
     dht: bool = False
     dht_bootstrap: tuple[str, ...] = ()
     rendezvous: tuple[str, ...] = ()
+
+
+    @classmethod
+    def from_config(cls, cfg, **overrides) -> "EngineOptions":
+        """Options from a loaded `config.Config`; keyword arguments override."""
+        base = dict(
+            host=cfg.node.bind, port=cfg.node.port, lan=cfg.discovery.lan,
+            block_size=cfg.transfer.block_size,
+            max_inflight_bytes=cfg.transfer.max_inflight_bytes,
+            max_inflight_requests=cfg.transfer.max_inflight_requests,
+            upload=cfg.transfer.upload, include_hidden=cfg.share.include_hidden,
+            dht=cfg.discovery.dht, dht_bootstrap=tuple(cfg.discovery.dht_bootstrap),
+            rendezvous=tuple(cfg.discovery.rendezvous))
+        base.update(overrides)
+        return cls(**base)
 
 
 class Engine:

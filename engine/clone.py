@@ -50,7 +50,7 @@ from .blocksource import FileBlockSource
 from .clonefs import TargetFolder
 from .serve import BlockServer, send_manifest
 from .errors import DattuiError, ProtocolError, UnsafeManifest
-from .events import (BadBlockReceived, CloneCompleted, FileCompleted, FileProgress, Logged,
+from .events import (BadBlockReceived, CloneCompleted, FileCompleted, FileProgress,
                      ManifestReceived, Role, State, TransferFailed, TransferStatus)
 from .peer import ERR_BAD_BLOCK, ERR_PROTOCOL, PeerConnection
 from .store import CloneDB

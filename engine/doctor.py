@@ -45,7 +45,7 @@ from .doctor_checks.verdict import (ED, EI, NONE, UNKNOWN, Facts, ServerResult, 
                                     verdict)
 from .errors import UsageError
 
-__all__ = ["DoctorOptions", "Doctor", "run_checks", "report", "local_checks", "check_dict"]
+__all__ = ["DoctorOptions", "Doctor", "run_checks", "report", "check_dict"]
 
 DEFAULT_NODE_PORT = 3282
 RDV_DEFAULT_PORT = 3478
@@ -569,13 +569,3 @@ async def report(options: DoctorOptions | None = None) -> dict:
     async for _ in doc.run():
         pass
     return doc.report()
-
-
-async def local_checks(port: int | None) -> AsyncIterator[CheckResult]:
-    """The checks that need no network (kept for the daemon's `doctor` call):
-    local addresses, the node's port, LAN multicast."""
-    doc = Doctor(DoctorOptions(port=port or DEFAULT_NODE_PORT, node_running=bool(port)))
-    for r in doc._local():
-        yield r
-    if doc._stun_sock is not None:
-        doc._stun_sock.close()

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -34,6 +35,33 @@ def cmd(*args) -> list[str]:
     return [sys.executable, "-m", "tui.main", *map(str, args)]
 
 
+def follow_share(proc, timeout: float = 60) -> list[dict]:
+    """Read a `share --json` process's lines until its first version is published
+    (then it serves), and keep draining its stdout in a thread so it never blocks
+    on a full pipe. Returns the list of lines, which keeps growing."""
+    first = json.loads(proc.stdout.readline())
+    assert first["event"] == "link", first
+    lines: list[dict] = [first]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError("share exited: " + (proc.stderr.read() if proc.stderr else ""))
+        lines.append(json.loads(line))
+        if lines[-1]["event"] == "version_published":
+            break
+
+    def drain() -> None:
+        for line in proc.stdout:
+            try:
+                lines.append(json.loads(line))
+            except ValueError:
+                pass
+
+    threading.Thread(target=drain, daemon=True).start()
+    return lines
+
+
 class ShareProcess:
     """`dattui share DIR --json` in the background; knows its link and port."""
 
@@ -42,30 +70,8 @@ class ShareProcess:
         self.proc = subprocess.Popen([*prefix, *cmd("share", folder, "--json", *lan_arg, *extra)],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      env=env(home))
-        first = json.loads(self.proc.stdout.readline())
-        assert first["event"] == "link", first
-        self.link, self.port = first["link"], first["port"]
-        self.lines: list[dict] = [first]
-        # wait until the first version is published: then it serves
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise RuntimeError("share exited: " + self.proc.stderr.read())
-            obj = json.loads(line)
-            self.lines.append(obj)
-            if obj["event"] == "version_published":
-                break
-        # keep draining stdout so the share never blocks on a full pipe
-        import threading
-        threading.Thread(target=self._drain, daemon=True).start()
-
-    def _drain(self) -> None:
-        for line in self.proc.stdout:
-            try:
-                self.lines.append(json.loads(line))
-            except ValueError:
-                pass
+        self.lines = follow_share(self.proc)
+        self.link, self.port = self.lines[0]["link"], self.lines[0]["port"]
 
     def stop(self) -> int:
         self.proc.terminate()

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 
-from cli import env
+from cli import env, follow_share
 
 RDV = ("203.0.113.10", "203.0.113.11")
 RDV_PORT = 3478
@@ -54,23 +53,8 @@ class Share:
         self.proc = host.popen(dattui("share", folder, "--json", "--no-lan", *args),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE if debug else None,
                                text=True, env=env(home, **({"DATTUI_DEBUG": "1"} if debug else {})))
-        first = json.loads(self.proc.stdout.readline())
-        assert first["event"] == "link", first
-        self.link = first["link"]
-        self.lines = [first]
-        for line in self.proc.stdout:
-            obj = json.loads(line)
-            self.lines.append(obj)
-            if obj["event"] == "version_published":
-                break
-        threading.Thread(target=self._drain, daemon=True).start()
-
-    def _drain(self) -> None:
-        for line in self.proc.stdout:
-            try:
-                self.lines.append(json.loads(line))
-            except ValueError:
-                pass
+        self.lines = follow_share(self.proc)
+        self.link = self.lines[0]["link"]
 
 
 def clone(host, link, dst, home, *extra, timeout=90, debug: bool = False, dht: bool = False):

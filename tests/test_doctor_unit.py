@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 
-from engine.doctor import DoctorOptions, Doctor, local_checks, report, run_checks
+from engine.doctor import DoctorOptions, Doctor, report, run_checks
 from engine.doctor_checks import probes
 from engine.doctor_checks.peer import path_reason, reverse_key
 from engine.doctor_checks.probes import RelayFacts, StunAnswer
@@ -192,11 +192,6 @@ async def test_dht_check_joins_a_node_on_loopback():
         svc.close()
         p.close()
 
-
-async def test_local_checks_kept_for_the_daemon():
-    results = [r async for r in local_checks(3282)]
-    assert [r.name for r in results] == ["local_addresses", "port", "lan"]
-    assert results[1].summary == "dattui listens on UDP port 3282"
 
 
 def test_cli_prints_checks_and_exits_by_verdict(tmp_path):

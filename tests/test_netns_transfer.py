@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from cli import ROOT, env
+from cli import env, follow_share
 from helpers import make_tree, tree, visible
 
 pytestmark = pytest.mark.netns
@@ -16,13 +16,7 @@ pytestmark = pytest.mark.netns
 def _share(host, src, home, *extra):
     proc = host.popen([sys.executable, "-m", "tui.main", "share", str(src), "--json", *extra],
                       stdout=__import__("subprocess").PIPE, text=True, env=env(home))
-    first = json.loads(proc.stdout.readline())
-    assert first["event"] == "link"
-    for line in proc.stdout:
-        if json.loads(line)["event"] == "version_published":
-            break
-    import threading
-    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
+    first = follow_share(proc)[0]
     return proc, first
 
 

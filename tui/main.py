@@ -10,7 +10,6 @@ import asyncio
 import logging
 import os
 import sys
-from pathlib import Path
 
 import config as config_mod
 from engine.errors import DattuiError

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -23,12 +22,11 @@ PROGRESS_EVERY = 1.0
 
 
 def engine_options(args, cfg) -> EngineOptions:
-    return EngineOptions(
-        host=cfg.node.bind, port=args.port if args.port is not None else cfg.node.port,
+    """The config's options with this command's flags on top."""
+    return EngineOptions.from_config(
+        cfg,
+        port=args.port if args.port is not None else cfg.node.port,
         lan=cfg.discovery.lan and not args.no_lan,
-        block_size=cfg.transfer.block_size,
-        max_inflight_bytes=cfg.transfer.max_inflight_bytes,
-        max_inflight_requests=cfg.transfer.max_inflight_requests,
         upload=cfg.transfer.upload and not getattr(args, "no_upload", False),
         include_hidden=getattr(args, "include_hidden", False) or cfg.share.include_hidden,
         dht=cfg.discovery.dht and not args.no_dht,

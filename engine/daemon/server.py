@@ -21,7 +21,7 @@ from pathlib import Path
 from .. import codec
 from ..api import Engine, EngineOptions
 from ..errors import DattuiError, UsageError
-from ..events import Role, State
+from ..events import Role
 
 SOCKET_NAME = "daemon.sock"
 MAX_REQUEST = 64 * 1024
@@ -211,21 +211,6 @@ class Daemon:
         raise UsageError(f"unknown operation {op!r}")
 
 
-def options_from_config(cfg, *, port: int | None = None, lan: bool | None = None,
-                        dht: bool | None = None) -> EngineOptions:
-    return EngineOptions(
-        host=cfg.node.bind, port=cfg.node.port if port is None else port,
-        lan=cfg.discovery.lan if lan is None else lan,
-        block_size=cfg.transfer.block_size,
-        max_inflight_bytes=cfg.transfer.max_inflight_bytes,
-        max_inflight_requests=cfg.transfer.max_inflight_requests,
-        include_hidden=cfg.share.include_hidden,
-        dht=cfg.discovery.dht if dht is None else dht,
-        dht_bootstrap=tuple(cfg.discovery.dht_bootstrap),
-        rendezvous=tuple(cfg.discovery.rendezvous),
-        upload=cfg.transfer.upload)
-
-
 def main(argv: list[str] | None = None) -> None:
     """`python -m engine.daemon`: run in the foreground (dattui starts it detached)."""
     import argparse
@@ -238,7 +223,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-dht", action="store_true")
     args = parser.parse_args(argv)
     logging.getLogger("quic").setLevel(logging.CRITICAL)
-    opts = options_from_config(config_mod.load(), port=args.port,
-                               lan=False if args.no_lan else None,
-                               dht=False if args.no_dht else None)
+    cfg = config_mod.load()
+    overrides = {"port": args.port} if args.port is not None else {}
+    if args.no_lan:
+        overrides["lan"] = False
+    if args.no_dht:
+        overrides["dht"] = False
+    opts = EngineOptions.from_config(cfg, **overrides)
     asyncio.run(Daemon(opts).run())
