@@ -158,6 +158,7 @@ class PeerStatus:
     blocks_down: int
     blocks_up: int
     connected_seconds: float
+    datagram_size: int = 1452  # bytes per datagram now (path MTU discovery raises it)
 
 
 @dataclass(frozen=True)

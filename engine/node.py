@@ -17,6 +17,7 @@ from .events import Event, Listening, PathKind, PeerConnected, PeerDisconnected,
 from .peer import ERR_GONE, PeerConnection, PeerState
 from .transport.identity import NodeIdentity
 from .transport.paths import DirectPath
+from .transport.pmtu import is_pmtu
 from .transport.quic import QuicEndpoint, QuicLink, is_quic
 from .transport.udp import Address, Demux, UdpSocket, bind_udp
 from . import wire
@@ -65,7 +66,9 @@ class Node:
         self.endpoint = QuicEndpoint(self.identity, self.socket.sendto, on_incoming=self._incoming,
                                      max_datagram_size=self.max_datagram_size, loop=self.loop)
         self.endpoint.classify = classify_incoming
+        self.endpoint.probe_sendto = self.socket.send_df
         self.demux.add(is_quic, self.endpoint.datagram)
+        self.demux.add(is_pmtu, self.endpoint.pmtu_datagram)
         self.demux.on_batch_end(self.endpoint.flush)
         self._keepalive = asyncio.ensure_future(self._keepalive_loop())
 

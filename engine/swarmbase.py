@@ -55,7 +55,8 @@ class SwarmBase:
                 rate_down=p.down.rate(now), rate_up=p.up.rate(now),
                 bytes_down=p.down.total, bytes_up=p.up.total,
                 blocks_down=p.blocks_down, blocks_up=p.blocks_up,
-                connected_seconds=now - (p.connected_at or now)))
+                connected_seconds=now - (p.connected_at or now),
+                datagram_size=p.link.datagram_size))
         return tuple(out)
 
     def _status(self, **kw) -> TransferStatus:

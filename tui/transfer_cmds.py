@@ -51,7 +51,8 @@ def _progress_object(st: ev.TransferStatus) -> dict:
             "bytes_received": st.bytes_received, "bytes_sent": st.bytes_sent,
             "rate_down": round(st.rate_down), "rate_up": round(st.rate_up),
             "peers": [{"peer": p.peer_id, "address": p.address, "path": p.path.value,
-                       "rtt_ms": round(p.rtt_ms, 2)} for p in st.peers]}
+                       "rtt_ms": round(p.rtt_ms, 2), "datagram_size": p.datagram_size}
+                      for p in st.peers]}
 
 
 class Frontend:

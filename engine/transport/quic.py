@@ -25,6 +25,7 @@ from aioquic.quic.packet import QuicPacketType, pull_quic_header
 
 from ..events import PathKind
 from .identity import NodeIdentity, certificate_public_key
+from . import pmtu
 from .paths import DirectPath
 from .udp import Address
 
@@ -65,6 +66,8 @@ class QuicLink:
         self._timer_at: float | None = None
         self.closed = False
         self.close_reason = ""
+        self.pmtu: pmtu.PmtuSearch | None = None
+        self._pmtu_timer: asyncio.TimerHandle | None = None
 
     # ---- what the layers above use -------------------------------------
     @property
@@ -95,6 +98,11 @@ class QuicLink:
     def rtt(self) -> float:
         return float(getattr(self.conn._loss, "_rtt_smoothed", 0.0) or 0.0)
 
+    @property
+    def datagram_size(self) -> int:
+        """The largest datagram this link sends now (raised by path MTU discovery)."""
+        return self.conn._max_datagram_size
+
     def send(self, data: bytes) -> None:
         if self.closed:
             return
@@ -114,8 +122,10 @@ class QuicLink:
 
     # ---- driven by the endpoint ----------------------------------------
     def datagram(self, data: bytes, now: float) -> None:
+        """Feed one datagram. Its events wait for `_process_events` at the end of
+        the read batch, so the stream bytes of a whole batch reach the handler as
+        one piece (one frame-decoder pass, not one per packet)."""
         self.conn.receive_datagram(data, self.vaddr, now)
-        self._process_events()
 
     def transmit(self, now: float) -> None:
         for _ in range(8):
@@ -152,19 +162,32 @@ class QuicLink:
         self._timer_at = None
         now = self.endpoint.loop.time()
         self.conn.handle_timer(now)
+        if self.pmtu is not None and self.conn._loss._pto_count >= 2 and self.pmtu.black_hole(now):
+            # nothing acknowledged for two probe timeouts at the raised size: the
+            # path shrank under us; fall back to the size every path carries
+            set_datagram_size(self.conn, self.pmtu.size)
+            self.endpoint.pmtu_schedule(self)
         self._process_events()
         self.transmit(now)
 
     def _process_events(self) -> None:
-        while (ev := self.conn.next_event()) is not None:
-            if isinstance(ev, qe.StreamDataReceived):
+        chunks: list[bytes] = []
+        next_event = self.conn.next_event
+        while (ev := next_event()) is not None:
+            if type(ev) is qe.StreamDataReceived:
                 if self._stream_id is None:
                     self._stream_id = ev.stream_id
-                if ev.stream_id == self._stream_id and ev.data and self.handler:
-                    self.handler.link_data(self, ev.data)
-                self.endpoint.mark_dirty(self)
-            elif isinstance(ev, qe.HandshakeCompleted):
+                if ev.stream_id == self._stream_id and ev.data:
+                    chunks.append(ev.data)
+                continue
+            if chunks:
+                self._deliver(chunks)
+                chunks = []
+                if self.closed:
+                    return
+            if isinstance(ev, qe.HandshakeCompleted):
                 self.established_at = time.monotonic()
+                self.endpoint.pmtu_start(self)
                 if self.handler:
                     self.handler.link_established(self)
             elif isinstance(ev, qe.ConnectionIdIssued):
@@ -174,6 +197,12 @@ class QuicLink:
             elif isinstance(ev, qe.ConnectionTerminated):
                 self._terminated(ev.reason_phrase or f"closed (code {ev.error_code})")
                 return
+        if chunks:
+            self._deliver(chunks)
+
+    def _deliver(self, chunks: list[bytes]) -> None:
+        if self.handler is not None:
+            self.handler.link_data(self, chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
     def _terminated(self, reason: str) -> None:
         if self.closed:
@@ -182,9 +211,20 @@ class QuicLink:
         self.close_reason = self.close_reason or reason
         if self._timer is not None:
             self._timer.cancel()
+        if self._pmtu_timer is not None:
+            self._pmtu_timer.cancel()
         self.endpoint.forget(self)
         if self.handler:
             self.handler.link_closed(self, self.close_reason)
+
+    def path_changed(self) -> None:
+        """The path under this link moved (relay -> punched, a NAT rebinding):
+        what the old path carried says nothing of the new one."""
+        if self.pmtu is not None:
+            set_datagram_size(self.conn, self.pmtu.base)
+        self.endpoint.pmtu_stop(self)
+        if self.established_at is not None:
+            self.endpoint.pmtu_start(self)
 
     @property
     def duration(self) -> float:
@@ -204,12 +244,18 @@ class QuicEndpoint:
         self._on_incoming = on_incoming
         self._links: dict[bytes, QuicLink] = {}
         self._dirty: set[QuicLink] = set()
+        self._received: set[QuicLink] = set()  # links with events not yet processed
         self._cert = identity.certificate()
         self._key = identity.private_key()
         self._params = dict(max_datagram_size=max_datagram_size, max_data=window,
                             max_stream_data=window, idle_timeout=idle_timeout)
         self.accept_incoming = True
         self._flush_scheduled = False
+        # path MTU discovery: set by the node to a sendto(data, addr) -> bool that
+        # sends with the don't-fragment bit and says False when the stack refuses
+        self.probe_sendto: Callable[[bytes, Address], bool] | None = None
+        self._pmtu_nonces: dict[bytes, QuicLink] = {}
+        self._pmtu_acks = _TokenBucket(rate=200.0, burst=50.0)
         self.classify: Callable[[Address], PathKind] = lambda addr: PathKind.DIRECT
 
     def _configuration(self, is_client: bool) -> QuicConfiguration:
@@ -237,12 +283,22 @@ class QuicEndpoint:
     def datagram(self, data: bytes, addr: Address, via=None) -> None:
         """A QUIC datagram from `addr`: straight from the node's socket when `via`
         is None, else through the path `via` (a relay or a helper socket)."""
+        now = self.loop.time()
+        if via is None and not data[0] & 0x80:
+            # short header (1-RTT): the destination connection id follows the first
+            # byte; the common case of a bulk transfer skips the full header parse
+            link = self._links.get(data[1:1 + CID_LENGTH])
+            path = link.path if link is not None else None
+            if type(path) is DirectPath and path.addr == addr and path.same_socket(self._sendto):
+                link.datagram(data, now)
+                self._received.add(link)
+                self.mark_dirty(link)
+                return
         try:
             header = pull_quic_header(Buffer(data=data), host_cid_length=CID_LENGTH)
         except ValueError:
             return
         link = self._links.get(header.destination_cid)
-        now = self.loop.time()
         if link is None:
             if not (self.accept_incoming and header.packet_type == QuicPacketType.INITIAL
                     and len(data) >= SMALLEST_INITIAL and header.version is not None):
@@ -254,13 +310,19 @@ class QuicEndpoint:
             self._links[header.destination_cid] = link
             self._links[conn.host_cid] = link
             self._on_incoming(link)
+            link.datagram(data, now)
+            self._received.add(link)
+            self.mark_dirty(link)
+            return
         elif via is None and link.path.relayed:
             # a relayed connection that now hears from the peer directly (a punch
             # succeeded on its side): move to the direct path once it proves authentic
             before = link.largest_received()
             link.datagram(data, now)
+            self._received.add(link)
             if link.largest_received() > before:
                 link.path = DirectPath(self._sendto, addr, PathKind.PUNCHED)
+                link.path_changed()
             self.mark_dirty(link)
             return
         elif via is None and link.path.addr != addr and link.path.same_socket(self._sendto):
@@ -269,11 +331,14 @@ class QuicEndpoint:
             # authentic and new (a replayed or forged packet moves nothing).
             before = link.largest_received()
             link.datagram(data, now)
+            self._received.add(link)
             if link.largest_received() > before:
                 link.path.addr = addr
+                link.path_changed()
             self.mark_dirty(link)
             return
         link.datagram(data, now)
+        self._received.add(link)
         self.mark_dirty(link)  # flushed once this loop turn's datagrams are in
 
     def mark_dirty(self, link: QuicLink) -> None:
@@ -287,11 +352,79 @@ class QuicEndpoint:
         if not self._dirty:
             return
         now = self.loop.time()
+        if self._received:
+            received, self._received = self._received, set()
+            for link in received:
+                if not link.closed:
+                    link._process_events()
         dirty, self._dirty = self._dirty, set()
         for link in dirty:
             link.transmit(now)
             if link.conn._state == QuicConnectionState.TERMINATED:
                 link._terminated(link.close_reason or "closed")
+
+    # ---- path MTU discovery ---------------------------------------------------------
+    def pmtu_start(self, link: QuicLink) -> None:
+        path = link.path
+        if (self.probe_sendto is None or link.closed or type(path) is not DirectPath
+                or not path.same_socket(self._sendto)):
+            return
+        base = self._params["max_datagram_size"]
+        link.pmtu = pmtu.PmtuSearch(base)
+        self._pmtu_send(link, link.pmtu.start(self.loop.time(), link.rtt))
+
+    def pmtu_stop(self, link: QuicLink) -> None:
+        if link.pmtu is not None:
+            self._pmtu_nonces.pop(link.pmtu.probe_nonce, None)
+        link.pmtu = None
+        if link._pmtu_timer is not None:
+            link._pmtu_timer.cancel()
+            link._pmtu_timer = None
+
+    def _pmtu_send(self, link: QuicLink, probe: bytes | None) -> None:
+        search = link.pmtu
+        while probe is not None and search is not None:
+            self._pmtu_nonces[search.probe_nonce] = link
+            if self.probe_sendto(probe, link.path.addr):
+                break
+            self._pmtu_nonces.pop(search.probe_nonce, None)
+            probe = search.on_send_error(self.loop.time(), link.rtt)
+        self.pmtu_schedule(link)
+
+    def pmtu_schedule(self, link: QuicLink) -> None:
+        if link._pmtu_timer is not None:
+            link._pmtu_timer.cancel()
+            link._pmtu_timer = None
+        at = link.pmtu.next_timer() if link.pmtu is not None else None
+        if at is not None and not link.closed:
+            link._pmtu_timer = self.loop.call_at(at, self._pmtu_timeout, link)
+
+    def _pmtu_timeout(self, link: QuicLink) -> None:
+        link._pmtu_timer = None
+        if link.pmtu is None or link.closed:
+            return
+        self._pmtu_nonces.pop(link.pmtu.probe_nonce, None)
+        self._pmtu_send(link, link.pmtu.on_timer(self.loop.time(), link.rtt))
+
+    def pmtu_datagram(self, data: bytes, addr: Address) -> None:
+        """A probe or an acknowledgement on the node's socket. Probes are answered
+        only for addresses we hold a connection with (no reflection to strangers)."""
+        msg = pmtu.parse(data)
+        if msg is None:
+            return
+        now = self.loop.time()
+        if msg.kind == pmtu.PROBE:
+            if any(type(l.path) is DirectPath and l.path.addr == addr for l in self._links.values()) \
+                    and self._pmtu_acks.take(now):
+                self._sendto(pmtu.encode_ack(msg.nonce, msg.size), addr)
+            return
+        link = self._pmtu_nonces.pop(msg.nonce, None)
+        if link is None or link.pmtu is None or link.path.addr != addr:
+            return
+        if link.pmtu.on_ack(msg.nonce, msg.size, now):
+            set_datagram_size(link.conn, link.pmtu.size)
+            self.mark_dirty(link)
+        self.pmtu_schedule(link)
 
     def register_cid(self, cid: bytes, link: QuicLink) -> None:
         self._links[cid] = link
@@ -303,11 +436,47 @@ class QuicEndpoint:
         for cid in [c for c, l in self._links.items() if l is link]:
             del self._links[cid]
         self._dirty.discard(link)
+        self._received.discard(link)
+        self.pmtu_stop(link)
 
     def close_all(self, reason: str = "node stopping") -> None:
         for link in self.links:
             link.close(0, reason)
         self.flush()
+
+
+def set_datagram_size(conn: QuicConnection, size: int) -> bool:
+    """Change the datagram size of a live aioquic connection. aioquic has no API
+    for it; its size lives in the connection, the pacer and the congestion
+    controller. Nothing changes unless all three are where this version keeps
+    them (then the link stays at its base size)."""
+    loss = getattr(conn, "_loss", None)
+    pacer = getattr(loss, "_pacer", None)
+    cc = getattr(loss, "_cc", None)
+    if not (hasattr(conn, "_max_datagram_size") and hasattr(pacer, "_max_datagram_size")):
+        return False
+    conn._max_datagram_size = size
+    pacer._max_datagram_size = size
+    if hasattr(cc, "_max_datagram_size"):
+        cc._max_datagram_size = size
+    if hasattr(cc, "additive_increase_factor"):
+        cc.additive_increase_factor = size
+    return True
+
+
+class _TokenBucket:
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self._tokens = burst
+        self._at = 0.0
+
+    def take(self, now: float) -> bool:
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
 
 
 def random_nonce() -> bytes:

@@ -17,6 +17,10 @@ Address = tuple[str, int]
 Handler = Callable[[bytes, Address], None]
 
 BATCH = 128
+# Linux values; the socket module names only some of them
+_IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
+_IPV6_MTU_DISCOVER = getattr(socket, "IPV6_MTU_DISCOVER", 23)
+_PMTUDISC_PROBE = getattr(socket, "IP_PMTUDISC_PROBE", 3)
 DEFAULT_BUFFER = 4 * 1024 * 1024
 MAX_DATAGRAM = 65535
 
@@ -105,6 +109,28 @@ class UdpSocket:
             self.send_errors += 1  # a full send buffer drops; QUIC retransmits
         except OSError:
             self.send_errors += 1  # unreachable/no route: reported by whoever waits on it
+
+    def send_df(self, data: bytes, addr: Address) -> bool:
+        """Send with the don't-fragment bit and without the kernel's path MTU
+        cache (IP_PMTUDISC_PROBE), as path MTU probes must be. False when the
+        local stack refuses the size (EMSGSIZE)."""
+        if self.closed:
+            return False
+        v6 = self.sock.family == socket.AF_INET6
+        level = socket.IPPROTO_IPV6 if v6 else socket.IPPROTO_IP
+        opt = _IPV6_MTU_DISCOVER if v6 else _IP_MTU_DISCOVER
+        try:
+            before = self.sock.getsockopt(level, opt)
+            self.sock.setsockopt(level, opt, _PMTUDISC_PROBE)
+        except OSError:
+            return False  # no way to set DF here: do not probe
+        try:
+            self.bytes_out += self.sock.sendto(data, addr)
+            return True
+        except OSError as exc:
+            return exc.errno not in (errno.EMSGSIZE,)  # other errors: the timer decides
+        finally:
+            self.sock.setsockopt(level, opt, before)
 
     def _read_ready(self) -> None:
         recv = self.sock.recvfrom
