@@ -31,6 +31,9 @@ What is understood:
   are all transaction id) are parsed when asked (`classic=True`) and answered
   with MAPPED-ADDRESS, as RFC 5389 section 12 asks of a server; old clients
   such as pystun3 send them.
+- NAT behaviour discovery (RFC 5780) on the server side: `answer` takes the
+  server's OTHER-ADDRESS and a function that says from which of its other
+  sockets a CHANGE-REQUEST (change IP, change port) can be answered.
 
 Every malformed input raises `StunError` (a `ValueError`); nothing else.
 """
@@ -80,6 +83,9 @@ __all__ = [
     "binding_error",
     "parse_binding_response",
     "respond",
+    "answer",
+    "Answer",
+    "MIN_ANSWER",
     "check_integrity",
     "encode_address",
     "decode_address",
@@ -497,31 +503,39 @@ def binding_success(
     software: str | None = None,
     fingerprint: bool = True,
     budget: int | None = None,
+    floor: int = 0,
 ) -> bytes:
     """A Binding success response for `mapped`.
 
     The mapped address (XOR-MAPPED-ADDRESS, or MAPPED-ADDRESS for a classic
     16-byte transaction id) is always there. The optional attributes follow
-    in order of use (MAPPED-ADDRESS for old clients, RESPONSE-ORIGIN,
-    OTHER-ADDRESS, SOFTWARE, FINGERPRINT), each only while the message stays
-    within `budget` bytes (None: no limit)."""
+    in order of use, each only while the message stays within `budget`
+    bytes (None: no limit): OTHER-ADDRESS (CHANGED-ADDRESS for a classic
+    client), which NAT behaviour discovery cannot do without, may also use
+    the room up to `floor` bytes; then MAPPED-ADDRESS for old clients,
+    RESPONSE-ORIGIN, SOFTWARE and FINGERPRINT within `budget` only."""
     classic = len(transaction_id) == 16
+    other: list[tuple[int, bytes]] = []
     if classic:
         attrs = [(MAPPED_ADDRESS, encode_address(mapped))]
+        if other_address is not None:
+            other.append((CHANGED_ADDRESS, encode_address(other_address)))
         optional = []
         if response_origin is not None:
             optional.append((SOURCE_ADDRESS, encode_address(response_origin)))
-        if other_address is not None:
-            optional.append((CHANGED_ADDRESS, encode_address(other_address)))
     else:
         attrs = [(XOR_MAPPED_ADDRESS, encode_xor_address(mapped, transaction_id))]
+        if other_address is not None:
+            other.append((OTHER_ADDRESS, encode_address(other_address)))
         optional = [(MAPPED_ADDRESS, encode_address(mapped))]
         if response_origin is not None:
             optional.append((RESPONSE_ORIGIN, encode_address(response_origin)))
-        if other_address is not None:
-            optional.append((OTHER_ADDRESS, encode_address(other_address)))
     if software is not None:
         optional.append((SOFTWARE, _software(software)))
+    if other:
+        size = HEADER_SIZE + sum(4 + len(v) + (-len(v) % 4) for _, v in attrs + other)
+        if budget is None or size <= max(budget, floor):
+            attrs = attrs + other
     return _fit(BINDING_SUCCESS, transaction_id, attrs, optional, fingerprint and not classic, budget)
 
 
@@ -563,30 +577,55 @@ def _fit(msg_type, tid, attrs, optional, fingerprint, budget) -> bytes:
     return encode(msg_type, tid, attrs, fingerprint=use_fp)
 
 
-def respond(
+# The smallest valid answer to an IPv6 client (header + XOR-MAPPED-ADDRESS): no
+# unverified source is ever sent a STUN answer larger than this or its request.
+MIN_ANSWER = 44
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a STUN server sends back: `data`, from the socket `via` (None: the
+    one the request came in on; otherwise what `alternate` returned)."""
+
+    data: bytes
+    via: object = None
+
+
+def answer(
     data: bytes,
     source: Address,
     *,
     local: Address | None = None,
+    other: Address | None = None,
+    alternate: Callable[[bool, bool], tuple[object, Address | None] | None] | None = None,
     software: str | None = None,
     budget: int | None = None,
-) -> bytes | None:
-    """What a STUN server with one address sends back for `data` from `source`.
+    floor: int = 0,
+) -> Answer | None:
+    """What a STUN server sends back for `data` from `source`, received on
+    its socket `local` (reported as RESPONSE-ORIGIN when known).
 
     None for anything that is not a Binding request (responses, indications
-    and malformed input get no answer). This server cannot answer from
-    another address, so CHANGE-REQUEST with a flag set gets a 420 error
-    (RFC 5780 6.1) -- or, from a classic RFC 3489 client, silence, which such
-    a client reads as "that test failed" (some loop forever on an error).
-    CHANGE-REQUEST with no flag set is answered normally: classic clients
-    send it in their first test.
+    and malformed input get no answer).
+
+    RFC 5780: `other` is the server's OTHER-ADDRESS (its other IP address and
+    other port; give it only when the server has a second IP address), and
+    `alternate(change_ip, change_port)` names the socket a CHANGE-REQUEST
+    with those flags is answered from, as `(via, its address or None)`, or
+    None when the server has no such socket. A CHANGE-REQUEST the server
+    cannot honour gets a 420 error (RFC 5780 6.1) -- or, from a classic RFC
+    3489 client, silence, which such a client reads as "that test failed"
+    (some loop forever on an error). CHANGE-REQUEST with no flag set is
+    answered normally: classic clients send it in their first test.
     Requests with comprehension-required attributes it does not know,
     RESPONSE-ADDRESS and RESPONSE-PORT included (they ask for the answer to
     go to a third party), get a 420 error too.
 
-    `budget` caps the response size (see `binding_success`); the mapped
-    address and an error code are never dropped, so the reply to a 20-byte
-    request is 32 bytes (IPv4) or 44 bytes (IPv6) at least.
+    `budget` caps the response size (see `binding_success`, and `floor` for
+    OTHER-ADDRESS); the mapped address and an error code are never dropped,
+    so the reply to a 20-byte request is 32 bytes (IPv4) or 44 bytes (IPv6)
+    at least. An answer from another socket is built exactly like the plain
+    one: a CHANGE-REQUEST never makes a reply larger.
     """
     try:
         msg = parse(data, classic=True)
@@ -598,14 +637,37 @@ def respond(
     unknown = msg.unknown_required(_IGNORABLE_IN_REQUEST | {CHANGE_REQUEST})
     try:
         change_ip, change_port = msg.change_request
+        malformed = False
     except StunError:
-        change_ip = change_port = True
+        change_ip = change_port = malformed = True
+    via, origin = None, local
     if change_ip or change_port:
-        if msg.classic:
-            return None
-        unknown = unknown + [CHANGE_REQUEST]
+        alt = None if malformed or alternate is None else alternate(change_ip, change_port)
+        if alt is None:
+            if msg.classic:
+                return None
+            unknown = unknown + [CHANGE_REQUEST]
+        else:
+            via, origin = alt
     if unknown:
-        return binding_error(msg.transaction_id, 420, "Unknown Attribute", unknown=unknown,
-                             fingerprint=fp, budget=budget)
-    return binding_success(msg.transaction_id, source, response_origin=local,
-                           software=software, fingerprint=fp, budget=budget)
+        return Answer(binding_error(msg.transaction_id, 420, "Unknown Attribute", unknown=unknown,
+                                    fingerprint=fp, budget=budget))
+    return Answer(binding_success(msg.transaction_id, source, response_origin=origin,
+                                  other_address=other, software=software, fingerprint=fp,
+                                  budget=budget, floor=floor), via)
+
+
+def respond(
+    data: bytes,
+    source: Address,
+    *,
+    local: Address | None = None,
+    software: str | None = None,
+    budget: int | None = None,
+) -> bytes | None:
+    """What a STUN server with one address sends back for `data` from
+    `source` (see `answer`: this server cannot answer from another address,
+    so a CHANGE-REQUEST with a flag set gets a 420 error, or silence for a
+    classic client)."""
+    a = answer(data, source, local=local, software=software, budget=budget)
+    return None if a is None else a.data

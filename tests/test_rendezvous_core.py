@@ -4,6 +4,7 @@ network with a fake clock."""
 from __future__ import annotations
 
 import random
+import struct
 import weakref
 
 import pytest
@@ -711,3 +712,90 @@ def test_server_never_reveals_nonces():
     net.pump()
     for s in net.sent:
         assert a.nonce not in s.data and b.nonce not in s.data
+
+
+# -- RFC 5780: alternate sockets ------------------------------------------------------------
+
+S00, S01, S10, S11 = ("192.0.2.1", 3478), ("192.0.2.1", 3479), ("192.0.2.2", 3478), ("192.0.2.2", 3479)
+
+
+def _rfc5780_core(**kw) -> RendezvousServerCore:
+    return RendezvousServerCore(rng=random.Random(1), local_address=S00,
+                                alternates={(0, 1): S01, (1, 0): S10, (1, 1): S11}, **kw)
+
+
+@pytest.mark.parametrize("arrived,flags,via,origin,other", [
+    (None, (False, False), None, S00, S11),
+    (None, (False, True), (0, 1), S01, S11),
+    (None, (True, False), (1, 0), S10, S11),
+    (None, (True, True), (1, 1), S11, S11),
+    ((1, 1), (True, True), None, S00, S00),     # relative to the socket it came in on
+    ((0, 1), (False, True), None, S00, S10),
+    ((1, 0), (False, False), (1, 0), S10, S01),
+])
+def test_change_request_answered_from_the_right_socket(arrived, flags, via, origin, other):
+    core = _rfc5780_core()
+    tid = bytes(range(12))
+    req = stun.binding_request(tid, change_ip=flags[0], change_port=flags[1], pad_to=stun.RESPONSE_PAD)
+    reply, = core.receive(req, A, 1000.0, "udp", arrived)
+    assert reply.via == via and reply.addr == A and reply.transport == "udp"
+    msg = stun.parse(reply.data)
+    assert msg.xor_mapped_address == A and msg.response_origin == origin and msg.other_address == other
+    assert core.other_address == S11
+
+
+def test_alternate_sockets_answer_stun_only():
+    core = _rfc5780_core()
+    net = Net()
+    c = net.add(A)
+    c.register(KEY, [], net.now)
+    (req,) = c.datagrams_to_send(net.now)
+    assert core.receive(req, A, 1000.0, "udp", (0, 1)) == []
+    assert core.receive(b"garbage" * 4, A, 1000.0, "udp", (1, 1)) == []
+    assert core.stats.alternate_dropped == 2 and core.nodes == 0
+    assert core.receive(req, A, 1000.0, "udp", None)  # the primary socket: a COOKIE
+    with pytest.raises(ValueError):
+        RendezvousServerCore(rng=random.Random(1), alternates={(2, 0): S01})
+    with pytest.raises(ValueError):
+        core.receive(req, A, 1000.0, "udp", (5, 5))
+
+
+def test_a_server_with_an_alternate_port_only():
+    core = RendezvousServerCore(rng=random.Random(1), local_address=S00, alternates={(0, 1): S01})
+    tid = bytes(range(12))
+    reply, = core.receive(stun.binding_request(tid, pad_to=stun.RESPONSE_PAD), A, 1000.0)
+    assert stun.parse(reply.data).other_address is None  # RFC 5780: only with a second IP address
+    reply, = core.receive(stun.binding_request(tid, change_port=True, pad_to=stun.RESPONSE_PAD), A, 1000.0)
+    assert reply.via == (0, 1) and stun.parse(reply.data).response_origin == S01
+    reply, = core.receive(stun.binding_request(tid, change_ip=True, pad_to=stun.RESPONSE_PAD), A, 1000.0)
+    assert reply.via is None and stun.parse(reply.data).error_code[0] == 420
+    # over TCP nothing can come from another socket
+    reply, = core.receive(stun.binding_request(tid, change_port=True), A, 1000.0, "tcp")
+    assert reply.transport == "tcp" and stun.parse(reply.data).error_code[0] == 420
+
+
+def test_rfc5780_replies_are_bounded_and_rate_limited():
+    core = _rfc5780_core(limits=ServerLimits(request_rate=1e9, request_burst=1e9))
+    rng = random.Random(11)
+    for _ in range(600):
+        tid = rng.randbytes(12)
+        req = rng.choice([
+            stun.binding_request(tid, fingerprint=False, change_ip=rng.random() < .5,
+                                 change_port=rng.random() < .5),
+            stun.binding_request(tid, change_port=True),
+            stun.binding_request(tid, change_ip=True, change_port=True, pad_to=stun.RESPONSE_PAD),
+            struct.pack("!HH", 1, 8) + rng.randbytes(16) + struct.pack("!HHI", stun.CHANGE_REQUEST, 4,
+                                                                    rng.choice([0, 2, 4, 6])),
+            stun.encode(stun.BINDING_REQUEST, tid, [(stun.CHANGE_REQUEST, rng.randbytes(rng.randrange(9)))]),
+        ])
+        src = rng.choice([("203.0.113.5", 4000), ("2001:db8::5", 4000)])
+        arrived = rng.choice([None, (0, 1), (1, 0), (1, 1)])
+        for s in core.receive(req, src, 1000.0, "udp", arrived):
+            assert s.addr == src and s.transport == "udp"
+            assert len(s.data) <= max(len(req), stun.MIN_ANSWER)
+    assert core.stats.stun_changed > 100
+    # one bucket per source IP, whichever socket is asked
+    limited = _rfc5780_core(limits=ServerLimits(request_rate=0.001, request_burst=4))
+    req = stun.binding_request(bytes(12), change_port=True)
+    answered = sum(len(limited.receive(req, A, 1000.0, "udp", via)) for via in [None, (0, 1), (1, 0), (1, 1)] * 3)
+    assert answered == 4 and limited.stats.rate_limited == 8

@@ -449,3 +449,145 @@ async def test_flood_from_one_address_does_not_starve_others():
             n.close()
         srv.close()
         await srv.wait_closed()
+
+
+# -- RFC 5780: alternate port and address ---------------------------------------------------
+
+async def _ask(sock, server_addr, **flags):
+    loop = asyncio.get_running_loop()
+    tid = stun.new_transaction_id()
+    await loop.sock_sendto(sock, stun.binding_request(tid, pad_to=stun.RESPONSE_PAD, **flags), server_addr)
+    data, src = await asyncio.wait_for(loop.sock_recvfrom(sock, 2048), TIMEOUT)
+    return stun.parse(data), src[:2], tid
+
+
+async def test_four_sockets_answer_change_requests_from_the_right_address():
+    srv = await serve("127.0.0.1", 0, 0, alt=("127.0.0.2", 0))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    try:
+        addrs = srv.udp_addresses
+        assert sorted(addrs) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+        p1, p2 = addrs[(0, 0)][1], addrs[(0, 1)][1]
+        assert addrs[(1, 0)] == ("127.0.0.2", p1) and addrs[(1, 1)] == ("127.0.0.2", p2) and p1 != p2
+        for flags, key in [({}, (0, 0)), ({"change_port": True}, (0, 1)), ({"change_ip": True}, (1, 0)),
+                           ({"change_ip": True, "change_port": True}, (1, 1))]:
+            msg, src, tid = await _ask(sock, addrs[(0, 0)], **flags)
+            assert src == addrs[key] and msg.response_origin == addrs[key], flags
+            assert msg.other_address == addrs[(1, 1)]
+            assert stun.parse_binding_response(stun.encode(msg.msg_type, tid, msg.attributes), tid) == \
+                sock.getsockname()
+        # asked on an alternate socket: OTHER-ADDRESS and the change are relative to it
+        msg, src, _ = await _ask(sock, addrs[(1, 1)], change_port=True)
+        assert src == addrs[(1, 0)] and msg.other_address == addrs[(0, 0)]
+        assert srv.core.stats.stun_changed == 4
+    finally:
+        sock.close()
+        srv.close()
+        await srv.wait_closed()
+
+
+async def test_alternate_port_by_default_and_none_when_asked():
+    srv = await serve("127.0.0.1", 0, 0)
+    try:
+        addrs = srv.udp_addresses
+        assert sorted(addrs) == [(0, 0), (0, 1)] and addrs[(0, 1)][0] == "127.0.0.1"
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        try:
+            msg, src, _ = await _ask(sock, addrs[(0, 0)], change_port=True)
+            assert src == addrs[(0, 1)] and msg.other_address is None  # no second IP: no OTHER-ADDRESS
+            msg, src, _ = await _ask(sock, addrs[(0, 0)], change_ip=True)
+            assert src == addrs[(0, 0)] and msg.error_code[0] == 420
+        finally:
+            sock.close()
+    finally:
+        srv.close()
+        await srv.wait_closed()
+    # a fixed port: the next one, unless it is taken (then none, and the server still runs)
+    for _ in range(20):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            taken = probe.getsockname()[1]
+            try:
+                srv = await serve("127.0.0.1", taken - 1, 0)
+            except OSError:
+                continue  # that one is taken too: try another pair
+            try:
+                assert sorted(srv.udp_addresses) == [(0, 0)] and srv.udp_address[1] == taken - 1
+            finally:
+                srv.close()
+                await srv.wait_closed()
+            break
+    else:
+        raise AssertionError("no free port below a taken one")
+    srv = await serve("127.0.0.1", 0, 0, alt=None)
+    try:
+        assert sorted(srv.udp_addresses) == [(0, 0)]
+    finally:
+        srv.close()
+        await srv.wait_closed()
+    with pytest.raises(ValueError, match="second IP"):
+        await serve("0.0.0.0", 0, 0, alt=("127.0.0.2", 0))
+
+
+async def test_independent_clients_classify_an_open_internet_with_a_second_address():
+    srv = await serve("127.0.0.1", 0, 0, alt=("127.0.0.2", 0))
+    try:
+        host, port = srv.udp_address
+        pystun = pytest.importorskip("stun", reason="pip install pystun3 (an independent STUN client)")
+
+        def ask():
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.settimeout(1)
+            s.bind(("127.0.0.1", 0))
+            try:
+                return pystun.get_nat_type(s, "127.0.0.1", s.getsockname()[1], stun_host=host, stun_port=port)
+            finally:
+                s.close()
+
+        kind, info = await asyncio.to_thread(ask)
+        assert kind == "Open Internet" and info["ChangedIP"] == "127.0.0.2"
+        exe = shutil.which("stun")
+        assert exe, "apt-get install stun-client (an independent STUN client)"
+        proc = await asyncio.create_subprocess_exec(exe, f"{host}:{port}", "-v", stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.STDOUT)
+        out, _ = await asyncio.wait_for(proc.communicate(), 20)
+        text = out.decode(errors="replace")
+        for test in ("test I = 1", "test II = 1", "test III = 1"):
+            assert test in text, text
+        assert "Primary: Open" in text and f"ChangedAddress = 127.0.0.2:{srv.udp_addresses[(1, 1)][1]}" in text
+    finally:
+        srv.close()
+        await srv.wait_closed()
+
+
+def test_cli_alt_bind(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root), "DATTUI_HOME": str(tmp_path)}
+    ports = []
+    for _ in range(2):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    bad = subprocess.run([sys.executable, "-m", "tui.main", "rendezvous", "--bind", f"0.0.0.0:{ports[0]}",
+                          "--alt-bind", "127.0.0.2:5000"], capture_output=True, text=True, env=env, timeout=20)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "second IP" in bad.stderr
+    bad = subprocess.run([sys.executable, "-m", "tui.main", "rendezvous", "--bind", "127.0.0.1:0",
+                          "--alt-bind", "nonsense:x"], capture_output=True, text=True, env=env, timeout=20)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "HOST:PORT" in bad.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "tui.main", "rendezvous", "--bind", f"127.0.0.1:{ports[0]}",
+                             "--alt-bind", f"127.0.0.2:{ports[1]}"], stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stderr.readline()
+        assert "alternate port and IP address" in line, line
+        for addr in (f"127.0.0.1:{ports[1]}", f"127.0.0.2:{ports[0]}", f"127.0.0.2:{ports[1]}"):
+            assert addr in line, line
+    finally:
+        proc.terminate()
+        proc.wait(10)

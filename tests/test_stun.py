@@ -302,3 +302,88 @@ def test_random_garbage_only_raises_stun_error():
         except StunError:
             pass
         stun.respond(data, ("203.0.113.5", 5000), budget=len(data))
+
+
+# -- RFC 5780: answering from another socket --------------------------------------------------
+
+OTHER = ("198.51.100.8", 3479)
+HERE = ("198.51.100.7", 3478)
+
+
+def _alternates(change_ip, change_port):
+    return (("ip" if change_ip else "") + ("port" if change_port else ""),
+            ("198.51.100.8" if change_ip else HERE[0], 3479 if change_port else HERE[1]))
+
+
+@pytest.mark.parametrize("flags,via,origin", [
+    ((False, True), "port", ("198.51.100.7", 3479)),
+    ((True, False), "ip", ("198.51.100.8", 3478)),
+    ((True, True), "ipport", ("198.51.100.8", 3479)),
+])
+def test_change_request_is_answered_from_the_other_socket(flags, via, origin):
+    tid = bytes(range(12))
+    req = stun.binding_request(tid, change_ip=flags[0], change_port=flags[1], pad_to=stun.RESPONSE_PAD)
+    a = stun.answer(req, ("203.0.113.5", 5000), local=HERE, other=OTHER, alternate=_alternates,
+                    budget=len(req), floor=stun.MIN_ANSWER)
+    assert a.via == via
+    msg = stun.parse(a.data)
+    assert msg.xor_mapped_address == ("203.0.113.5", 5000)
+    assert msg.response_origin == origin and msg.other_address == OTHER
+    # no flag set: answered from where it came in, like a plain request
+    plain = stun.binding_request(tid, pad_to=stun.RESPONSE_PAD)
+    a = stun.answer(plain, ("203.0.113.5", 5000), local=HERE, other=OTHER, alternate=_alternates)
+    assert a.via is None and stun.parse(a.data).response_origin == HERE
+
+
+def test_change_request_replies_are_no_bigger_than_plain_ones():
+    rng = random.Random(5)
+    for _ in range(300):
+        tid = rng.randbytes(12)
+        pad = rng.choice([0, 0, 40, 64, stun.RESPONSE_PAD])
+        fp = rng.random() < 0.5
+        flags = (rng.random() < 0.5, rng.random() < 0.5)
+        src = rng.choice([("203.0.113.5", 4000), ("2001:db8::5", 4000)])
+        req = stun.binding_request(tid, change_ip=flags[0], change_port=flags[1], pad_to=pad, fingerprint=fp)
+        plain = stun.binding_request(tid, pad_to=len(req) if pad else 0, fingerprint=fp)
+        kw = dict(local=HERE, other=OTHER, alternate=_alternates, software="dattui rendezvous",
+                  budget=len(req), floor=stun.MIN_ANSWER)
+        changed, normal = stun.answer(req, src, **kw), stun.answer(plain, src, **kw)
+        assert len(changed.data) <= max(len(req), stun.MIN_ANSWER)
+        if len(plain) == len(req):
+            assert len(changed.data) <= len(normal.data)
+        assert stun.parse_binding_response(changed.data, tid) == src
+
+
+def test_other_address_fits_a_20_byte_request_within_44_bytes():
+    tid = bytes(range(12))
+    small = stun.binding_request(tid, fingerprint=False)
+    msg = stun.parse(stun.answer(small, ("203.0.113.5", 5000), local=HERE, other=OTHER,
+                                 budget=len(small), floor=stun.MIN_ANSWER).data)
+    assert len(stun.encode(msg.msg_type, tid, msg.attributes)) == 44
+    assert msg.other_address == OTHER and msg.response_origin is None
+    # IPv6: the mapped address alone takes the 44 bytes
+    a = stun.answer(small, ("2001:db8::5", 5000), local=HERE, other=OTHER, budget=len(small),
+                    floor=stun.MIN_ANSWER)
+    assert len(a.data) == 44 and stun.parse(a.data).other_address is None
+
+
+def test_change_request_the_server_cannot_honour():
+    tid = bytes(range(12))
+    port_only = lambda ip, port: None if ip else ("port", ("198.51.100.7", 3479))  # noqa: E731
+    req = stun.binding_request(tid, change_ip=True, change_port=True)
+    msg = stun.parse(stun.answer(req, ("203.0.113.5", 5000), alternate=port_only).data)
+    assert msg.error_code[0] == 420 and msg.unknown_attributes == [stun.CHANGE_REQUEST]
+    req = stun.binding_request(tid, change_port=True)
+    assert stun.answer(req, ("203.0.113.5", 5000), alternate=port_only).via == "port"
+    # a malformed CHANGE-REQUEST (not 4 bytes) is refused, never guessed at
+    bad = stun.encode(stun.BINDING_REQUEST, tid, [(stun.CHANGE_REQUEST, b"\x00\x00\x06")])
+    msg = stun.parse(stun.answer(bad, ("203.0.113.5", 5000), alternate=_alternates).data)
+    assert msg.error_code[0] == 420
+    # classic clients: silence when it cannot be done, an answer with CHANGED-ADDRESS when it can
+    classic = struct.pack("!HH", 1, 8) + bytes(range(16)) + struct.pack("!HHI", stun.CHANGE_REQUEST, 4, 6)
+    assert stun.answer(classic, ("203.0.113.5", 5000), alternate=port_only) is None
+    a = stun.answer(classic, ("203.0.113.5", 5000), local=HERE, other=OTHER, alternate=_alternates,
+                    budget=len(classic), floor=stun.MIN_ANSWER)
+    msg = stun.parse(a.data, classic=True)
+    assert a.via == "ipport" and msg.mapped_address == ("203.0.113.5", 5000)
+    assert msg.other_address == OTHER and len(a.data) == 44

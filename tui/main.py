@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="UDP and TCP address to serve on (default 0.0.0.0:3478)")
     p.add_argument("--tcp-port", type=int, default=None,
                    help="TCP port for the relay over TCP (default: the same number, e.g. 443)")
+    p.add_argument("--alt-bind", default=None, metavar="[HOST:]PORT|off",
+                   help="alternate STUN port, and with HOST a second IP address, so clients can "
+                        "test their NAT's filtering (RFC 5780; default: the next port, if free)")
 
     p = sub.add_parser("doctor", help="why two machines cannot connect, and what to do (--peer: test two)")
     from .doctor_cmd import add_arguments as _doctor_arguments

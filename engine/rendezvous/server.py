@@ -1,6 +1,10 @@
-"""The rendezvous server's asyncio layer: one UDP socket and one TCP listener.
+"""The rendezvous server's asyncio layer: UDP sockets and one TCP listener.
 
-The UDP socket answers STUN Binding requests and rendezvous messages; the TCP
+The primary UDP socket answers STUN Binding requests and rendezvous messages;
+up to three alternate ones answer STUN only, for RFC 5780 NAT behaviour
+discovery (see `server_core`): by default an alternate port (the primary
+port + 1, if free) on the same address, and with `alt=(IP2, PORT2)` a second
+IP address too (four sockets: IP and IP2 times PORT and PORT2). The TCP
 listener carries the same rendezvous messages (and STUN) framed with a u16
 length, for networks that block UDP, so a relay can join a TCP client and a
 UDP client, or two TCP clients. All decisions are made by
@@ -23,9 +27,9 @@ from collections.abc import Callable
 
 from ..transport.udp import Demux, UdpSocket, bind_udp
 from . import protocol as p
-from .server_core import RendezvousServerCore, Send, ServerLimits, ip_key
+from .server_core import PRIMARY, RendezvousServerCore, Send, ServerLimits, SocketKey, ip_key
 
-__all__ = ["Server", "serve", "run_rendezvous", "DEFAULT_PORT"]
+__all__ = ["Server", "serve", "run_rendezvous", "DEFAULT_PORT", "AUTO"]
 
 log = logging.getLogger("dattui.rendezvous")
 
@@ -37,6 +41,7 @@ MAX_TCP_CONNECTIONS = 1024
 MAX_TCP_PER_IP = 8
 TCP_IDLE = 120.0
 TCP_MAX_UNSENT = 1 << 20
+AUTO = "auto"  # serve(alt=AUTO): an alternate port next to the primary one, when free
 
 
 class Server:
@@ -46,6 +51,7 @@ class Server:
                  *, max_tcp: int, max_tcp_per_ip: int, tcp_idle: float) -> None:
         self.core = core
         self._udp = udp
+        self._alt: dict[SocketKey, UdpSocket] = {}
         self._loop = loop
         self._tcp: asyncio.base_events.Server | None = None
         self._conns: dict[Address, asyncio.StreamWriter] = {}
@@ -60,6 +66,14 @@ class Server:
     @property
     def udp_address(self) -> Address:
         return self._udp.local_address
+
+    @property
+    def udp_addresses(self) -> dict[SocketKey, Address]:
+        """Every UDP socket: the primary (0, 0) and the RFC 5780 alternates."""
+        out = {PRIMARY: self._udp.local_address}
+        for key, sock in self._alt.items():
+            out[key] = sock.local_address
+        return out
 
     @property
     def tcp_address(self) -> Address:
@@ -83,6 +97,8 @@ class Server:
         self._closed.set()
         self._ticker.cancel()
         self._udp.close()
+        for sock in self._alt.values():
+            sock.close()
         if self._tcp is not None:
             self._tcp.close()
         for writer in list(self._conns.values()):
@@ -103,9 +119,11 @@ class Server:
     # -- moving bytes -----------------------------------------------------------------
 
     def _send(self, sends: list[Send]) -> None:
-        for data, addr, transport in sends:
+        for data, addr, transport, via in sends:
             if transport == "udp":
-                self._udp.sendto(data, addr)
+                sock = self._udp if via is None else self._alt.get(via)
+                if sock is not None:
+                    sock.sendto(data, addr)
                 continue
             writer = self._conns.get(addr)
             if writer is None or writer.is_closing():
@@ -114,8 +132,8 @@ class Server:
                 continue  # a slow TCP reader loses relayed data, like a full UDP path
             writer.write(p.frame(data))
 
-    def _on_datagram(self, data: bytes, addr: Address) -> None:
-        self._send(self.core.receive(data, addr, self._loop.time(), "udp"))
+    def _on_datagram(self, data: bytes, addr: Address, via: SocketKey | None = None) -> None:
+        self._send(self.core.receive(data, addr, self._loop.time(), "udp", via))
 
     async def _tick(self) -> None:
         while True:
@@ -171,11 +189,36 @@ class Server:
                 self._handlers.discard(task)
 
 
+def _wildcard(host: str) -> bool:
+    return host in ("0.0.0.0", "::", "")
+
+
+def _alternates(bind_host: str, udp_port: int, alt) -> list[tuple[SocketKey, str, int]]:
+    """The alternate sockets to open, in order: (key, host, port); the ports
+    of (1, 0) and (1, 1) are those the primary and (0, 1) sockets got."""
+    if alt is None or alt is False:
+        return []
+    if alt == AUTO:
+        if udp_port == 0:
+            return [((0, 1), bind_host, 0)]
+        return [((0, 1), bind_host, udp_port + 1)] if udp_port < 65535 else []
+    host2, port2 = alt
+    if port2 != 0 and port2 == udp_port:
+        raise ValueError("the alternate port must differ from the primary one")
+    if host2 in ("", bind_host):
+        return [((0, 1), bind_host, port2)]
+    if _wildcard(bind_host) or _wildcard(host2):
+        raise ValueError("a second IP address needs both addresses given as IPs, "
+                         "not 0.0.0.0 (e.g. --bind 192.0.2.1:3478 --alt-bind 192.0.2.2:3479)")
+    return [((0, 1), bind_host, port2), ((1, 0), host2, udp_port), ((1, 1), host2, port2)]
+
+
 async def serve(
     bind_host: str,
     udp_port: int,
     tcp_port: int | None = None,
     *,
+    alt: "tuple[str, int] | str | None" = AUTO,
     limits: ServerLimits | None = None,
     rng: random.Random | None = None,
     max_tcp_connections: int = MAX_TCP_CONNECTIONS,
@@ -183,19 +226,53 @@ async def serve(
     tcp_idle: float = TCP_IDLE,
 ) -> Server:
     """Start a rendezvous server on `bind_host`: UDP `udp_port` (0: any free
-    port) and TCP `tcp_port` (None: the same number as the UDP port)."""
+    port) and TCP `tcp_port` (None: the same number as the UDP port).
+
+    `alt`: the RFC 5780 alternate sockets. AUTO (default): an alternate port,
+    `udp_port` + 1 (any free one for port 0), on `bind_host`, if it is free
+    (else none); None: none; `(host2, port2)`: port `port2` (0: any free),
+    and with another `host2` a second IP address (both given as IPs). An
+    explicit alternate that cannot be bound raises OSError."""
     loop = asyncio.get_running_loop()
+    plan = _alternates(bind_host, udp_port, alt)  # ValueError before anything is bound
     sock = bind_udp(bind_host, udp_port, tries=1)
     udp_addr = sock.getsockname()[:2]
+    alt_socks: dict[SocketKey, "socket.socket"] = {}
+    try:
+        for key, host, port in plan:
+            if key == (1, 0):
+                port = udp_addr[1]                            # IP2 with the primary port
+            elif key == (1, 1):
+                port = alt_socks[(0, 1)].getsockname()[1]     # IP2 with the alternate port
+            try:
+                alt_socks[key] = bind_udp(host, port, tries=1, buffer=1 << 18)
+            except OSError as exc:
+                if alt != AUTO:
+                    raise OSError(exc.errno, f"alternate address {host}:{port}: {exc.strerror}") from None
+                log.warning("no alternate STUN port %s:%d (%s): NAT filtering cannot be tested "
+                            "against this server", host, port, exc.strerror)
+    except BaseException:
+        sock.close()
+        for s in alt_socks.values():
+            s.close()
+        raise
+    known = lambda s: None if _wildcard(s.getsockname()[0]) else s.getsockname()[:2]  # noqa: E731
     core = RendezvousServerCore(rng=rng or random.SystemRandom(), limits=limits or ServerLimits(),
-                                local_address=udp_addr if bind_host not in ("0.0.0.0", "::", "") else None)
-    demux = Demux()
+                                local_address=known(sock),
+                                alternates={k: known(s) for k, s in alt_socks.items()})
     server_ref: list[Server] = []
-    demux.add(lambda data: True, lambda data, addr: server_ref[0]._on_datagram(data, addr))
-    udp = UdpSocket(sock, demux, loop)
+
+    def route(via: SocketKey | None) -> Demux:
+        demux = Demux()
+        demux.add(lambda data: True, lambda data, addr: server_ref[0]._on_datagram(data, addr, via))
+        return demux
+
+    udp = UdpSocket(sock, route(None), loop)
     server = Server(core, udp, loop, max_tcp=max_tcp_connections, max_tcp_per_ip=max_tcp_per_ip,
                     tcp_idle=tcp_idle)
     server_ref.append(server)
+    for key, s in alt_socks.items():
+        server._alt[key] = UdpSocket(s, route(key), loop)
     try:
         server._tcp = await asyncio.start_server(
             server._on_connection, bind_host, udp_addr[1] if tcp_port is None else tcp_port,
@@ -209,12 +286,14 @@ async def serve(
 
 async def run_rendezvous(host: str, port: int = DEFAULT_PORT, *,
                          tcp_port: int | None = None,
+                         alt: "tuple[str, int] | str | None" = AUTO,
                          ready: Callable[[Server], None] | None = None,
                          limits: ServerLimits | None = None) -> None:
     """Run `dattui rendezvous --bind HOST:PORT` until cancelled: UDP on `port`,
-    TCP on `tcp_port` (None: the same number, e.g. 443 for both). `ready` is
-    called once both are listening (to print the addresses)."""
-    server = await serve(host, port, tcp_port, limits=limits)
+    TCP on `tcp_port` (None: the same number, e.g. 443 for both), the RFC 5780
+    alternates as `serve` says. `ready` is called once all are listening (to
+    print the addresses)."""
+    server = await serve(host, port, tcp_port, alt=alt, limits=limits)
     try:
         if ready is not None:
             ready(server)

@@ -1,15 +1,24 @@
 """The rendezvous server's state machine, sans-IO.
 
-`RendezvousServerCore.receive(data, addr, now, transport)` takes one UDP
-datagram or one TCP frame and returns what to send (`Send(data, addr,
-transport)`); `handle_timer(now)` (about once a second) expires
+`RendezvousServerCore.receive(data, addr, now, transport, via)` takes one UDP
+datagram (that arrived on the server socket `via`) or one TCP frame and
+returns what to send (`Send(data, addr, transport, via)`); `handle_timer(now)` (about once a second) expires
 registrations and relay allocations; `connection_lost(addr, now)` forgets a
 closed TCP connection. The clock (`now`, seconds) and randomness (`rng`) come
 from outside, so tests drive it with a fake clock.
 
 One socket answers two protocols: STUN Binding requests (RFC 5389, also
-classic RFC 3489 ones, see `engine.stun.respond`) and the rendezvous messages
+classic RFC 3489 ones, see `engine.stun.answer`) and the rendezvous messages
 of `protocol`. Anything else is dropped without a word.
+
+NAT behaviour discovery (RFC 5780): the server may have up to three more UDP
+sockets, keyed like the primary one, (0, 0), by (IP index, port index): an
+alternate port (0, 1) on the same IP, and with a second IP address (1, 0) and
+(1, 1). They answer STUN only. A Binding request with CHANGE-REQUEST is
+answered from the socket that differs in IP and/or port from the one it came
+in on (`Send.via`); OTHER-ADDRESS (the socket differing in both) is reported
+only when the server has a second IP address, as RFC 5780 asks. A
+CHANGE-REQUEST the server cannot honour gets a 420 error.
 
 Abuse resistance, all bounded by `ServerLimits`:
 
@@ -32,7 +41,11 @@ Abuse resistance, all bounded by `ServerLimits`:
   that no valid answer fits: they get the mandatory mapped address only
   (32 bytes for IPv4, 44 for IPv6, at most 24 bytes over the request) unless
   `stun_strict` is set; dattui's own STUN requests are padded
-  (`stun.RESPONSE_PAD`) so they are never answered with more.
+  (`stun.RESPONSE_PAD`) so they are never answered with more. OTHER-ADDRESS,
+  without which RFC 5780 clients cannot test filtering, may take the room up
+  to those 44 bytes (an IPv4 answer to a 20-byte request: 32 + 12). An
+  answer to a CHANGE-REQUEST follows the very same rules as a plain one (it
+  goes to the same source, only from another socket): never larger.
 """
 
 from __future__ import annotations
@@ -49,19 +62,25 @@ from typing import NamedTuple
 from .. import stun
 from . import protocol as p
 
-__all__ = ["Send", "ServerLimits", "RendezvousServerCore", "Endpoint"]
+__all__ = ["Send", "ServerLimits", "RendezvousServerCore", "Endpoint", "SocketKey", "PRIMARY"]
 
 Address = tuple[str, int]
 Endpoint = tuple[str, Address]  # (transport, address): ("udp", (ip, port)) or ("tcp", peername)
 
 
+SocketKey = tuple[int, int]   # (IP index, port index) of a server UDP socket
+PRIMARY: SocketKey = (0, 0)
+
+
 class Send(NamedTuple):
-    """One message to send: over UDP to `addr`, or as a frame on the TCP
-    connection whose peer address is `addr`."""
+    """One message to send: over UDP to `addr` (from the server socket `via`,
+    None: the primary one), or as a frame on the TCP connection whose peer
+    address is `addr`."""
 
     data: bytes
     addr: Address
     transport: str = "udp"
+    via: SocketKey | None = None
 
 
 @dataclass(frozen=True)
@@ -150,7 +169,9 @@ class Stats:
     rate_limited: int = 0
     malformed: int = 0
     stun: int = 0
+    stun_changed: int = 0                 # CHANGE-REQUESTs answered from another socket
     stun_over_request_bytes: int = 0
+    alternate_dropped: int = 0            # non-STUN datagrams on an alternate socket
     cookies: int = 0
     amplification_blocked: int = 0
     relayed_bytes: int = 0
@@ -175,7 +196,9 @@ class RendezvousServerCore:
     """Registrations, lookups, punch coordination and relaying; see module doc.
 
     `local_address` (optional) is the UDP address the server is reachable at,
-    reported to STUN clients as RESPONSE-ORIGIN.
+    reported to STUN clients as RESPONSE-ORIGIN. `alternates` are the other
+    UDP sockets for RFC 5780 (see the module doc): key -> address (None when
+    bound to a wildcard address, so not known).
     """
 
     def __init__(
@@ -184,9 +207,15 @@ class RendezvousServerCore:
         rng: random.Random,
         limits: ServerLimits = ServerLimits(),
         local_address: Address | None = None,
+        alternates: dict[SocketKey, Address | None] | None = None,
     ) -> None:
         self.limits = limits
         self.local_address = local_address
+        self.sockets: dict[SocketKey, Address | None] = {PRIMARY: local_address}
+        for key, addr in (alternates or {}).items():
+            if key == PRIMARY or key[0] not in (0, 1) or key[1] not in (0, 1):
+                raise ValueError(f"bad alternate socket key {key!r}")
+            self.sockets[key] = addr
         self._rng = rng
         self._secret = rng.randbytes(32)
         self.stats = Stats()
@@ -225,14 +254,34 @@ class RendezvousServerCore:
 
     # -- input ---------------------------------------------------------------------
 
-    def receive(self, data: bytes, addr: Address, now: float, transport: str = "udp") -> list[Send]:
-        """Handle one datagram (or TCP frame) from `addr`; returns what to send."""
+    @property
+    def other_address(self) -> Address | None:
+        """OTHER-ADDRESS as seen from the primary socket (None without a second IP)."""
+        return self._other(PRIMARY)
+
+    def _other(self, via: SocketKey) -> Address | None:
+        key = (1 - via[0], 1 - via[1])
+        addr = self.sockets.get(key)
+        if addr is None or (1, 0) not in self.sockets or (0, 1) not in self.sockets:
+            return None
+        if self.sockets.get(via) is None:
+            return None  # the socket itself has no known address: a wildcard bind
+        return addr
+
+    def receive(self, data: bytes, addr: Address, now: float, transport: str = "udp",
+                via: SocketKey | None = None) -> list[Send]:
+        """Handle one datagram (or TCP frame) from `addr`, that arrived on the
+        server UDP socket `via` (None: the primary one); returns what to send."""
         if transport not in ("udp", "tcp"):
             raise ValueError("transport must be 'udp' or 'tcp'")
+        if via == PRIMARY or transport == "tcp":
+            via = None
+        if via is not None and via not in self.sockets:
+            raise ValueError(f"no server socket {via!r}")
         self.stats.datagrams += 1
         ep: Endpoint = (transport, (addr[0], addr[1]))
         data = bytes(data)
-        if data[:5] == p.MAGIC + b"\x09":
+        if data[:5] == p.MAGIC + b"\x09" and via is None:
             out = self._relay(data, ep, now)
             if out is not None:
                 return out
@@ -248,10 +297,15 @@ class RendezvousServerCore:
         if not bucket.take(now):
             self.stats.rate_limited += 1
             return []
+        if via is not None:  # an alternate socket answers STUN only
+            if stun.is_stun(data, classic=True):
+                return self._stun(data, ep, via)
+            self.stats.alternate_dropped += 1
+            return []
         if data[:4] == p.MAGIC:
             return self._rendezvous(data, ep, ip, now)
         if stun.is_stun(data, classic=True):
-            return self._stun(data, ep)
+            return self._stun(data, ep, PRIMARY)
         self.stats.malformed += 1
         return []
 
@@ -301,20 +355,32 @@ class RendezvousServerCore:
 
     # -- STUN ----------------------------------------------------------------------
 
-    def _stun(self, data: bytes, ep: Endpoint) -> list[Send]:
+    def _stun(self, data: bytes, ep: Endpoint, via: SocketKey) -> list[Send]:
         self.stats.stun += 1
         verified = ep[0] == "tcp"
-        reply = stun.respond(data, ep[1], local=self.local_address if ep[0] == "udp" else None,
-                             software=self.limits.stun_software,
-                             budget=None if verified else len(data))
-        if reply is None:
+        alternate = None
+        if not verified:
+            def alternate(change_ip: bool, change_port: bool):
+                key = (1 - via[0] if change_ip else via[0], 1 - via[1] if change_port else via[1])
+                if key not in self.sockets:
+                    return None
+                return key, self.sockets[key]
+        a = stun.answer(data, ep[1], local=self.sockets.get(via) if not verified else None,
+                        other=None if verified else self._other(via),
+                        alternate=alternate, software=self.limits.stun_software,
+                        budget=None if verified else len(data), floor=stun.MIN_ANSWER)
+        if a is None:
             return []
+        reply = a.data
         if not verified and len(reply) > len(data):
             if self.limits.stun_strict:
                 self.stats.amplification_blocked += 1
                 return []
             self.stats.stun_over_request_bytes += len(reply) - len(data)
-        return [Send(reply, ep[1], ep[0])]
+        out_via = via if a.via is None else a.via
+        if a.via is not None:
+            self.stats.stun_changed += 1
+        return [Send(reply, ep[1], ep[0], None if out_via == PRIMARY or verified else out_via)]
 
     # -- cookies -------------------------------------------------------------------
 
