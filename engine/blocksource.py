@@ -1,8 +1,9 @@
 """Reading blocks to serve, with their Merkle proofs.
 
 Used by shares (leaf hashes from the scan) and by clones (leaf hashes kept as
-blocks were verified). Every block read is hashed and compared with its leaf
-before it leaves: a file changed on disk since is reported, never served.
+blocks were verified; for a file not yet complete, the leaf and the proof each
+block was verified with). Every block read is hashed and compared with its
+leaf before it leaves: a file changed on disk since is reported, never served.
 """
 
 from __future__ import annotations
@@ -73,6 +74,22 @@ class FileBlockSource:
             self._changed()
             return None
         return data, merkle.proof_from_levels(tree, block)
+
+    def read_verified(self, m: mf.Manifest, file: int, block: int, leaf: bytes,
+                      proof: list[bytes]) -> tuple[bytes, list[bytes]] | None:
+        """A block of a file not yet complete, served with the proof it was
+        verified with (its siblings up to the signed root)."""
+        entry = m.entries[file]
+        want = min(m.block_size, entry.size - block * m.block_size)
+        try:
+            data = os.pread(self._fd(entry.path), m.block_size, block * m.block_size)
+        except OSError:
+            self._changed()
+            return None
+        if len(data) != want or merkle.leaf_hash(data) != leaf:
+            self._changed()
+            return None
+        return data, proof
 
     def reset(self) -> None:
         self._trees.clear()

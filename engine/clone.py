@@ -3,22 +3,33 @@ from every peer that has it at once; serve what is verified to other clones.
 
 Availability. After its manifest signature every peer says what it serves of
 that version: HAVE_ALL (a share, a finished clone) or a BITFIELD of complete
-files, then a HAVE per file as it completes. A clone keeps one bitfield per
-peer (sized by the manifest) and, per file, how many connected peers hold it.
+files, then HAVE_BLOCKS (block ranges) for every file it holds in part; then
+HAVE_BLOCKS as it verifies blocks and a HAVE per file as it completes. A clone
+keeps per peer a bitfield of files (sized by the manifest) and, for files the
+peer holds in part, a bitmap of blocks; per file, how many connected peers
+hold it whole, and per block of a file held in part, how many peers hold it.
+A clone serves every block it has verified, with the proof it was verified
+with (kept in its state database), not only complete files.
 
 Picking. Blocks a peer gave back come first; then files are taken rarest first
 (held by the fewest connected peers; among equals, files already started, then
 path order from a random starting file, so that clones of one share begin in
-different places and soon have something to give each other), block by block,
-and only from peers that hold them. A peer that answers NO_DATA for a block it
-advertised loses that file from its bitfield until it says HAVE again.
+different places and soon have something to give each other), and within a
+file blocks in a random order of this clone's own, blocks no peer holds in part
+before the others, and only from peers that hold them. Blocks a peer holds in
+part are offered to it as it announces them. A peer that answers NO_DATA for a
+block it advertised loses that block (its whole file, if it had said HAVE)
+until it says so again.
 
 Seeds (peers that hold everything) are the swarm's scarce upload: a seed is not
-asked for a file that a clone peer holding it has room for, and a clone peer
-with nothing else to give us takes over the latest requests waiting at a seed
-for files it holds (CANCEL at the seed). Measured with five clones of a share
-whose upload is the bottleneck, that is what keeps the share's upload near one
-copy of the data instead of one per clone.
+asked for a file or a block that a clone peer holding it has room for; a
+request waiting at a seed moves to a clone peer that announces the block (CANCEL
+at the seed; not the seed's two oldest requests, which it is likely sending
+already), and a clone peer with nothing else to give us takes over the latest
+requests waiting at a seed for blocks it holds. Measured with five clones of a
+share whose upload is the bottleneck, that is what keeps the share's upload
+near one copy of the data instead of one per clone, for many files and for one
+big file alike.
 
 Pipelining. Each peer gets requests until its in-flight bytes reach
 rate x RTT x 2 (its measured delivery rate and the QUIC smoothed RTT),
@@ -38,8 +49,10 @@ verify is disconnected and its requests go back to the queue.
 from __future__ import annotations
 
 import random
+import re
 import time
 from array import array
+from collections import deque
 from collections.abc import Callable, Iterator
 from itertools import islice
 from pathlib import Path
@@ -66,6 +79,9 @@ TICK = 0.25              # every peer's pipeline is topped up at least this ofte
 ORDER_REFRESH = 0.05     # the rarest-first order is rebuilt at most this often ...
 ORDER_REFRESH_PER_FILE = 1e-5  # ... and less often for large folders (1 s for 100,000 files)
 MOVE_WINDOW = 32         # the latest requests at a seed that may move to a clone
+SEED_SENDING = 2         # a seed's oldest requests: likely on the wire, never moved
+MAX_OFFERS = 4096        # per peer: blocks it announced that we lack, queued to ask it for
+SCAN_LIMIT = 4096        # blocks looked at per pick within one file
 
 Key = tuple[int, int]  # (file index, block index)
 
@@ -94,6 +110,45 @@ def _has(have, f: int) -> bool:
     if have is True:
         return True
     return have is not None and bool(have[f >> 3] & (0x80 >> (f & 7)))
+
+
+_NONZERO = re.compile(rb"[^\x00]")
+
+
+def _new_bits(old: bytes | bytearray, mask: bytes | bytearray) -> Iterator[int]:
+    """Bit indices (most significant bit of byte 0 first) set in `mask` and
+    not in `old`: C-speed over the zero bytes, Python only for the bits found."""
+    n = len(mask)
+    new = (int.from_bytes(mask, "big") & ~int.from_bytes(old, "big")).to_bytes(n, "big")
+    for m in _NONZERO.finditer(new):
+        i = m.start()
+        byte, base = new[i], i << 3
+        for j in range(8):
+            if byte & (0x80 >> j):
+                yield base + j
+
+
+def ranges_mask(ranges, nblocks: int) -> bytearray | None:
+    """A block bitmap of `nblocks` bits with the given (first, count) ranges set;
+    None when a range leaves the file or ranges overlap or go backwards (so one
+    frame costs at most one pass over the file's bitmap)."""
+    mask = bytearray((nblocks + 7) // 8)
+    prev = 0
+    for start, count in ranges:
+        end = start + count
+        if start < prev or end > nblocks:
+            return None
+        prev = end
+        a, b = start >> 3, end >> 3
+        if a == b:
+            mask[a] |= (0xFF >> (start & 7)) & ~(0xFF >> (end & 7)) & 0xFF
+            continue
+        mask[a] |= 0xFF >> (start & 7)
+        if b > a + 1:
+            mask[a + 1:b] = b"\xff" * (b - a - 1)
+        if end & 7:
+            mask[b] |= ~(0xFF >> (end & 7)) & 0xFF
+    return mask
 
 
 class CloneSwarm(SwarmBase):
@@ -132,6 +187,9 @@ class CloneSwarm(SwarmBase):
         self._count = array("I")    # entry -> peers with a bitfield that hold it
         self._n_all = 0             # peers that hold everything
         self._order: list[int] = []  # wanted files, rarest first
+        self._perm: dict[int, array] = {}  # file -> this clone's random block order
+        self._bc: dict[int, array] = {}    # file -> per block, peers holding it in part
+        self._unprovable: set[Key] = set()  # verified by an older dattui: no proof kept
         self._order_gen = 0
         self._order_dirty = True
         self._order_at = 0.0
@@ -141,7 +199,7 @@ class CloneSwarm(SwarmBase):
         self.bytes_have = 0
         self.blocks_refetched = 0
         self.blocks_duplicated = 0  # endgame copies requested
-        self.blocks_moved = 0       # requests moved from a seed to a clone holding the file
+        self.blocks_moved = 0       # requests moved from a seed to a clone holding the block
         self.bytes_wasted = 0       # copies that arrived after another one
         self.failed: DattuiError | None = None
         self.completed = False
@@ -160,6 +218,7 @@ class CloneSwarm(SwarmBase):
         self._set_manifest(mf.decode(encoded), encoded, sig)
         self.verified = self.db.verified()
         self.done = self.db.done_files()
+        self._unprovable = self.db.unprovable()
         # a finished file that changed on disk since is fetched again
         for idx in list(self.done):
             e = self.manifest.entries[idx]
@@ -181,11 +240,16 @@ class CloneSwarm(SwarmBase):
             self.blocks.reset()
         self.retry.clear()
         self._next.clear()
+        self._perm.clear()
         # what peers hold is known again from their answers for this version
         self._count = array("I", bytes(4 * n))
+        self._bc.clear()
         self._n_all = 0
         for p in self.peers:
             p.app["have"] = None
+            p.app["pb"] = {}
+            p.app["offers"] = deque()
+            p.app.pop("offers_lost", None)
         self._order = []
         self._order_gen += 1
         self._order_dirty = True
@@ -234,6 +298,7 @@ class CloneSwarm(SwarmBase):
         self.db.set_manifest(m.version, encoded, sig, keep)
         self.verified = {keep[f]: b for f, b in self.verified.items() if f in keep}
         self.done = {keep[f] for f in self.done if f in keep}
+        self._unprovable = {(keep[f], b) for f, b in self._unprovable if f in keep}
         self._forget_requests()
         self._set_manifest(m, encoded, sig)
         self.completed = False
@@ -274,6 +339,31 @@ class CloneSwarm(SwarmBase):
             return wire.HaveAll(self.version)
         return wire.Bitfield.of(self.version, len(self.manifest.entries), self.done)
 
+    def _summary_frames(self) -> list:
+        """What we serve of this version: the summary of complete files, then
+        HAVE_BLOCKS for every file held in part."""
+        out = [self._summary()]
+        unprovable = self._unprovable
+        for f, got in self.verified.items():
+            if f in self.done or not got:
+                continue
+            blocks = sorted(b for b in got if (f, b) not in unprovable) if unprovable \
+                else sorted(got)
+            ranges = wire.block_ranges(blocks)
+            for i in range(0, len(ranges), wire.MAX_RANGES):
+                out.append(wire.HaveBlocks(self.version, f, tuple(ranges[i:i + wire.MAX_RANGES])))
+        return out
+
+    def _drop_partial(self, peer: PeerConnection, f: int) -> None:
+        """Forget which blocks of file f the peer holds in part."""
+        bits = peer.app.get("pb", {}).pop(f, None)
+        bc = self._bc.get(f)
+        if bits is None or bc is None:
+            return
+        for b in _set_bits(bits):
+            if bc[b]:
+                bc[b] -= 1
+
     def _drop_availability(self, peer: PeerConnection) -> None:
         have = peer.app.get("have")
         if have is True:
@@ -283,6 +373,10 @@ class CloneSwarm(SwarmBase):
             for i in _set_bits(have):
                 count[i] -= 1
         peer.app["have"] = None
+        for f in list(peer.app.get("pb", ())):
+            self._drop_partial(peer, f)
+        peer.app["offers"] = deque()
+        peer.app.pop("offers_lost", None)
         self._order_dirty = True
 
     def _on_summary(self, peer: PeerConnection, version: int, bf: wire.Bitfield | None) -> None:
@@ -322,13 +416,92 @@ class CloneSwarm(SwarmBase):
             have[byte] |= bit
             self._count[f.file] += 1
             self._order_dirty = True
+            self._drop_partial(peer, f.file)  # held whole now
             peer.app.setdefault("fresh", []).append(f.file)
+            if self._nblocks[f.file] == 1 and f.file not in self.done:
+                self._maybe_move(peer, (f.file, 0), time.monotonic())
         self._schedule(peer)
 
-    def _lose(self, peer: PeerConnection, file: int) -> None:
-        """The peer advertised `file` but cannot serve it: not asked again until HAVE."""
+    def _on_have_blocks(self, peer: PeerConnection, f: wire.HaveBlocks) -> None:
+        m = self.manifest
+        if m is None or f.version != self.version or peer.app.get("have") is None:
+            return  # of another version, or before its summary: it answers again
+        file = f.file
+        if not 0 <= file < len(m.entries) or m.entries[file].kind != mf.Kind.FILE:
+            peer.close(ERR_PROTOCOL, "block ranges of no file")
+            return
+        n = self._nblocks[file]
+        mask = ranges_mask(f.ranges, n)
+        if mask is None:
+            peer.close(ERR_PROTOCOL, "block ranges outside the file or out of order")
+            return
+        if _has(peer.app["have"], file):
+            return  # it holds the whole file already
+        pb = peer.app.setdefault("pb", {})
+        bits = pb.get(file)
+        if bits is None:
+            bits = pb[file] = bytearray(len(mask))
+        bc = self._bc.get(file)
+        if bc is None:
+            bc = self._bc[file] = array("H", bytes(2 * n))
+        want = file not in self.done
+        got = self.verified.get(file, ())
+        offers = peer.app.setdefault("offers", deque())
+        now = time.monotonic()
+        for b in _new_bits(bits, mask):
+            if bc[b] < 0xFFFF:
+                bc[b] += 1
+            if want and b not in got:
+                key = (file, b)
+                if len(offers) < MAX_OFFERS:
+                    offers.append(key)
+                else:
+                    peer.app["offers_lost"] = True
+                self._maybe_move(peer, key, now)
+        bits[:] = (int.from_bytes(bits, "big") | int.from_bytes(mask, "big")).to_bytes(len(mask), "big")
+        self._order_dirty = True
+        self._schedule(peer)
+
+    def _maybe_move(self, peer: PeerConnection, key: Key, now: float) -> None:
+        """`peer` (not a seed) has just announced `key`: a request for it that
+        waits at a seed moves here, when this peer has room and the seed is not
+        likely sending it already. Seeds are the swarm's scarce upload."""
+        holders = self.inflight.get(key)
+        if not holders or len(holders) != 1 or peer.app.get("have") is True:
+            return
+        seed = holders[0]
+        if seed is peer or seed.app.get("have") is not True or peer.link.closed \
+                or peer.app.get("version") != self.version \
+                or key in islice(seed.app["inflight"], SEED_SENDING) \
+                or peer.app["inflight_bytes"] >= self._target(peer, now):
+            return
+        seed.send(wire.Cancel(self.version, *key))
+        self._remember_cancel(seed, key)
+        self._release(seed, key)
+        self.blocks_moved += 1
+        peer.send_raw(self._request(peer, key))
+
+    def _holds(self, peer: PeerConnection, f: int, b: int) -> bool:
+        if _has(peer.app.get("have"), f):
+            return True
+        bits = peer.app.get("pb", {}).get(f)
+        return bits is not None and bool(bits[b >> 3] & (0x80 >> (b & 7)))
+
+    def _lose(self, peer: PeerConnection, file: int, block: int) -> None:
+        """The peer advertised a block of `file` but cannot serve it: a file it
+        said HAVE for is not asked again until HAVE; a block it announced, until
+        it announces it again."""
         have = peer.app.get("have")
         if have is None:
+            return
+        bits = peer.app.get("pb", {}).get(file)
+        if bits is not None and not _has(have, file):
+            byte, bit = block >> 3, 0x80 >> (block & 7)
+            if bits[byte] & bit:
+                bits[byte] &= ~bit
+                bc = self._bc.get(file)
+                if bc is not None and bc[block]:
+                    bc[block] -= 1
             return
         if have is True:  # everything but this file, from now on
             m = self.manifest
@@ -372,15 +545,93 @@ class CloneSwarm(SwarmBase):
         for p in self.peers:
             p.app["fresh"] = []
 
-    def _take(self, f: int) -> int | None:
-        """The next block of file f nobody was asked for, if any."""
+    def _perm_of(self, f: int) -> array:
+        """This clone's own random order of file f's blocks: clones of one share
+        fetch a big file in different orders (never in lock-step), so they soon
+        have blocks to give each other."""
+        perm = self._perm.get(f)
+        if perm is None:
+            perm = array("I", range(self._nblocks[f]))
+            self.rng.shuffle(perm)
+            self._perm[f] = perm
+        return perm
+
+    def _take(self, f: int, seed: PeerConnection | None = None, now: float = 0.0) -> int | None:
+        """A block of file f nobody was asked for, if any: blocks no peer holds
+        in part first. For a `seed`, a block a clone peer with room holds is
+        left to that peer."""
         n = self._nblocks[f]
-        b = self._next.get(f, 0)
         got = self.verified.get(f, ())
-        while b < n and (b in got or (f, b) in self.inflight):
-            b += 1
-        self._next[f] = min(b + 1, n)
-        return b if b < n else None
+        inflight = self.inflight
+        if n == 1:
+            self._next[f] = 1
+            return 0 if not got and (f, 0) not in inflight else None
+        perm = self._perm_of(f)
+        i = self._next.get(f, 0)
+        while i < n and (perm[i] in got or (f, perm[i]) in inflight):
+            i += 1
+        self._next[f] = i  # every block before i is verified or asked for
+        if i >= n:
+            return None
+        bc = self._bc.get(f)
+        if bc is None:
+            return perm[i]
+        fallback, spared = None, False
+        for j in range(i, min(n, i + SCAN_LIMIT)):
+            b = perm[j]
+            if b in got or (f, b) in inflight:
+                continue
+            if not bc[b]:
+                return b
+            if fallback is None:
+                if seed is not None and self._partial_room(seed, f, b, now):
+                    spared = True
+                else:
+                    fallback = b
+                    if seed is None:
+                        break
+        if fallback is None and spared:
+            self._order_dirty = True  # look again soon: that peer may be slow to ask
+        return fallback
+
+    def _partial_room(self, seed: PeerConnection, f: int, b: int, now: float) -> bool:
+        """A peer other than `seed` that holds block b of f in part and has room."""
+        byte, bit = b >> 3, 0x80 >> (b & 7)
+        for q in self.peers:
+            bits = q.app.get("pb", {}).get(f) if q is not seed else None
+            if bits is not None and bits[byte] & bit and q.app.get("version") == self.version \
+                    and not q.link.closed and q.app["inflight_bytes"] < self._target(q, now):
+                return True
+        return False
+
+    def _take_offer(self, peer: PeerConnection) -> Key | None:
+        """A block the peer announced (it holds its file in part) that we lack
+        and nobody was asked for."""
+        offers = peer.app.get("offers")
+        if offers is None:
+            return None
+        for _ in range(2):
+            while offers:
+                f, b = key = offers.popleft()
+                if f not in self.done and b not in self.verified.get(f, ()) \
+                        and key not in self.inflight and self._holds(peer, f, b):
+                    return key
+            if not peer.app.pop("offers_lost", False):
+                return None
+            # more was announced than the queue holds: look through its bitmaps again
+            for f, bits in peer.app.get("pb", {}).items():
+                if f in self.done:
+                    continue
+                got = self.verified.get(f, ())
+                for b in _new_bits(b"\x00" * len(bits), bits):
+                    if b not in got and (f, b) not in self.inflight:
+                        if len(offers) >= MAX_OFFERS:
+                            peer.app["offers_lost"] = True
+                            break
+                        offers.append((f, b))
+                if peer.app.get("offers_lost"):
+                    break
+        return None
 
     def _pick(self, peer: PeerConnection, now: float) -> Key | None:
         have = peer.app.get("have")
@@ -392,7 +643,7 @@ class CloneSwarm(SwarmBase):
                 f, b = key
                 if f in self.done or b in self.verified.get(f, ()) or key in self.inflight:
                     stale.append(key)
-                elif _has(have, f):
+                elif self._holds(peer, f, b):
                     found = key
                     break
             for key in stale:
@@ -408,11 +659,12 @@ class CloneSwarm(SwarmBase):
         order = self._order
         pos = peer.app.get("scan", 0) if peer.app.get("scan_gen") == self._order_gen else 0
         spare = have is True and self._n_all < len(self.peers)
+        seed = peer if spare else None
         while pos < len(order):
             f = order[pos]
             if f not in self.done and _has(have, f) \
                     and not (spare and self._count[f] and self._other_has_room(peer, f, now)):
-                b = self._take(f)
+                b = self._take(f, seed, now)
                 if b is not None:
                     peer.app["scan"], peer.app["scan_gen"] = pos, self._order_gen
                     return f, b
@@ -424,28 +676,32 @@ class CloneSwarm(SwarmBase):
         while fresh:
             f = fresh[-1]
             if f not in self.done:
-                b = self._take(f)
+                b = self._take(f, None, now)
                 if b is not None:
                     return f, b
             fresh.pop()
-        if have is not True and self._n_all:
-            key = self._pick_moved(peer, have)
+        if have is not True:
+            key = self._take_offer(peer)
             if key is not None:
                 return key
+            if self._n_all:
+                key = self._pick_moved(peer)
+                if key is not None:
+                    return key
         if self._remaining == len(self.inflight):
-            return self._pick_copy(peer, have)
+            return self._pick_copy(peer)
         return None
 
-    def _pick_moved(self, peer: PeerConnection, have) -> Key | None:
-        """A request waiting at a peer that holds everything, for a file this
+    def _pick_moved(self, peer: PeerConnection) -> Key | None:
+        """A request waiting at a peer that holds everything, for a block this
         peer holds too: moved here (CANCEL there), the latest first, since the
         seed's queue is served oldest first. Seeds are the swarm's scarce
-        upload; a file other clones hold is fetched from them."""
+        upload; what other clones hold is fetched from them."""
         for seed in self.peers:
             if seed is peer or seed.app.get("have") is not True:
                 continue
             for key in islice(reversed(seed.app["inflight"]), MOVE_WINDOW):
-                if _has(have, key[0]) and len(self.inflight.get(key, ())) == 1:
+                if self._holds(peer, *key) and len(self.inflight.get(key, ())) == 1:
                     seed.send(wire.Cancel(self.version, *key))
                     self._remember_cancel(seed, key)
                     self._release(seed, key)
@@ -464,14 +720,24 @@ class CloneSwarm(SwarmBase):
                 return True
         return False
 
-    def _pick_copy(self, peer: PeerConnection, have) -> Key | None:
+    def _pick_copy(self, peer: PeerConnection) -> Key | None:
         """Endgame: a block requested elsewhere, the longest outstanding first."""
         mine = peer.app["inflight"]
         for key, holders in self.inflight.items():
-            if len(holders) < ENDGAME_COPIES and key not in mine and _has(have, key[0]):
+            if len(holders) < ENDGAME_COPIES and key not in mine and self._holds(peer, *key):
                 self.blocks_duplicated += 1
                 return key
         return None
+
+    def _request(self, peer: PeerConnection, key: Key) -> bytes:
+        """Record a request for `key` at `peer`; the encoded frame to send."""
+        size = self._block_size(*key)
+        peer.app["inflight"][key] = size
+        peer.app["inflight_bytes"] += size
+        self._requests += 1
+        self._requested_bytes += size
+        self.inflight.setdefault(key, []).append(peer)
+        return wire.encode(wire.Request(self.version, key[0], key[1]))
 
     def _schedule(self, peer: PeerConnection) -> None:
         if self.manifest is None or self.failed or self.completed or peer.link.closed \
@@ -479,22 +745,13 @@ class CloneSwarm(SwarmBase):
             return
         now = time.monotonic()
         target = self._target(peer, now)
-        mine = peer.app["inflight"]
-        out = peer.app["inflight_bytes"]
         sent = []
-        while out < target and self._requests < self.max_requests \
+        while peer.app["inflight_bytes"] < target and self._requests < self.max_requests \
                 and self._requested_bytes < self.max_bytes:
             key = self._pick(peer, now)
             if key is None:
                 break
-            size = self._block_size(*key)
-            mine[key] = size
-            out += size
-            self._requests += 1
-            self._requested_bytes += size
-            self.inflight.setdefault(key, []).append(peer)
-            sent.append(wire.encode(wire.Request(self.version, key[0], key[1])))
-        peer.app["inflight_bytes"] = out
+            sent.append(self._request(peer, key))
         if sent:
             peer.send_raw(b"".join(sent))
 
@@ -544,6 +801,8 @@ class CloneSwarm(SwarmBase):
         peer.app["inflight"] = {}
         peer.app["inflight_bytes"] = 0
         peer.app["have"] = None
+        peer.app["pb"] = {}
+        peer.app["offers"] = deque()
         peer.send(wire.GetManifest(self.version))
         if self.manifest is not None and self.state == State.SEARCHING:
             self.state = State.TRANSFERRING
@@ -565,14 +824,26 @@ class CloneSwarm(SwarmBase):
         return self.db.leaves(file) if file in self.done else None
 
     def read_block(self, version: int, file: int, block: int) -> tuple[bytes, list[bytes]] | None:
-        if self.manifest is None or version != self.version or file not in self.done:
+        if self.manifest is None or version != self.version:
             return None
-        return self.blocks.read(self.manifest, file, block)
+        if file in self.done:
+            return self.blocks.read(self.manifest, file, block)
+        # a file held in part: the block with the proof it was verified with
+        if block not in self.verified.get(file, ()) or (file, block) in self._unprovable:
+            return None
+        row = self.db.proof(file, block)
+        if row is None or row[1] is None:
+            return None
+        leaf, proof = row
+        return self.blocks.read_verified(self.manifest, file, block, leaf,
+                                         merkle.split_leaves(proof))
 
     def on_frame(self, peer: PeerConnection, frame) -> None:
         try:
             if isinstance(frame, wire.Data):
                 self._on_data(peer, frame)
+            elif isinstance(frame, wire.HaveBlocks):
+                self._on_have_blocks(peer, frame)
             elif isinstance(frame, wire.Have):
                 self._on_have(peer, frame)
             elif isinstance(frame, wire.HaveAll):
@@ -601,7 +872,7 @@ class CloneSwarm(SwarmBase):
             elif isinstance(frame, wire.GetManifest):
                 if self.manifest is not None and self.upload:
                     send_manifest(peer, self.version, self.encoded, self.signature,
-                                  frame.have_version, self._summary())
+                                  frame.have_version, self._summary_frames())
             else:
                 self.common_frame(peer, frame)
         except UnsafeManifest as exc:
@@ -620,7 +891,7 @@ class CloneSwarm(SwarmBase):
         if self._release(peer, key):
             self.retry[key] = None
         peer.app["lacks"] = peer.app.get("lacks", 0) + 1
-        self._lose(peer, f.file)
+        self._lose(peer, f.file, f.block)
         self._kick()
 
     def _on_manifest_part(self, peer: PeerConnection, f: wire.ManifestPart) -> None:
@@ -698,7 +969,14 @@ class CloneSwarm(SwarmBase):
         if len(have) == e.blocks(m.block_size):
             self._file_complete(f.file, had_partial=len(have) > 1)
         else:
-            self.db.add_verified(f.file, f.block, leaf)
+            self.db.add_verified(f.file, f.block, leaf, b"".join(f.proof))
+            if self.upload:  # served from now on, with the proof it came with
+                frame = None
+                for p in self.peers:
+                    if not p.link.closed and not self._holds(p, f.file, f.block):
+                        frame = frame or wire.encode(
+                            wire.HaveBlocks(self.version, f.file, ((f.block, 1),)))
+                        p.send_raw(frame)
         self._check_complete()
         if self._remaining == len(self.inflight):
             self._kick()  # endgame: every peer with room takes copies
@@ -716,6 +994,10 @@ class CloneSwarm(SwarmBase):
         self.done.add(idx)
         self.verified.pop(idx, None)
         self._next.pop(idx, None)
+        self._perm.pop(idx, None)
+        self._bc.pop(idx, None)
+        if self._unprovable:
+            self._unprovable = {k for k in self._unprovable if k[0] != idx}
         if self.upload and e.size:
             have_frame = wire.encode(wire.Have(self.version, idx))
             for p in self.peers:
@@ -777,7 +1059,8 @@ class CloneSwarm(SwarmBase):
             state=self.state, version=self.version,
             files_total=len(m.files) if m else 0, files_done=len(self.done),
             bytes_total=m.total_bytes if m else 0, bytes_have=self.bytes_have,
-            bytes_received=self.bytes_received, active_files=tuple(active))
+            bytes_received=self.bytes_received, bytes_sent=self.server.bytes_sent,
+            active_files=tuple(active))
 
     async def close(self) -> None:
         self._closed = True

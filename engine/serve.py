@@ -2,9 +2,12 @@
 
 A peer may have at most MAX_QUEUED requests waiting; more is a protocol
 violation. Blocks are read only when the connection's unsent backlog is below
-the high-water mark, so memory stays bounded however fast peers ask. A CANCEL
-drops a request that is still queued (a clone in its endgame asked several
-peers for the same block and has it now).
+what the connection sends in BACKLOG_SECONDS at its current rate (at least
+MIN_BACKLOG, at most the high-water mark), so memory stays bounded however
+fast peers ask, and requests wait here, where a CANCEL still reaches them,
+rather than in QUIC's send buffer. A CANCEL drops a request that is still
+queued (a clone in its endgame asked several peers for the same block and has
+it now, or another clone announced the block and the request moved there).
 """
 
 from __future__ import annotations
@@ -18,6 +21,13 @@ from .peer import ERR_PROTOCOL, PeerConnection
 from .transport.quic import HIGH_WATER
 
 MAX_QUEUED = 2048
+MIN_BACKLOG = 256 * 1024
+BACKLOG_SECONDS = 0.25
+
+
+def backlog_limit(rate: float) -> int:
+    """Unsent bytes to keep queued in QUIC for a connection sending `rate` bytes/s."""
+    return int(min(HIGH_WATER, max(MIN_BACKLOG, rate * BACKLOG_SECONDS)))
 
 
 class BlockSource(Protocol):
@@ -57,7 +67,8 @@ class BlockServer:
         if not q:
             return
         now = time.monotonic()
-        while q and peer.backlog < HIGH_WATER and not peer.link.closed and self.may_send(peer, now):
+        limit = backlog_limit(peer.up.rate(now))
+        while q and peer.backlog < limit and not peer.link.closed and self.may_send(peer, now):
             version, file, block = q.popleft()
             got = self.source.read_block(version, file, block)
             if got is None:
@@ -83,12 +94,16 @@ MANIFEST_CHUNK = 256 * 1024
 
 
 def send_manifest(peer: PeerConnection, version: int, encoded: bytes, signature: bytes,
-                  have_version: int, summary: wire.HaveAll | wire.Bitfield | None = None) -> None:
+                  have_version: int, summary: list | None = None) -> None:
     """The signed manifest in parts (only when the peer has another version),
-    its signature, then what the sender serves of that version: `summary`, or
-    HAVE_ALL when it is None (a share serves every file)."""
+    its signature, then what the sender serves of that version: the frames of
+    `summary` (HAVE_ALL or BITFIELD, then HAVE_BLOCKS), or HAVE_ALL when it is
+    None (a share serves every file)."""
     if have_version != version:
         for off in range(0, max(len(encoded), 1), MANIFEST_CHUNK):
             peer.send(wire.ManifestPart(version, len(encoded), off, encoded[off:off + MANIFEST_CHUNK]))
     peer.send(wire.ManifestSignature(version, signature))
-    peer.send(summary if summary is not None else wire.HaveAll(version))
+    if summary is None:
+        peer.send(wire.HaveAll(version))
+    else:
+        peer.send_raw(b"".join(wire.encode(f) for f in summary))

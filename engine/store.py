@@ -3,8 +3,10 @@
 ShareDB: the share's public key, every signed manifest version, and the scan
 results (leaf hashes per file) that serve blocks and make rescans cheap.
 CloneDB: the link, the newest verified manifest, and which blocks of it are
-verified on disk. A block is recorded only after its bytes are written, so a
-clone killed at any moment refetches at most the blocks that were in flight.
+verified on disk, each with the Merkle proof it came with (so a clone serves
+any block it has verified, before the whole file is there). A block is
+recorded only after its bytes are written, so a clone killed at any moment
+refetches at most the blocks that were in flight.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ CREATE TABLE IF NOT EXISTS scanned (
 """
 _CLONE = """
 CREATE TABLE IF NOT EXISTS verified (
-    file INTEGER NOT NULL, block INTEGER NOT NULL, leaf BLOB NOT NULL,
+    file INTEGER NOT NULL, block INTEGER NOT NULL, leaf BLOB NOT NULL, proof BLOB,
     PRIMARY KEY (file, block)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS done_files (file INTEGER PRIMARY KEY, leaves BLOB NOT NULL);
 """
@@ -108,18 +110,24 @@ class ShareDB(_DB):
 class CloneDB(_DB):
     SCHEMA = _CLONE
 
+    def __init__(self, folder: Path, create: bool = True) -> None:
+        super().__init__(folder, create)
+        cols = {r[1] for r in self.conn.execute("PRAGMA table_info(verified)")}
+        if "proof" not in cols:  # state written before clones served partial files
+            self.conn.execute("ALTER TABLE verified ADD COLUMN proof BLOB")
+
     def set_manifest(self, version: int, encoded: bytes, signature: bytes,
                      keep: dict[int, int]) -> None:
         """Store a newer manifest; `keep` maps old file index -> new index for
         files whose content did not change (their verified blocks carry over)."""
         with self.conn:
             self.conn.execute("BEGIN")
-            old = self.conn.execute("SELECT file, block, leaf FROM verified").fetchall()
+            old = self.conn.execute("SELECT file, block, leaf, proof FROM verified").fetchall()
             done = self.conn.execute("SELECT file, leaves FROM done_files").fetchall()
             self.conn.execute("DELETE FROM verified")
             self.conn.execute("DELETE FROM done_files")
-            self.conn.executemany("INSERT INTO verified VALUES (?, ?, ?)",
-                                  [(keep[f], b, l) for f, b, l in old if f in keep])
+            self.conn.executemany("INSERT INTO verified VALUES (?, ?, ?, ?)",
+                                  [(keep[f], b, l, p) for f, b, l, p in old if f in keep])
             self.conn.executemany("INSERT INTO done_files VALUES (?, ?)",
                                   [(keep[f], l) for f, l in done if f in keep])
             self.conn.execute("DELETE FROM manifests")
@@ -132,6 +140,12 @@ class CloneDB(_DB):
             out.setdefault(f, {})[b] = leaf
         return out
 
+    def unprovable(self) -> set[tuple[int, int]]:
+        """Verified blocks recorded without their proof (by an older dattui):
+        kept, but not served until their file is complete."""
+        return {(r[0], r[1]) for r in self.conn.execute(
+            "SELECT file, block FROM verified WHERE proof IS NULL")}
+
     def done_files(self) -> set[int]:
         return {r[0] for r in self.conn.execute("SELECT file FROM done_files")}
 
@@ -139,8 +153,16 @@ class CloneDB(_DB):
         row = self.conn.execute("SELECT leaves FROM done_files WHERE file=?", (file,)).fetchone()
         return None if row is None else row[0]
 
-    def add_verified(self, file: int, block: int, leaf: bytes) -> None:
-        self.conn.execute("INSERT OR IGNORE INTO verified VALUES (?, ?, ?)", (file, block, leaf))
+    def add_verified(self, file: int, block: int, leaf: bytes, proof: bytes | None = None) -> None:
+        """`proof`: the sibling hashes the block was verified with, concatenated."""
+        self.conn.execute("INSERT OR IGNORE INTO verified VALUES (?, ?, ?, ?)",
+                          (file, block, leaf, proof))
+
+    def proof(self, file: int, block: int) -> tuple[bytes, bytes | None] | None:
+        """(leaf, proof) of a verified block of a file not yet complete."""
+        row = self.conn.execute("SELECT leaf, proof FROM verified WHERE file=? AND block=?",
+                                (file, block)).fetchone()
+        return None if row is None else (row[0], row[1])
 
     def file_done(self, file: int, leaves: bytes, had_partial: bool = True) -> None:
         """Mark a file complete, keeping its leaf hashes so it can be served."""

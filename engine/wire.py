@@ -10,6 +10,7 @@ MAX_FRAME is a protocol error that ends the connection.
 
 from __future__ import annotations
 
+import ipaddress
 import struct
 from dataclasses import dataclass
 
@@ -19,6 +20,9 @@ PROTOCOL_VERSION = 1
 MAGIC = b"DATTUI"
 MAX_FRAME = 4 * 1024 * 1024 + 64 * 1024  # a 4 MiB block, its proof and headers
 MAX_PROOF = 64
+MAX_RANGES = 512    # block ranges in one HAVE_BLOCKS frame
+MAX_PEX_PEERS = 32  # peers in one PEX frame
+MAX_PEX_ADDRS = 4   # candidate addresses per peer in PEX and PUNCH_INTRO
 
 _LEN = struct.Struct(">IB")
 _HELLO = struct.Struct(">6sH32s32s32s")
@@ -31,6 +35,10 @@ _DATA = struct.Struct(">QIIB")
 _CLOSE = struct.Struct(">H")
 _HAVE = struct.Struct(">QI")
 _BITFIELD = struct.Struct(">QI")
+_HAVE_BLOCKS = struct.Struct(">QIH")
+_RANGE = struct.Struct(">II")
+_ID = struct.Struct(">32s")
+_SESSION = struct.Struct(">16s32s")
 
 
 @dataclass(frozen=True)
@@ -281,9 +289,154 @@ class Bitfield:
         return 0 <= i < self.count and bool(self.bits[i >> 3] & (0x80 >> (i & 7)))
 
 
+@dataclass(frozen=True)
+class HaveBlocks:
+    """The sender serves these blocks of file `file` of `version` (verified,
+    each with its Merkle proof), although not yet the whole file: a list of
+    (first block, count) ranges, at most MAX_RANGES. Sent after the summary
+    (HAVE_ALL or BITFIELD) for every file the sender holds in part, then as
+    blocks are verified; a HAVE follows when the file is complete."""
+
+    TYPE = 0x11
+    version: int
+    file: int
+    ranges: tuple[tuple[int, int], ...]
+
+    def payload(self) -> bytes:
+        return _HAVE_BLOCKS.pack(self.version, self.file, len(self.ranges)) + b"".join(
+            _RANGE.pack(start, count) for start, count in self.ranges)
+
+    @classmethod
+    def parse(cls, p: memoryview) -> "HaveBlocks":
+        version, file, n = _HAVE_BLOCKS.unpack_from(p)
+        if n > MAX_RANGES:
+            raise ProtocolError(f"{n} block ranges in one frame")
+        if len(p) != _HAVE_BLOCKS.size + _RANGE.size * n:
+            raise ProtocolError("block ranges do not match their count")
+        ranges = tuple(_RANGE.unpack_from(p, _HAVE_BLOCKS.size + i * _RANGE.size) for i in range(n))
+        if any(count == 0 for _, count in ranges):
+            raise ProtocolError("empty block range")
+        return cls(version, file, ranges)
+
+
+def block_ranges(blocks) -> list[tuple[int, int]]:
+    """Sorted block numbers -> (first, count) ranges."""
+    out: list[list[int]] = []
+    for b in blocks:
+        if out and out[-1][0] + out[-1][1] == b:
+            out[-1][1] += 1
+        else:
+            out.append([b, 1])
+    return [(a, n) for a, n in out]
+
+
+Address = tuple[str, int]
+
+
+def _pack_addrs(addrs) -> bytes:
+    out = [struct.pack(">B", len(addrs))]
+    for host, port in addrs:
+        packed = ipaddress.ip_address(host).packed
+        out.append(struct.pack(">B", len(packed)) + packed + struct.pack(">H", port))
+    return b"".join(out)
+
+
+def _parse_addrs(p: memoryview, off: int) -> tuple[tuple[Address, ...], int]:
+    (n,) = struct.unpack_from(">B", p, off)
+    if n > MAX_PEX_ADDRS:
+        raise ProtocolError(f"{n} addresses for one peer")
+    off += 1
+    addrs = []
+    for _ in range(n):
+        (size,) = struct.unpack_from(">B", p, off)
+        if size not in (4, 16):
+            raise ProtocolError(f"address of {size} bytes")
+        raw = bytes(p[off + 1:off + 1 + size])
+        (port,) = struct.unpack_from(">H", p, off + 1 + size)
+        if len(raw) != size:
+            raise ProtocolError("truncated address")
+        addrs.append((str(ipaddress.ip_address(raw)), port))
+        off += 3 + size
+    return tuple(addrs), off
+
+
+@dataclass(frozen=True)
+class PexPeer:
+    node_id: bytes                # 32 bytes: the peer's ed25519 node key
+    addrs: tuple[Address, ...]    # where the sender reaches it (at most MAX_PEX_ADDRS)
+
+
+@dataclass(frozen=True)
+class Pex:
+    """Peer exchange: peers of this share the sender is connected to, at most
+    MAX_PEX_PEERS, each with at most MAX_PEX_ADDRS candidate addresses."""
+
+    TYPE = 0x12
+    peers: tuple[PexPeer, ...]
+
+    def payload(self) -> bytes:
+        return struct.pack(">B", len(self.peers)) + b"".join(
+            _ID.pack(p.node_id) + _pack_addrs(p.addrs) for p in self.peers)
+
+    @classmethod
+    def parse(cls, p: memoryview) -> "Pex":
+        (n,) = struct.unpack_from(">B", p)
+        if n > MAX_PEX_PEERS:
+            raise ProtocolError(f"{n} peers in one PEX frame")
+        off, peers = 1, []
+        for _ in range(n):
+            (node,) = _ID.unpack_from(p, off)
+            addrs, off = _parse_addrs(p, off + 32)
+            peers.append(PexPeer(node, addrs))
+        if off != len(p):
+            raise ProtocolError("trailing bytes in PEX")
+        return cls(tuple(peers))
+
+
+@dataclass(frozen=True)
+class PunchRequest:
+    """Asks the receiver (a peer both sides are connected to) to introduce the
+    sender to `node_id` so both punch at once."""
+
+    TYPE = 0x13
+    node_id: bytes
+
+    def payload(self) -> bytes:
+        return _ID.pack(self.node_id)
+
+    @classmethod
+    def parse(cls, p: memoryview) -> "PunchRequest":
+        if len(p) != _ID.size:
+            raise ProtocolError("PUNCH_REQUEST of the wrong size")
+        return cls(*_ID.unpack(p))
+
+
+@dataclass(frozen=True)
+class PunchIntro:
+    """From a common peer to both sides at once: punch towards `node_id` at
+    `addrs` with probes of `session`; the side with the smaller node id dials."""
+
+    TYPE = 0x14
+    session: bytes
+    node_id: bytes
+    addrs: tuple[Address, ...]
+
+    def payload(self) -> bytes:
+        return _SESSION.pack(self.session, self.node_id) + _pack_addrs(self.addrs)
+
+    @classmethod
+    def parse(cls, p: memoryview) -> "PunchIntro":
+        session, node = _SESSION.unpack_from(p)
+        addrs, off = _parse_addrs(p, _SESSION.size)
+        if off != len(p):
+            raise ProtocolError("trailing bytes in PUNCH_INTRO")
+        return cls(session, node, addrs)
+
+
 FRAME_TYPES = {c.TYPE: c for c in (Hello, Auth, GetManifest, ManifestPart, ManifestSignature,
                                    Request, Cancel, NoData, Data, NewVersion, Ping, Pong, Close,
-                                   Have, HaveAll, Bitfield)}
+                                   Have, HaveAll, Bitfield, HaveBlocks, Pex, PunchRequest,
+                                   PunchIntro)}
 
 
 def encode(frame) -> bytes:

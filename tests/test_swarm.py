@@ -130,10 +130,20 @@ async def test_a_clone_with_three_seeders_receives_blocks_from_all_three(tmp_pat
         await close_all(*es, c)
 
 
-async def test_five_clones_finish_together_and_the_share_uploads_less_than_twice(tmp_path):
-    rate = 1 * MiB
-    src = make_files(tmp_path / "data", 64, 64 * 1024)
-    size = 64 * 64 * 1024
+def make_big_file(root: Path, size: int, seed: int = 9) -> Path:
+    root.mkdir(parents=True)
+    (root / "big.bin").write_bytes(random.Random(seed).randbytes(size))
+    return root
+
+
+@pytest.mark.parametrize("dataset", ["many-files", "one-big-file"])
+async def test_five_clones_finish_together_and_the_share_uploads_less_than_twice(tmp_path, dataset):
+    if dataset == "many-files":
+        rate, size = 1 * MiB, 64 * 64 * 1024
+        src = make_files(tmp_path / "data", 64, 64 * 1024)
+    else:  # one file: clones trade the blocks they have verified before it is complete
+        rate, size = 2 * MiB, 8 * MiB
+        src = make_big_file(tmp_path / "data", size)
     es, (share,) = await seeders(tmp_path, src, 1, [rate])
     link, share_addr = share.link, f"127.0.0.1:{es[0].port}"
     clones = []

@@ -25,6 +25,13 @@ GOLDEN = [
     (wire.Have(2, 5), "0000000d0e000000000000000200000005"),
     (wire.HaveAll(2), "000000090f0000000000000002"),
     (wire.Bitfield(2, 10, b"\xa0\x40"), "0000000f1000000000000000020000000aa040"),
+    (wire.HaveBlocks(2, 5, ((0, 3), (9, 1))),
+     "0000001f11" "0000000000000002" "00000005" "0002" "00000000" "00000003" "00000009" "00000001"),
+    (wire.Pex((wire.PexPeer(b"\x33" * 32, (("10.0.0.1", 3282), ("::1", 80))),)),
+     "0000003d12" "01" + "33" * 32 + "02" "04" "0a000001" "0cd2" "10" + "00" * 15 + "01" "0050"),
+    (wire.PunchRequest(b"\x44" * 32), "0000002113" + "44" * 32),
+    (wire.PunchIntro(b"\x55" * 16, b"\x66" * 32, (("203.0.113.7", 3282),)),
+     "0000003914" + "55" * 16 + "66" * 32 + "01" "04" "cb007107" "0cd2"),
     (wire.Close(1, "bye"), "000000060d0001627965"),
 ]
 DATA_HEX = "00000035090000000000000002000000050000000901" + "77" * 32 + "78797a"
@@ -110,3 +117,31 @@ def test_bitfield_bits_and_bounds():
         wire.FrameDecoder().feed(wire.encode(wire.Bitfield(2, 10, b"\xa0\x40\x00")))
     with pytest.raises(ProtocolError):  # a spare bit set
         wire.FrameDecoder().feed(wire.encode(wire.Bitfield(2, 10, b"\xa0\x60")))
+
+
+def _frame(ftype: int, payload: bytes) -> bytes:
+    return (len(payload) + 1).to_bytes(4, "big") + bytes([ftype]) + payload
+
+
+@pytest.mark.parametrize("name,raw", [
+    ("too many ranges", _frame(0x11, bytes(12) + (wire.MAX_RANGES + 1).to_bytes(2, "big")
+                                + bytes(8 * (wire.MAX_RANGES + 1)))),
+    ("range count short of its ranges", _frame(0x11, bytes(12) + b"\x00\x02" + bytes(8))),
+    ("empty range", _frame(0x11, bytes(12) + b"\x00\x01" + bytes(8))),
+    ("too many peers", _frame(0x12, bytes([wire.MAX_PEX_PEERS + 1]) + (b"\x01" * 32 + b"\x00") * 33)),
+    ("too many addresses", _frame(0x12, b"\x01" + b"\x01" * 32 + bytes([wire.MAX_PEX_ADDRS + 1])
+                                  + b"\x04\x0a\x00\x00\x01\x00\x01" * 5)),
+    ("address of 5 bytes", _frame(0x12, b"\x01" + b"\x01" * 32 + b"\x01\x05" + bytes(7))),
+    ("trailing bytes", _frame(0x12, b"\x00\x00")),
+    ("short punch request", _frame(0x13, bytes(31))),
+    ("long punch request", _frame(0x13, bytes(33))),
+    ("punch intro with trailing bytes", _frame(0x14, bytes(48) + b"\x00\x00")),
+])
+def test_hostile_swarm_frames_are_protocol_errors(name, raw):
+    with pytest.raises(ProtocolError):
+        wire.FrameDecoder().feed(raw)
+
+
+def test_block_ranges_of_sorted_blocks():
+    assert wire.block_ranges([0, 1, 2, 9, 11, 12]) == [(0, 3), (9, 1), (11, 2)]
+    assert wire.block_ranges([]) == []
