@@ -829,11 +829,18 @@ def measure(args, kinds, tools, mtus, variants, tmp: Path) -> int:
                                "label": label, "files": len(manifest), "bytes": total,
                                "problems": []}
                         t0 = time.perf_counter()
+                        before = set(os.listdir(data))
                         try:
                             row.update(fn(ctx, data, manifest, total, kind))
                         except (RunError, OSError, ValueError, KeyError,
                                 subprocess.SubprocessError) as e:
                             row["error"] = f"{type(e).__name__}: {e}"
+                        # a share leaves state in the folder (dattui: .dat/): every run
+                        # starts from the pristine dataset, as a first share
+                        for extra in set(os.listdir(data)) - before:
+                            row.setdefault("left_in_source", []).append(extra)
+                            p = data / extra
+                            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
                         out = row.pop("_out", None)
                         if out:
                             shutil.rmtree(out.parent, ignore_errors=True)
