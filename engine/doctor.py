@@ -12,9 +12,10 @@ at all: a check still running then is reported as unfinished):
 - ``udp:HOST:PORT`` per configured rendezvous/STUN server: a STUN Binding
   request (sent 3 times, 0.5 s apart, answered within 2 s);
 - ``public_address``, ``nat_mapping`` (same public address and port towards
-  two server addresses or not), ``nat_filtering`` (RFC 5780 CHANGE-REQUEST,
-  only with a server that has a second address), ``port_preservation``,
-  ``hairpin`` (a datagram to our own public address);
+  two server addresses or not), ``nat_filtering`` (RFC 5780 CHANGE-REQUEST
+  from a fresh socket: answers from the server's other IP address and port,
+  then from its other port), ``port_preservation``, ``hairpin`` (a datagram
+  to our own public address);
 - ``relay_udp``, ``relay_tcp``: REGISTER with the first rendezvous server
   (the one the engine meets peers and relays through) over UDP and over TCP,
   and one message relayed between the two registrations;
@@ -40,7 +41,7 @@ from . import netinfo
 from .daemon.interface import CheckResult
 from .discovery.static import parse_hostport
 from .doctor_checks import portmap, probes
-from .doctor_checks.verdict import (ED, EI, NONE, UNKNOWN, Facts, ServerResult, Verdict,
+from .doctor_checks.verdict import (AD, APD, ED, EI, NONE, UNKNOWN, Facts, ServerResult, Verdict,
                                     classify_filtering, classify_mapping, hostport, port_preserved,
                                     verdict)
 from .errors import UsageError
@@ -366,33 +367,84 @@ class Doctor:
                            "machines behind this same NAT connect over their local addresses instead")
 
     async def _filtering(self, probe: probes.UdpProbe) -> CheckResult:
+        """RFC 5780 filtering tests from a fresh socket that has sent to one
+        server address only (the NAT tests' socket has also sent to the
+        other servers, whose addresses an address-dependent filter would then
+        let in): test II asks for an answer from the server's other IP
+        address and port (only a server with a second IP, which shows it as
+        OTHER-ADDRESS), test III from its other port."""
         f, o = self.facts, self.options
-        rfc5780 = [s for s in f.servers if s.ok and s.answer.other is not None]
-        if not rfc5780:
-            f.filtering = UNKNOWN
-            f.filtering_reason = ("no server can answer from a second address (RFC 5780 "
-                                  "OTHER-ADDRESS), so whether unsolicited packets reach us was not tested")
+        answered = [s for s in f.servers if s.ok]
+        answered.sort(key=lambda s: s.answer.other is None)  # a server with a second IP first
+        s = answered[0]
+        wait = min(1.5, o.stun_timeout)
+        try:
+            fresh = probes.UdpProbe(o.host if ":" not in o.host else "0.0.0.0", 0, loop=probe.loop)
+        except OSError as exc:
+            f.filtering, f.filtering_reason = UNKNOWN, f"no socket for the test: {probes.describe_oserror(exc)}"
             return CheckResult("nat_filtering", None, "filtering of unsolicited packets: not tested",
                                f.filtering_reason)
-        s = rfc5780[0]
-        both = await probes.stun_binding(probe, s.resolved, timeout=min(1.5, o.stun_timeout),
-                                         change_ip=True, change_port=True)
-        port = None
-        if not both.ok:
-            port = await probes.stun_binding(probe, s.resolved, timeout=min(1.5, o.stun_timeout),
-                                             change_port=True)
-        f.filtering = classify_filtering(both.ok, None if port is None else port.ok)
-        f.filtering_reason = (f"asked {s.address} (other address {hostport(s.answer.other)}) to answer "
-                              f"from its other address and port: {'answered' if both.ok else 'nothing came'}"
-                              + ("" if port is None else
-                                 f"; from its other port: {'answered' if port.ok else 'nothing came'}"))
+        try:
+            base = await probes.stun_binding(fresh, s.resolved, timeout=o.stun_timeout)
+            if not base.ok:
+                f.filtering = UNKNOWN
+                f.filtering_reason = f"{s.address} did not answer a second socket: {base.error}"
+                return CheckResult("nat_filtering", None, "filtering of unsolicited packets: not tested",
+                                   f.filtering_reason)
+            notes = []
+
+            def outcome(ans: probes.StunAnswer, what: str, want_ip: bool) -> bool | None:
+                if ans.ok and ans.source is not None and ans.source != s.resolved:
+                    if want_ip and ans.source[0] == s.resolved[0]:
+                        notes.append(f"{what}: it answered from {hostport(ans.source)}, the same IP address")
+                        return None
+                    notes.append(f"{what}: its answer from {hostport(ans.source)} came in")
+                    return True
+                if ans.ok or ans.code is not None:
+                    notes.append(f"{what}: the server cannot ("
+                                 + (f"error {ans.code}" if ans.code is not None else "it ignored the request")
+                                 + ")")
+                    return None
+                notes.append(f"{what}: nothing came in ({ans.error or 'no answer'})")
+                return False
+
+            both = None
+            if base.other is not None:
+                ans = await probes.stun_binding(fresh, s.resolved, timeout=wait, change_ip=True,
+                                                change_port=True)
+                both = outcome(ans, f"asked {s.address} to answer from its other address "
+                                    f"{hostport(base.other)}", True)
+            else:
+                notes.append(f"{s.address} has no second IP address (no OTHER-ADDRESS), so an answer "
+                             "from another address was not tested")
+            port = None
+            if not both:
+                ans = await probes.stun_binding(fresh, s.resolved, timeout=wait, change_port=True)
+                port = outcome(ans, "asked it to answer from its other port", False)
+        finally:
+            fresh.close()
+        f.filtering = classify_filtering(both, port, f.mapping)
+        f.filtering_reason = "; ".join(notes)
         text = {
-            EI: "unsolicited packets from anywhere reach us (endpoint-independent filtering)",
-            "address-dependent": "only hosts we sent to can reach us (address-dependent filtering)",
-            "address-and-port-dependent": "only the exact address and port we sent to can reach us "
-                                          "(address-and-port-dependent filtering: hole punching opens it)",
+            NONE: (True, "none: no NAT and no firewall in the way (an answer from another address "
+                         "and port got in)"),
+            EI: (True, "endpoint-independent: unsolicited packets from anywhere reach us through "
+                       "the NAT's mapping"),
+            AD: (True, "address-dependent: only hosts we sent to can reach us"),
+            APD: (True, "address-and-port-dependent: only the exact address and port we sent to can "
+                        "reach us (hole punching opens it)"),
+            UNKNOWN: (None, "could not be told"),
         }
-        return CheckResult("nat_filtering", True, "filtering: " + text[f.filtering], f.filtering_reason)
+        ok, words = text[f.filtering]
+        advice = ""
+        if f.filtering == UNKNOWN and both is None and port:
+            words = ("not port-dependent (an answer from the server's other port got in); whether "
+                     "other addresses get in too needs a server with a second IP address")
+            advice = ("a rendezvous server started with --alt-bind IP2:PORT2 tells more")
+        elif f.filtering == UNKNOWN:
+            advice = ("a rendezvous server started with --alt-bind IP2:PORT2 (a second IP address) "
+                      "can test it")
+        return CheckResult("nat_filtering", ok, "filtering: " + words, f.filtering_reason, advice)
 
     # -- relay -------------------------------------------------------------------------------
     async def _relay_group(self, queue: asyncio.Queue) -> None:

@@ -72,3 +72,29 @@ def first_connection(lines) -> dict | None:
         if l["event"] == "peer_connected":
             return l
     return None
+
+
+RDV_ALT_PORT = 3479
+
+
+class Rendezvous5780:
+    """One `dattui rendezvous` with four UDP sockets for RFC 5780 NAT behaviour
+    discovery: 203.0.113.10 and .11, ports 3478 and 3479 (`--alt-bind`). Nodes
+    meet at .10:3478; .11:3478 answers STUN (the mapping tests compare the two);
+    a CHANGE-REQUEST is answered from the other socket. Takes the place of
+    `start_rendezvous` (same addresses: `rendezvous_args()` fit both)."""
+
+    def __init__(self, server_host) -> None:
+        self.proc = server_host.popen(dattui("rendezvous", "--bind", f"{RDV[0]}:{RDV_PORT}",
+                                             "--alt-bind", f"{RDV[1]}:{RDV_ALT_PORT}"),
+                                      stderr=subprocess.PIPE, text=True)
+        line = self.proc.stderr.readline()
+        assert "alternate port and IP address" in line, line
+        self.procs = [self.proc]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+
+
+def start_rendezvous_rfc5780(server_host) -> Rendezvous5780:
+    return Rendezvous5780(server_host)

@@ -24,6 +24,9 @@ Topology per kind (``index`` = i; WAN addresses default to 203.0.113.(100+i)):
     UDP_BLOCKED same, MASQUERADE + all forwarded UDP dropped (TCP passes)
     DOUBLE      peer 10.i.0.2 -- [home: CONE] 100.64.i.2 -- 100.64.i.1 [cgn: MASQ] WAN
     SAME_NAT    add_peers_same_nat(): peers 10.i.0.2 and 10.i.0.3 behind one CONE router
+    FULL_CONE   add_full_cone_peer(): MASQUERADE out, every UDP datagram to the WAN address
+                forwarded to the peer at the same port (endpoint-independent filtering),
+                with hairpinning by default
 
 The internet is by default a routed core (see ``Internet``): packets between two
 internet hosts cross ``hops`` (4) router hops, so low-TTL punch probes behave as on
@@ -53,7 +56,7 @@ from dataclasses import dataclass, field
 from netlab import Host, Lab, NetlabError, Segment, _need, _run
 
 __all__ = ["NatKind", "Internet", "Peer", "build_internet", "add_peer", "add_peers_same_nat",
-           "INTERNET_PREFIXES"]
+           "add_full_cone_peer", "INTERNET_PREFIXES"]
 
 INTERNET_PREFIXES = ("203.0.113.0/24", "198.51.100.0/24")
 _INET_NET = ipaddress.ip_network("203.0.113.0/24")
@@ -67,6 +70,7 @@ class NatKind(enum.Enum):
     UDP_BLOCKED = "udp_blocked"  # MASQUERADE + all forwarded UDP dropped, TCP allowed
     DOUBLE = "double"            # home NAT (CONE) behind a carrier-grade NAT (MASQ)
     SAME_NAT = "same_nat"        # two peers behind one CONE NAT (add_peers_same_nat)
+    FULL_CONE = "full_cone"      # endpoint-independent filtering (add_full_cone_peer only)
 
 
 # -- small helpers ---------------------------------------------------------------
@@ -430,3 +434,29 @@ def add_peers_same_nat(lab: Lab, internet: Internet, index: int, *,
         peers.append(Peer(h, NatKind.SAME_NAT, index, internet, router, ifname=pif,
                           _far=(router, port), _wan=(router, wan_if)))
     return peers[0], peers[1]
+
+
+def add_full_cone_peer(lab: Lab, internet: Internet, index: int, *, hairpin: bool = True,
+                       wan_ip: str | None = None, name: str | None = None) -> Peer:
+    """One peer (10.<index>.0.2) behind a full-cone NAT: MASQUERADE out (port
+    preserving, endpoint-independent mapping) and every UDP datagram that reaches
+    the WAN address unsolicited forwarded to the peer at the same port (a DNAT of
+    all inbound UDP, the "DMZ host" of home routers): endpoint-independent
+    filtering. ``hairpin``: a datagram the peer sends to the WAN address comes
+    back to it (DNAT on the LAN side, then MASQUERADE to the router's LAN address).
+    Not one of the kinds ``add_peer`` builds."""
+    _check_index(index)
+    router, wan_if = _add_nat_router(lab, internet, NatKind.MASQ, index, False, wan_ip)
+    peer_ip = f"10.{index}.0.2"
+    wan = router.ifaces[wan_if].split("/")[0]
+    _ipt(router, "-t", "nat", "-A", "PREROUTING", "-i", wan_if, "-p", "udp", "-j", "DNAT",
+         "--to-destination", peer_ip)
+    if hairpin:
+        _ipt(router, "-t", "nat", "-A", "PREROUTING", "-i", "lan0", "-d", wan, "-p", "udp", "-j", "DNAT",
+             "--to-destination", peer_ip)
+        _ipt(router, "-t", "nat", "-A", "POSTROUTING", "-o", "lan0", "-s", f"10.{index}.0.0/24",
+             "-d", peer_ip, "-p", "udp", "-j", "MASQUERADE")
+    h = lab.add_host(name or f"peer{index}")
+    pif, port = _attach_lan(lab, router, h, peer_ip, f"10.{index}.0.1")
+    return Peer(h, NatKind.FULL_CONE, index, internet, router, ifname=pif,
+                _far=(router, port), _wan=(router, wan_if))

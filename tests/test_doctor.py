@@ -1,11 +1,13 @@
-"""`dattui doctor` in the NAT lab: every kind of NAT, no network, unreachable
-servers, RFC 5780 filtering, and the two-machine peer test against the path
-a real clone between the same two kinds takes.
+"""`dattui doctor` in the NAT lab: every kind of NAT (mapping, filtering,
+hairpinning), no network, unreachable servers, and the two-machine peer test
+against the path a real clone between the same two kinds takes.
 
-The rendezvous host runs one server per address (203.0.113.10 and .11, port
-3478, nat_helpers.start_rendezvous): a server bound to 0.0.0.0 answers from
-its primary address only, and a NAT drops an answer from an address it never
-sent to (natlab.add_server).
+The rendezvous host runs one server with four UDP sockets (203.0.113.10 and
+.11, ports 3478 and 3479, nat_helpers.start_rendezvous_rfc5780): .10:3478 and
+.11:3478 are the two addresses the mapping is compared across, and a
+CHANGE-REQUEST is answered from the socket that differs in address and/or
+port (RFC 5780), each from the address it is bound to (a NAT drops an answer
+from an address it never sent to unless its filtering lets it in).
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ import pytest
 
 from cli import env
 from helpers import make_tree
-from nat_helpers import Share, clone, first_connection, start_rendezvous
-from natlab import NatKind, add_peer, build_internet
+from nat_helpers import Share, clone, first_connection, start_rendezvous, start_rendezvous_rfc5780
+from natlab import NatKind, add_full_cone_peer, add_peer, build_internet
 
 pytestmark = pytest.mark.netns
 
@@ -39,8 +41,9 @@ def dattui(*args) -> list[str]:
 def net(lab):
     inet = build_internet(lab)
     rdv = inet.add_server("rdv", RDV1, RDV2)
-    start_rendezvous(rdv)  # one server per address
-    return inet, rdv
+    server = start_rendezvous_rfc5780(rdv)
+    yield inet, rdv
+    server.stop()
 
 
 def doctor(host, home: Path, *args, json_mode: bool = True):
@@ -54,23 +57,30 @@ def doctor(host, home: Path, *args, json_mode: bool = True):
     return p, json.loads(p.stdout.strip().splitlines()[-1]), took
 
 
-# (udp, mapping, port preservation, verdict kind, exit status)
+APD = "address-and-port-dependent"
+# (udp, mapping, port preservation, filtering, hairpin, verdict kind, exit status); Linux
+# MASQUERADE filters by address and port; the lab's NATs do not hairpin (without a NAT
+# there is nothing to turn); the full cone lets anything in and hairpins
 EXPECTED = {
-    NatKind.PUBLIC: (True, "none", True, "direct", 0),
-    NatKind.CONE: (True, "endpoint-independent", True, "direct", 0),
-    NatKind.MASQ: (True, "endpoint-independent", True, "direct", 0),
-    NatKind.SYMMETRIC: (True, "endpoint-dependent", False, "relay", 1),
-    NatKind.UDP_BLOCKED: (False, "unknown", None, "tcp_relay", 1),
-    NatKind.DOUBLE: (True, "endpoint-independent", True, "direct", 0),
+    NatKind.PUBLIC: (True, "none", True, "none", True, "direct", 0),
+    NatKind.CONE: (True, "endpoint-independent", True, APD, False, "direct", 0),
+    NatKind.MASQ: (True, "endpoint-independent", True, APD, False, "direct", 0),
+    NatKind.SYMMETRIC: (True, "endpoint-dependent", False, APD, False, "relay", 1),
+    NatKind.UDP_BLOCKED: (False, "unknown", None, "unknown", None, "tcp_relay", 1),
+    NatKind.DOUBLE: (True, "endpoint-independent", True, APD, False, "direct", 0),
+    NatKind.FULL_CONE: (True, "endpoint-independent", True, "endpoint-independent", True, "direct", 0),
 }
 
 
 @pytest.mark.parametrize("kind", list(EXPECTED), ids=lambda k: k.name.lower())
 def test_doctor_classifies_each_kind_of_nat(net, kind, tmp_path):
     inet, _ = net
-    peer = add_peer(inet.lab, inet, kind, 1)
+    if kind is NatKind.FULL_CONE:
+        peer = add_full_cone_peer(inet.lab, inet, 1)
+    else:
+        peer = add_peer(inet.lab, inet, kind, 1)
     p, rep, took = doctor(peer.host, tmp_path / "home", *RDV_ARGS)
-    udp, mapping, preserved, verdict, status = EXPECTED[kind]
+    udp, mapping, preserved, filtering, hairpin, verdict, status = EXPECTED[kind]
     assert took < BUDGET and rep["seconds"] < BUDGET
     assert p.returncode == status, (p.returncode, rep["verdict"])
     assert rep["udp"] is udp
@@ -83,11 +93,13 @@ def test_doctor_classifies_each_kind_of_nat(net, kind, tmp_path):
     assert rep["checks"][-1]["name"] == "verdict"
     names = [c["name"] for c in rep["checks"]]
     assert len(names) == len(set(names))
+    assert rep["nat"]["filtering"] == filtering, rep["nat"]
+    assert rep["nat"]["hairpin"] is hairpin, rep["nat"]
     if udp:
         assert rep["public_addresses"] == [peer.public_ip]
         assert [m["server"] for m in rep["nat"]["mapped"]] == [f"{RDV1}:{PORT}", f"{RDV2}:{PORT}"]
-        # the lab's NATs do not hairpin; without a NAT there is nothing to turn
-        assert rep["nat"]["hairpin"] is (kind is NatKind.PUBLIC)
+        check = [c for c in rep["checks"] if c["name"] == "nat_filtering"][0]
+        assert check["ok"] is True and f"{RDV2}:3479" in check["detail"], check
     else:
         assert rep["public_addresses"] == []
         assert ("UDP is blocked here: transfers will go through the TCP relay at "
@@ -97,7 +109,8 @@ def test_doctor_classifies_each_kind_of_nat(net, kind, tmp_path):
         assert rep["verdict"]["summary"].startswith("direct connections will work")
     if verdict == "relay":
         assert rep["verdict"]["summary"].startswith("others can reach you only through a relay")
-    assert rep["nat"]["filtering"] == "unknown"  # these servers have no second address to answer from
+    if kind is NatKind.FULL_CONE:
+        assert "peers behind any kind of NAT reach you directly" in rep["verdict"]["steps"][0]
 
 
 def test_no_network_at_all(lab, tmp_path):
@@ -140,51 +153,26 @@ def test_every_server_unreachable_within_budget(lab, tmp_path):
     assert dht["ok"] is False
 
 
-RFC5780_SERVER = r"""
-import select, socket, sys
-sys.path.insert(0, sys.argv[1])
-from engine import stun
-A = ("203.0.113.10", "203.0.113.11"); P = (3479, 3480)
-socks = {}
-for a in A:
-    for p in P:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind((a, p))
-        socks[(a, p)] = s
-print("ready", flush=True)
-while True:
-    for s in select.select(list(socks.values()), [], [])[0]:
-        data, src = s.recvfrom(2048)
-        ip, port = s.getsockname()
-        try:
-            msg = stun.parse(data)
-            change_ip, change_port = msg.change_request
-        except ValueError:
-            continue
-        if msg.msg_type != stun.BINDING_REQUEST:
-            continue
-        other = (A[1 - A.index(ip)], P[1 - P.index(port)])
-        out = (other[0] if change_ip else ip, other[1] if change_port else port)
-        socks[out].sendto(stun.binding_success(msg.transaction_id, src, response_origin=out,
-                                               other_address=other), src)
-"""
-
-
-@pytest.mark.parametrize("kind,filtering", [(NatKind.PUBLIC, "endpoint-independent"),
-                                            (NatKind.CONE, "address-and-port-dependent")],
-                         ids=["public", "cone"])
-def test_filtering_with_an_rfc5780_server(net, kind, filtering, tmp_path):
-    inet, rdv = net
-    srv = rdv.popen([sys.executable, "-c", RFC5780_SERVER, str(ROOT)], stdout=subprocess.PIPE, text=True)
-    assert srv.stdout.readline().strip() == "ready"
-    peer = add_peer(inet.lab, inet, kind, 1)
-    p, rep, took = doctor(peer.host, tmp_path / "home", "--rendezvous", f"{RDV1}:{PORT}",
-                          "--stun", f"{RDV1}:3479")
-    assert took < BUDGET
-    assert rep["nat"]["filtering"] == filtering, rep["nat"]
-    assert [s["role"] for s in rep["servers"]] == ["rendezvous", "stun"]
-    check = [c for c in rep["checks"] if c["name"] == "nat_filtering"][0]
-    assert check["ok"] is True and "203.0.113.11:3480" in check["detail"]
+@pytest.mark.parametrize("kind,filtering", [(NatKind.CONE, APD), (NatKind.PUBLIC, "unknown")],
+                         ids=["cone", "public"])
+def test_filtering_against_servers_with_an_alternate_port_only(lab, kind, filtering, tmp_path):
+    """Two `dattui rendezvous --bind IP:3478`, each with its automatic alternate port
+    3479 and no second IP address: only RFC 5780 test III (another port) can run."""
+    inet = build_internet(lab)
+    rdv = start_rendezvous(inet.add_server("rdv", RDV1, RDV2))
+    try:
+        peer = add_peer(lab, inet, kind, 1)
+        p, rep, took = doctor(peer.host, tmp_path / "home", "--rendezvous", f"{RDV1}:{PORT}",
+                              "--stun", f"{RDV2}:{PORT}")
+        assert took < BUDGET
+        assert [s["role"] for s in rep["servers"]] == ["rendezvous", "stun"]
+        assert rep["nat"]["filtering"] == filtering, rep["nat"]
+        check = [c for c in rep["checks"] if c["name"] == "nat_filtering"][0]
+        assert "no second IP address" in check["detail"] and "other port" in check["detail"], check
+        if kind is NatKind.PUBLIC:
+            assert check["summary"].startswith("filtering: not port-dependent") and "--alt-bind" in check["advice"]
+    finally:
+        rdv.stop()
 
 
 PAIRS = [(NatKind.CONE, NatKind.CONE, "punched"),

@@ -179,6 +179,7 @@ class StunAnswer:
     source: Address | None = None     # where the answer came from
     rtt_ms: float | None = None
     other: Address | None = None      # RFC 5780 OTHER-ADDRESS, if the server has one
+    code: int | None = None           # a STUN error response's code (420: CHANGE-REQUEST refused)
     error: str = ""                   # why there is no answer
     no_route: bool = False            # sending failed at once: no route out
 
@@ -229,14 +230,17 @@ async def stun_binding(probe: UdpProbe, server: Address, *, timeout: float = 2.0
             ans.error = "no answer within %.1f s" % timeout
             return ans
         data, addr, t = result
+        ans.source = addr
         try:
             msg = stun.parse(data)
+            if msg.msg_type == stun.BINDING_ERROR:
+                code = msg.error_code
+                ans.code = code[0] if code else 0
             ans.mapped = stun.parse_binding_response(data, tid)
             ans.other = msg.other_address
         except (ValueError, stun.StunError) as exc:
             ans.error = f"bad answer: {exc}"
             return ans
-        ans.source = addr
         ans.rtt_ms = (t - start) * 1000.0
         return ans
     finally:

@@ -13,11 +13,16 @@ NAT mapping (RFC 4787 terms, as RFC 5780 measures them):
   destination, a "symmetric" NAT: peers cannot predict our port);
 - "unknown": fewer than two server addresses answered.
 
-Filtering (RFC 5780 section 4.4, only with a server that has a second
-address and port, shown by OTHER-ADDRESS): "endpoint-independent" when an
-answer from the other address and port gets in, "address-dependent" when
-only one from the same address and another port does,
-"address-and-port-dependent" when neither does, "unknown" otherwise.
+Filtering (RFC 5780 section 4.4, from a socket that has sent to one server
+address only, with a server that answers CHANGE-REQUEST from its other
+sockets): "endpoint-independent" when an answer from the other IP address
+and port gets in (test II; only a server with a second IP address, shown by
+OTHER-ADDRESS, can send it), "address-dependent" when only one from the
+same address and another port does (test III), "address-and-port-dependent"
+when that one does not get in either, "none" when there is no NAT and test
+II gets through (no firewall either), "unknown" otherwise (no server could
+change its address, or only test III was possible and it got through: then
+endpoint-independent and address-dependent cannot be told apart).
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ __all__ = [
     "EI",
     "ED",
     "UNKNOWN",
+    "AD",
+    "APD",
     "ServerResult",
     "Facts",
     "Verdict",
@@ -163,15 +170,17 @@ def classify_mapping(local_port: int | None, local_ips: list[str],
         f"{hostport(s)} sees {hostport(m)}" for s, m in seen)
 
 
-def classify_filtering(change_both: bool | None, change_port: bool | None) -> str:
+def classify_filtering(change_both: bool | None, change_port: bool | None,
+                       mapping: str | None = None) -> str:
     """RFC 5780 tests II (answer from the other address and port) and III
-    (answer from the same address, other port)."""
+    (answer from the same address, other port): True got in, False did not,
+    None not tested. `mapping` NONE (no NAT) makes an open result "none"."""
     if change_both:
-        return EI
+        return NONE if mapping == NONE else EI
+    if change_port is False:
+        return APD
     if change_both is False and change_port:
         return AD
-    if change_both is False and change_port is False:
-        return APD
     return UNKNOWN
 
 
@@ -264,12 +273,17 @@ def verdict(f: Facts) -> Verdict:
                        f"direct connections will work: this machine has a public address ({pub})",
                        tuple(steps + relay_note))
     if mapping == EI:
+        if f.filtering == EI:
+            first = ("your NAT lets unsolicited packets in on that port: peers behind any kind of "
+                     "NAT reach you directly")
+        else:
+            first = ("peers behind a NAT that changes ports per destination may still need the relay "
+                     f"at {relay_at}")
         return Verdict(
             "direct", True,
             "direct connections will work: your NAT keeps one public port for every destination, "
             "so hole punching gets through",
-            tuple(["peers behind a NAT that changes ports per destination may still need the relay "
-                   f"at {relay_at}"] + relay_note))
+            tuple([first] + relay_note))
     if mapping == ED:
         steps = [f"transfers still work: they go through the relay at {relay_at} (slower, "
                  "rate-limited), or a punched path when the other side's NAT is simple",
