@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import time
 from collections.abc import Callable
 
@@ -21,6 +22,8 @@ from .transport.pmtu import is_pmtu
 from .transport.quic import QuicEndpoint, QuicLink, is_quic
 from .transport.udp import Address, Demux, UdpSocket, bind_udp
 from . import wire
+
+log = logging.getLogger("dattui.node")
 
 KEEPALIVE = 10.0
 SOURCE_PATH = {"lan": PathKind.LAN, "peer-arg": PathKind.DIRECT, "dht": PathKind.DIRECT}
@@ -67,6 +70,7 @@ class Node:
                                      max_datagram_size=self.max_datagram_size, loop=self.loop)
         self.endpoint.classify = classify_incoming
         self.endpoint.probe_sendto = self.socket.send_df
+        self.endpoint.sendto_many = self.socket.sendto_many
         self.demux.add(is_quic, self.endpoint.datagram)
         self.demux.add(is_pmtu, self.endpoint.pmtu_datagram)
         self.demux.on_batch_end(self.endpoint.flush)
@@ -180,4 +184,7 @@ class Node:
             await asyncio.sleep(0.05)  # let the CONNECTION_CLOSE frames go out
             self.endpoint.flush()
         if self.socket:
-            self.socket.close()
+            sk = self.socket
+            log.debug("udp: %d bytes in, %d out, %d GSO sends, %d GRO reads, %d send errors",
+                      sk.bytes_in, sk.bytes_out, sk.gso_sends, sk.gro_reads, sk.send_errors)
+            sk.close()

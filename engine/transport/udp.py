@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import socket
+import sys
 from collections.abc import Callable
 
 Address = tuple[str, int]
@@ -21,6 +23,11 @@ BATCH = 128
 _IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
 _IPV6_MTU_DISCOVER = getattr(socket, "IPV6_MTU_DISCOVER", 23)
 _PMTUDISC_PROBE = getattr(socket, "IP_PMTUDISC_PROBE", 3)
+UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)  # GSO: one send, many datagrams
+UDP_GRO = getattr(socket, "UDP_GRO", 104)  # GRO: one receive, many datagrams
+GSO_MAX_SEGMENTS = 64
+GSO_MAX_BYTES = 65000  # one UDP datagram's worth (65,507) with room to spare
+_GRO_CMSG = socket.CMSG_SPACE(4)
 DEFAULT_BUFFER = 4 * 1024 * 1024
 MAX_DATAGRAM = 65535
 
@@ -83,14 +90,30 @@ def bind_udp(host: str, port: int, *, tries: int = 64, buffer: int = DEFAULT_BUF
 
 
 class UdpSocket:
-    def __init__(self, sock: socket.socket, demux: Demux, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    """The socket, its reads batched, and - where the kernel offers them - UDP
+    generic segmentation (GSO: a train of equal-size datagrams handed over in one
+    `sendmsg`) and generic receive offload (GRO: several datagrams of one flow
+    returned by one `recvmsg`). Both fall back to one syscall per datagram."""
+
+    def __init__(self, sock: socket.socket, demux: Demux, loop: asyncio.AbstractEventLoop | None = None,
+                 *, offload: bool = True) -> None:
         self.sock = sock
         self.demux = demux
         self._loop = loop or asyncio.get_running_loop()
-        self._loop.add_reader(sock.fileno(), self._read_ready)
         self.bytes_in = self.bytes_out = 0
         self.send_errors = 0
         self.closed = False
+        offload = offload and not os.environ.get("DATTUI_NO_OFFLOAD")
+        self.gso = offload and sock.family in (socket.AF_INET, socket.AF_INET6)
+        self.gro = False
+        if offload:
+            try:
+                sock.setsockopt(socket.SOL_UDP, UDP_GRO, 1)
+                self.gro = True
+            except OSError:
+                pass
+        self.gso_sends = self.gro_reads = 0
+        self._loop.add_reader(sock.fileno(), self._read_gro if self.gro else self._read_ready)
 
     @property
     def port(self) -> int:
@@ -109,6 +132,50 @@ class UdpSocket:
             self.send_errors += 1  # a full send buffer drops; QUIC retransmits
         except OSError:
             self.send_errors += 1  # unreachable/no route: reported by whoever waits on it
+
+    def sendto_many(self, datagrams: list[bytes], addr: Address) -> None:
+        """Send datagrams in order; runs of equal size (a shorter one may end a
+        run) go out as one GSO send."""
+        if not self.gso or len(datagrams) < 2:
+            for d in datagrams:
+                self.sendto(d, addr)
+            return
+        n = len(datagrams)
+        i = 0
+        while i < n:
+            seg = len(datagrams[i])
+            total = seg
+            j = i + 1
+            while j < n and j - i < GSO_MAX_SEGMENTS:
+                size = len(datagrams[j])
+                if size > seg or total + size > GSO_MAX_BYTES:
+                    break
+                total += size
+                j += 1
+                if size < seg:
+                    break  # only the last segment may be shorter
+            if j - i == 1:
+                self.sendto(datagrams[i], addr)
+            else:
+                self._send_segments(datagrams[i:j], seg, addr)
+            i = j
+
+    def _send_segments(self, run: list[bytes], seg: int, addr: Address) -> None:
+        if self.closed:
+            return
+        try:
+            self.bytes_out += self.sock.sendmsg(
+                [b"".join(run)], [(socket.SOL_UDP, UDP_SEGMENT, seg.to_bytes(2, sys.byteorder))], 0, addr)
+            self.gso_sends += 1
+        except (BlockingIOError, InterruptedError):
+            self.send_errors += 1
+        except OSError as exc:
+            if exc.errno in (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP):
+                self.gso = False  # this kernel or device cannot segment: one by one from now on
+                for d in run:
+                    self.sendto(d, addr)
+            else:
+                self.send_errors += 1
 
     def send_df(self, data: bytes, addr: Address) -> bool:
         """Send with the don't-fragment bit and without the kernel's path MTU
@@ -145,6 +212,34 @@ class UdpSocket:
             self.bytes_in += len(data)
             try:
                 dispatch(data, addr[:2])
+            except Exception:  # a handler bug must not kill the socket
+                import logging
+                logging.getLogger("dattui.udp").exception("datagram handler failed")
+        self.demux.batch_end()
+
+    def _read_gro(self) -> None:
+        recvmsg = self.sock.recvmsg
+        dispatch = self.demux.dispatch
+        for _ in range(BATCH):
+            try:
+                data, ancdata, _flags, addr = recvmsg(MAX_DATAGRAM, _GRO_CMSG)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                continue
+            self.bytes_in += len(data)
+            addr = addr[:2]
+            seg = 0
+            for level, kind, cdata in ancdata:
+                if level == socket.SOL_UDP and kind == UDP_GRO and len(cdata) >= 2:
+                    seg = int.from_bytes(cdata[:4] if len(cdata) >= 4 else cdata[:2], sys.byteorder)
+            try:
+                if 0 < seg < len(data):
+                    self.gro_reads += 1
+                    for off in range(0, len(data), seg):
+                        dispatch(data[off:off + seg], addr)
+                else:
+                    dispatch(data, addr)
             except Exception:  # a handler bug must not kill the socket
                 import logging
                 logging.getLogger("dattui.udp").exception("datagram handler failed")
