@@ -50,6 +50,10 @@ def test_filtering_and_port_preservation():
     assert classify_filtering(False, True) == "address-dependent"
     assert classify_filtering(False, False) == APD
     assert classify_filtering(None, None) == UNKNOWN
+    assert classify_filtering(None, False) == APD       # a server with an alternate port only
+    assert classify_filtering(None, True) == UNKNOWN    # EI and AD cannot be told apart then
+    assert classify_filtering(True, None, NONE) == NONE  # no NAT, no firewall
+    assert classify_filtering(False, False, NONE) == APD  # no NAT, but a firewall
     assert port_preserved(3282, [("203.0.113.5", 3282)]) is True
     assert port_preserved(3282, [("203.0.113.5", 3282), ("203.0.113.5", 9)]) is False
     assert port_preserved(3282, []) is None
@@ -234,3 +238,16 @@ def test_cli_prints_checks_and_exits_by_verdict(tmp_path):
         loop.call_soon_threadsafe(holder["server"].close)
         loop.call_soon_threadsafe(loop.stop)
         t.join(5)
+
+
+async def test_filtering_against_a_server_with_a_second_address_on_loopback():
+    srv = await serve("127.0.0.1", 0, alt=("127.0.0.2", 0))
+    try:
+        rep = await report(DoctorOptions(rendezvous=(f"127.0.0.1:{srv.udp_address[1]}",), host="127.0.0.1",
+                                         port=_free_udp_port(), lan=False, port_mapping=False))
+        assert rep["nat"]["mapping"] == "none" and rep["nat"]["filtering"] == "none"
+        assert f"127.0.0.2:{srv.udp_addresses[(1, 1)][1]}" in rep["nat"]["filtering_reason"]
+        assert srv.core.stats.stun_changed == 1  # test II got in: test III was not needed
+    finally:
+        srv.close()
+        await srv.wait_closed()
