@@ -16,8 +16,9 @@ What it does, per MTU (a fresh pair of namespaces "send" 10.202.0.1 and "recv"
       B  10,000 files of 4 KiB in 100 folders (39 MiB)        --quick: 1,000 files
       C  one 1 GiB file                                       --quick: 100 MiB
   - tools, one transfer each, send -> recv:
-      iperf3      UDP, datagrams of MTU-28 bytes, -b 0, 4 MiB socket buffers, as many
-                  bytes as the dataset; the rate is what the receiver got (no files)
+      iperf3      UDP, datagrams of MTU-28 bytes, -b 0 (as fast as it can), 4 MiB socket
+                  buffers, for 5 s (--iperf-seconds); the rate is what the receiver got:
+                  the link's limit for one sender, with no files and no disk
       tcp         bench_clone.py's plain TCP copy (sendall of every file, one connection)
       dattui      `dattui share DIR` -> `dattui clone LINK OUT --no-lan --peer IP:PORT`,
                   each side with its own DATTUI_HOME whose config.toml turns the DHT off
@@ -95,7 +96,7 @@ DATTUI_CONFIG = """# bench/compare.py: never reach the public DHT bootstrap node
 dht = false
 """
 TOOL_NOTES = {
-    "iperf3": "UDP, MTU-28 B datagrams, received rate",
+    "iperf3": "UDP, MTU-28 B datagrams, rate received in a timed run (no files)",
     "tcp": "plain TCP copy, one connection",
     "hyperdrive": "Hyperdrive 13 over a private HyperDHT testnet",
     "wormhole": "magic-wormhole 0.24 with local mailbox and transit relay, the folder sent as one zip",
@@ -301,42 +302,48 @@ def _sender_transfer_cpu(send: Side, before: float | None) -> float | None:
 
 
 def run_iperf3(ctx: Ctx, data: Path, manifest, nbytes: int, tag: str) -> dict:
+    """UDP iperf3 for --iperf-seconds at the MTU's datagram size: the link's limit."""
     work = ctx.fresh(f"iperf3-{tag}")
     port = str(PORTS["iperf3"])
-    dgram = ctx.mtu - 28
+    dgram = ctx.mtu - 28  # IPv4 + UDP headers
+    secs = ctx.args.iperf_seconds
     recv = Side(ctx.rcv, ["iperf3", "-s", "-1", "-B", RECV_IP, "-p", port, "--json"], work, "recv")
+    send = None
     try:
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if f":{port}" in ctx.rcv.sh(f"ss -Hlnu 'sport = :{port}'; ss -Hlnt 'sport = :{port}'",
-                                        check=False):
-                break
+        while f":{port}" not in ctx.rcv.sh(f"ss -Hlnt 'sport = :{port}'", check=False):
+            if time.monotonic() > deadline:
+                raise RunError(f"iperf3 server did not listen; stderr: {recv.tail()}")
             time.sleep(0.05)
-        send = Side(ctx.snd, ["iperf3", "-c", RECV_IP, "-p", port, "-u", "-b", "0",
-                              "-l", str(dgram), "-w", "4M", "-n", str(nbytes), "--json"],
-                    work, "send")
-        t = ctx.timeout(nbytes)
-        if not send.wait(t):
-            raise RunError(f"iperf3 client timed out after {t:.0f}s")
+        send = Side(ctx.snd, ["iperf3", "-c", RECV_IP, "-p", port, "-u", "-b", "0", "-l", str(dgram),
+                              "-w", "4M", "-t", f"{secs:g}", "--json"], work, "send")
+        if not send.wait(secs + 30):
+            raise RunError(f"iperf3 client did not finish within {secs + 30:.0f}s")
         recv.wait(30)
     finally:
         recv.stop()
-    send.stop()
+        if send:
+            send.stop()
     try:
         rep = json.loads("\n".join(send.out.lines))
     except ValueError:
         raise RunError(f"iperf3 client printed no JSON; stderr: {send.tail()}")
     if rep.get("error"):
         raise RunError(f"iperf3: {rep['error']}")
-    got = rep["end"]["sum_received"]
+    got, sent = rep["end"]["sum_received"], rep["end"]["sum_sent"]
     sru, rru = send.rusage() or {}, recv.rusage() or {}
-    return {"wall_s": got["seconds"], "bytes_moved": got["bytes"],
+
+    def per_gb(cpu, n):
+        return cpu / (n / GiB) if cpu is not None and n else None
+
+    return {"wall_s": got["seconds"], "bytes_moved": got["bytes"], "sent_bytes": sent["bytes"],
             "mbps": got["bytes"] / MiB / got["seconds"] if got["seconds"] else None,
             "send_cpu_s": sru.get("cpu_s"), "send_cpu_total_s": sru.get("cpu_s"),
             "recv_cpu_s": rru.get("cpu_s"), "recv_rss_mb": (rru.get("maxrss_kib") or 0) / 1024,
+            "send_cpu_s_per_gb": per_gb(sru.get("cpu_s"), sent["bytes"]),
+            "recv_cpu_s_per_gb": per_gb(rru.get("cpu_s"), got["bytes"]),
             "datagram": dgram, "lost_percent": got.get("lost_percent"),
-            "sent_bytes": rep["end"]["sum_sent"]["bytes"],
-            "check": f"n/a (UDP: {got.get('lost_percent', 0):.2g}% of datagrams lost)",
+            "check": f"n/a (UDP, {secs:g} s: {got.get('lost_percent', 0):.2g}% of datagrams lost)",
             "problems": []}
 
 
@@ -521,7 +528,7 @@ def run_wormhole(ctx: Ctx, data: Path, manifest, nbytes: int, tag: str) -> dict:
     ru, sru = recv.rusage() or {}, send.rusage() or {}
     if ru.get("rc") != 0:
         raise RunError(f"wormhole receive exited {ru.get('rc')}; stderr: {recv.tail()}")
-    m = re.search(r"Receiving \(->(\S+?)\)", recv.stderr())
+    m = re.search(r"Receiving \((?:->|<-)(\S+?)\)", recv.stderr())  # we dialled / were dialled
     path = ("relay" if "relay" in m.group(1) else "direct") + f" ({m.group(1)})" if m else "?"
     return {"wall_s": ru["wall_s"], "send_cpu_s": send_cpu, "send_cpu_total_s": sru.get("cpu_s"),
             "send_prep_s": prep, "recv_cpu_s": ru.get("cpu_s"),
@@ -689,7 +696,7 @@ def markdown(results: list[dict], meta: dict) -> str:
                      f"{fnum(r.get('recv_cpu_s_per_gb'), '.2f')} | {check} |")
     lines.append("")
     lines.append("Columns: MB/s = data bytes / time from starting the receiving command to its exit "
-                 "(iperf3: the receiver's own rate for UDP datagrams of MTU-28 bytes); files/s the "
+                 "(iperf3: the rate its receiver got in a timed UDP run, datagrams of MTU-28 bytes); files/s the "
                  "same time per file; dattui ÷ tool = dattui's MB/s over that tool's for the same "
                  "MTU and data; CPU s/GB = user+system CPU seconds per GiB moved, recv = the "
                  "receiving process tree's whole life (wait4 rusage), send = the sending process "
@@ -729,6 +736,8 @@ def main(argv=None) -> int:
                     help="both: INPUT of both namespaces (each direction); recv: receiver's only")
     ap.add_argument("--offload", choices=("auto", "on", "off"), default="auto",
                     help="veth TSO/GSO/GRO (auto: off with --loss, else the kernel's default)")
+    ap.add_argument("--iperf-seconds", type=float, default=0,
+                    help="length of each iperf3 run (default 5, --quick 2)")
     ap.add_argument("--timeout", type=float, default=0,
                     help="seconds per transfer (default 120 + 1 s per MiB)")
     ap.add_argument("--tmp", help="parent dir for data and copies (default: system temp)")
@@ -754,6 +763,7 @@ def main(argv=None) -> int:
         return cannot(f"unknown dataset(s) {bad} (A, B, C)")
     if bad := [t for t in tools if t not in ALL_TOOLS]:
         return cannot(f"unknown tool(s) {bad} ({', '.join(ALL_TOOLS)})")
+    args.iperf_seconds = args.iperf_seconds or (2 if args.quick else 5)
     if not 0 <= args.loss < 1:
         return cannot("--loss must be a probability in [0, 1)")
     if args.rate:
@@ -841,9 +851,12 @@ def measure(args, kinds, tools, mtus, variants, tmp: Path) -> int:
                             row.setdefault("left_in_source", []).append(extra)
                             p = data / extra
                             shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+                        # drop the copies and stores, keep the logs (--keep)
                         out = row.pop("_out", None)
                         if out:
-                            shutil.rmtree(out.parent, ignore_errors=True)
+                            for p in out.parent.iterdir():
+                                if p.is_dir():
+                                    shutil.rmtree(p, ignore_errors=True)
                         row["elapsed_s"] = time.perf_counter() - t0
                         moved = row.get("bytes_moved", total)
                         if row.get("wall_s") and not row.get("error"):
@@ -851,7 +864,8 @@ def measure(args, kinds, tools, mtus, variants, tmp: Path) -> int:
                             row["files_per_s"] = len(manifest) / row["wall_s"]
                             for side in ("send", "recv"):
                                 cpu = row.get(f"{side}_cpu_s")
-                                row[f"{side}_cpu_s_per_gb"] = cpu / (moved / GiB) if cpu is not None else None
+                                row.setdefault(f"{side}_cpu_s_per_gb",
+                                               cpu / (moved / GiB) if cpu is not None else None)
                         results.append(row)
                         if row.get("error"):
                             log(f"[MTU {mtu} {kind}] {label}: FAILED {row['error'][:600]}")
