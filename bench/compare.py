@@ -608,11 +608,15 @@ def parse_rate(s: str) -> float:
 def run_setup() -> str | None:
     cp = subprocess.run(["bash", str(HERE / "setup.sh")], stdout=sys.stderr, stderr=subprocess.PIPE,
                         text=True)
-    sys.stderr.write(cp.stderr)
-    if cp.returncode != 0:
-        lines = [l for l in cp.stderr.strip().splitlines() if l.startswith("bench/setup.sh:")]
-        return (lines[-1] if lines else f"bench/setup.sh failed ({cp.returncode})")
-    return None
+    lines = cp.stderr.rstrip("\n").splitlines()
+    if cp.returncode == 0:
+        sys.stderr.write(cp.stderr)
+        return None
+    # its last line says why: the caller prints that one line, the rest is context
+    why = lines.pop() if lines and lines[-1].startswith("bench/setup.sh:") else \
+        f"bench/setup.sh failed ({cp.returncode})"
+    sys.stderr.write("".join(l + "\n" for l in lines))
+    return why
 
 
 def missing_tools(tools: list[str]) -> str | None:
@@ -689,9 +693,10 @@ def markdown(results: list[dict], meta: dict) -> str:
             if r.get("transit"):
                 check += f"; transit {r['transit'].split()[0]}"
         ratio = r.get("ratio")
+        ratio_s = "-" if ratio is None else format(ratio, ".2f" if ratio >= 0.1 else ".3f")
         files_s = r.get("files_per_s") if r["tool"] != "iperf3" else None
         lines.append(f"| {r['mtu']} | {r['dataset']} | {r['label']} | {fnum(r.get('mbps'))} | "
-                     f"{fnum(files_s, ',.0f')} | {fnum(ratio, '.2f')} | "
+                     f"{fnum(files_s, ',.0f')} | {ratio_s} | "
                      f"{fnum(r.get('send_cpu_s_per_gb'), '.2f')} | "
                      f"{fnum(r.get('recv_cpu_s_per_gb'), '.2f')} | {check} |")
     lines.append("")
