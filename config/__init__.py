@@ -54,6 +54,8 @@ _MISSING: Any = object()
 class NodeConfig:
     port: int
     bind: str
+    path_mtu_discovery: bool
+    udp_offload: bool
 
 
 @dataclass(frozen=True)

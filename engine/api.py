@@ -45,6 +45,8 @@ class EngineOptions:
     max_inflight_requests: int = 256
     upload: bool = True  # clones serve the files they have verified to other clones
     max_datagram_size: int = 1452
+    path_mtu_discovery: bool = True
+    udp_offload: bool = True
     rescan_interval: float = 10.0
     include_hidden: bool = False
     dht: bool = False
@@ -57,6 +59,7 @@ class EngineOptions:
         """Options from a loaded `config.Config`; keyword arguments override."""
         base = dict(
             host=cfg.node.bind, port=cfg.node.port, lan=cfg.discovery.lan,
+            path_mtu_discovery=cfg.node.path_mtu_discovery, udp_offload=cfg.node.udp_offload,
             block_size=cfg.transfer.block_size,
             max_inflight_bytes=cfg.transfer.max_inflight_bytes,
             max_inflight_requests=cfg.transfer.max_inflight_requests,
@@ -85,7 +88,9 @@ class Engine:
     async def start(self) -> None:
         identity = NodeIdentity.load_or_create(self.state_dir)
         self.node = Node(identity, host=self.options.host, port=self.options.port,
-                         emit=self._emit, max_datagram_size=self.options.max_datagram_size)
+                         emit=self._emit, max_datagram_size=self.options.max_datagram_size,
+                         path_mtu_discovery=self.options.path_mtu_discovery,
+                         udp_offload=self.options.udp_offload)
         try:
             await self.node.start()
         except OSError as exc:

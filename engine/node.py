@@ -46,12 +46,15 @@ def classify_incoming(addr: Address) -> PathKind:
 class Node:
     def __init__(self, identity: NodeIdentity, *, host: str = "0.0.0.0", port: int = 3282,
                  emit: Callable[[Event], None] = lambda e: None,
-                 max_datagram_size: int = 1452) -> None:
+                 max_datagram_size: int = 1452, path_mtu_discovery: bool = True,
+                 udp_offload: bool = True) -> None:
         self.identity = identity
         self.host = host
         self.want_port = port
         self.emit = emit
         self.max_datagram_size = max_datagram_size
+        self.path_mtu_discovery = path_mtu_discovery
+        self.udp_offload = udp_offload
         self.swarms: dict[bytes, object] = {}
         self.sources: list = []
         self.demux = Demux()
@@ -65,11 +68,12 @@ class Node:
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         sock = bind_udp(self.host, self.want_port)
-        self.socket = UdpSocket(sock, self.demux, self.loop)
+        self.socket = UdpSocket(sock, self.demux, self.loop, offload=self.udp_offload)
         self.endpoint = QuicEndpoint(self.identity, self.socket.sendto, on_incoming=self._incoming,
                                      max_datagram_size=self.max_datagram_size, loop=self.loop)
         self.endpoint.classify = classify_incoming
-        self.endpoint.probe_sendto = self.socket.send_df
+        if self.path_mtu_discovery:
+            self.endpoint.probe_sendto = self.socket.send_df
         self.endpoint.sendto_many = self.socket.sendto_many
         self.demux.add(is_quic, self.endpoint.datagram)
         self.demux.add(is_pmtu, self.endpoint.pmtu_datagram)

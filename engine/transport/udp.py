@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import os
 import socket
 import sys
 from collections.abc import Callable
@@ -103,7 +102,6 @@ class UdpSocket:
         self.bytes_in = self.bytes_out = 0
         self.send_errors = 0
         self.closed = False
-        offload = offload and not os.environ.get("DATTUI_NO_OFFLOAD")
         self.gso = offload and sock.family in (socket.AF_INET, socket.AF_INET6)
         self.gro = False
         if offload:
