@@ -98,8 +98,8 @@ dht = false
 TOOL_NOTES = {
     "iperf3": "UDP, MTU-28 B datagrams, rate received in a timed run (no files)",
     "tcp": "plain TCP copy, one connection",
-    "hyperdrive": "Hyperdrive 13 over a private HyperDHT testnet",
-    "wormhole": "magic-wormhole 0.24 with local mailbox and transit relay, the folder sent as one zip",
+    "hyperdrive": "Hyperdrive + Hyperswarm over a private HyperDHT testnet",
+    "wormhole": "magic-wormhole with local mailbox and transit relay, the folder sent as one zip",
 }
 
 
@@ -635,6 +635,35 @@ def missing_tools(tools: list[str]) -> str | None:
     return None
 
 
+def tool_versions(tools: list[str]) -> dict[str, str]:
+    """Versions of what ran, for the record (best effort)."""
+    v: dict[str, str] = {}
+
+    def out(argv: list[str]) -> str:
+        try:
+            cp = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+            return (cp.stdout or cp.stderr).strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.SubprocessError):
+            return "?"
+
+    if "iperf3" in tools:
+        v["iperf3"] = out(["iperf3", "--version"]).split(" (")[0].replace("iperf ", "")
+    if "dattui" in tools:
+        py = ROOT / ".venv" / "bin" / "python"
+        v["aioquic"] = out([str(py if py.exists() else sys.executable), "-c",
+                            "import importlib.metadata as m; print(m.version('aioquic'))"])
+    if "hyperdrive" in tools:
+        for pkg in ("hyperdrive", "hyperswarm", "hyperdht", "corestore", "hypercore"):
+            try:
+                v[pkg] = json.loads((HYPER / "node_modules" / pkg / "package.json").read_text())["version"]
+            except (OSError, ValueError, KeyError):
+                v[pkg] = "?"
+        v["node"] = out(["node", "--version"])
+    if "wormhole" in tools:
+        v["magic-wormhole"] = out([str(WORMHOLE_VENV / "bin" / "wormhole"), "--version"]).split()[-1]
+    return v
+
+
 def git(*args: str) -> str:
     return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True,
                           check=True).stdout.strip()
@@ -669,6 +698,10 @@ def work_tree_label() -> str:
 # ---------------------------------------------------------------------------
 def fnum(v, spec=".1f") -> str:
     return "-" if v is None else format(v, spec)
+
+
+def fdur(s: float) -> str:
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min"
 
 
 def markdown(results: list[dict], meta: dict) -> str:
@@ -711,6 +744,9 @@ def markdown(results: list[dict], meta: dict) -> str:
     notes = [f"{k}: {v}" for k, v in TOOL_NOTES.items() if any(r["tool"] == k for r in results)]
     if notes:
         lines.append("Tools: " + "; ".join(notes) + ".")
+    if meta.get("versions"):
+        lines.append("Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
+                     + f". Whole run: {fdur(meta['run_seconds'])} on {meta['cpus']} CPUs.")
     return "\n".join(lines)
 
 
@@ -896,7 +932,8 @@ def measure(args, kinds, tools, mtus, variants, tmp: Path) -> int:
             "dattui": "; ".join(f"{v.name}: {v.describe}" for v in variants) or "not run",
             "quick": args.quick, "conditions": conditions, "mtus": mtus, "tools": tools,
             "datasets": kinds, "rate": args.rate, "loss": args.loss, "loss_where": args.loss_where,
-            "run_seconds": wall, "host": os.uname().nodename, "cpus": os.cpu_count()}
+            "run_seconds": wall, "host": os.uname().nodename, "cpus": os.cpu_count(),
+            "versions": tool_versions(tools)}
     table = markdown(results, meta)
     print(table)
     log(f"whole run: {wall:.0f}s")
