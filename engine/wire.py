@@ -451,32 +451,62 @@ def encode_data_header(version: int, file: int, block: int, proof: list[bytes], 
 
 
 class FrameDecoder:
-    """Feed stream bytes, get frames. Bounded: never buffers more than one frame."""
+    """Feed stream bytes, get frames. Bounded: never buffers more than one frame.
+
+    DATA frames that lie whole within one piece fed are parsed in place (their
+    block is a memoryview of that piece, no copy); only a frame split across
+    pieces is assembled in the buffer."""
 
     def __init__(self, max_frame: int = MAX_FRAME) -> None:
         self._buf = bytearray()
         self._max = max_frame
 
     def feed(self, data: bytes) -> list:
-        self._buf += data
-        frames = []
+        frames: list = []
+        view = memoryview(data)
         buf = self._buf
-        pos = 0
-        while len(buf) - pos >= 5:
-            length, ftype = _LEN.unpack_from(buf, pos)
-            if length == 0 or length > self._max:
-                raise ProtocolError(f"frame length {length} out of bounds")
-            if len(buf) - pos - 4 < length:
+        if buf:
+            # finish the frame an earlier piece began
+            if len(buf) < 5:
+                take = 5 - len(buf)
+                buf += view[:take]
+                view = view[take:]
+                if len(buf) < 5:
+                    return frames
+            length, ftype = _LEN.unpack_from(buf, 0)
+            self._check(length)
+            need = 4 + length - len(buf)
+            if need > len(view):
+                buf += view
+                return frames
+            buf += view[:need]
+            view = view[need:]
+            self._frame(ftype, memoryview(bytes(buf))[5:], frames)
+            buf.clear()
+        pos, n = 0, len(view)
+        while n - pos >= 5:
+            length, ftype = _LEN.unpack_from(view, pos)
+            self._check(length)
+            if n - pos - 4 < length:
                 break
-            body = bytes(buf[pos + 5:pos + 4 + length])
+            self._frame(ftype, view[pos + 5:pos + 4 + length], frames)
             pos += 4 + length
-            cls = FRAME_TYPES.get(ftype)
-            if cls is None:
-                continue  # a later version's frame: skip
-            try:
-                frames.append(cls.parse(memoryview(body)))
-            except struct.error as exc:
-                raise ProtocolError(f"malformed frame type {ftype:#x}: {exc}") from None
-        if pos:
-            del buf[:pos]
+        if pos < n:
+            buf += view[pos:]
         return frames
+
+    def _check(self, length: int) -> None:
+        if length == 0 or length > self._max:
+            raise ProtocolError(f"frame length {length} out of bounds")
+
+    @staticmethod
+    def _frame(ftype: int, body: memoryview, frames: list) -> None:
+        cls = FRAME_TYPES.get(ftype)
+        if cls is None:
+            return  # a later version's frame: skip
+        if cls is not Data:
+            body = memoryview(bytes(body))  # small frames own their bytes
+        try:
+            frames.append(cls.parse(body))
+        except struct.error as exc:
+            raise ProtocolError(f"malformed frame type {ftype:#x}: {exc}") from None
