@@ -5,25 +5,30 @@ and the whole stream against real rendezvous servers and a DHT node on
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import random
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
 
 from engine.doctor import DoctorOptions, Doctor, report, run_checks
 from engine.doctor_checks import probes
-from engine.doctor_checks.peer import path_reason, reverse_key
+from engine.doctor_checks import peer_proto as pp
+from engine.doctor_checks.peer import (PathResult, best_path, host_peer_test, join_peer_test,
+                                       path_reason)
 from engine.doctor_checks.probes import RelayFacts, StunAnswer
 from engine.doctor_checks.verdict import (APD, ED, EI, NONE, UNKNOWN, Facts, ServerResult,
                                           classify_filtering, classify_mapping, port_preserved,
                                           verdict)
-from engine.keys import ShareKey
 from engine.rendezvous.server import serve
 
 from cli import env
+from engine.errors import UsageError
 
 ROOT = Path(__file__).resolve().parent.parent
 S1, S2 = ("198.51.100.7", 3478), ("198.51.100.8", 3478)
@@ -101,10 +106,69 @@ def test_verdicts():
 
 
 def test_peer_test_helpers():
-    key = ShareKey.generate()
-    r1, r2 = reverse_key(key.link), reverse_key(key.link.upper().replace("DAT://", "dat://"))
-    assert r1.public == r2.public != key.public
     assert "relay" in path_reason("relay-tcp") and path_reason("nonsense") == ""
+    paths = [PathResult("lan", False, "x"), PathResult("direct", None, "x"), PathResult("relay-tcp", True, "x"),
+             PathResult("punched", True, "x")]
+    assert best_path(paths).path == "punched" and best_path(paths[:2]) is None
+    assert PathResult.from_message({"t": "result", "path": "lan", "ok": True, "rtt_ms": 1.5, "reason": "r" * 999,
+                                    "address": ["not", "text"]}) == PathResult("lan", True, "r" * 400, None, 1.5)
+    for bad in ({"path": "wormhole", "ok": True}, {"path": "lan", "ok": "yes"}):
+        assert PathResult.from_message(bad) is None
+    assert PathResult.from_message({"path": "lan", "ok": True, "rtt_ms": -1, "seconds": True}).rtt_ms is None
+
+
+def test_peer_test_ids():
+    tid = pp.new_test_id()
+    assert len(tid) == 16 and pp.parse_test_id(pp.format_test_id(tid).upper()) == tid
+    for bad in ("", "dat://" + "0" * 64, "k3j9-q2m8-d3h7-f4x", "k3j9-q2m8-d3h7-f4x!", "1" * 16):
+        with pytest.raises(UsageError, match="not a peer test id"):
+            pp.parse_test_id(bad)
+    a, b = pp.derive(tid), pp.derive(pp.new_test_id())
+    assert len(a.key) == 32 and len(a.session) == 16 and a != b and pp.derive(tid) == a
+
+
+def test_control_messages_are_tagged_and_bounded():
+    keys = pp.derive(pp.new_test_id())
+    raw = pp.encode_control(keys.control, pp.JOIN, 7, {"t": "hello", "x": [1, 2]})
+    assert pp.decode_control(keys.control, pp.HOST, raw) == (7, {"t": "hello", "x": [1, 2]})
+    assert pp.decode_control(keys.control, pp.JOIN, raw) is None             # reflected back at its sender
+    assert pp.decode_control(pp.derive(pp.new_test_id()).control, pp.HOST, raw) is None  # another test
+    for i in range(len(raw)):
+        flipped = raw[:i] + bytes([raw[i] ^ 1]) + raw[i + 1:]
+        assert pp.decode_control(keys.control, pp.HOST, flipped) is None
+    rng = random.Random(3)
+    for _ in range(2000):
+        junk = rng.randbytes(rng.randrange(0, 1500))
+        assert pp.decode_control(keys.control, pp.HOST, pp.CTL_MAGIC + junk) is None
+    for body in (b"[1]", b"{}", b'{"t": 5}', b"\xff\xfe", b"{" * 5000):
+        msg = pp.CTL_MAGIC + pp._tag(keys.control, bytes([pp.JOIN]) + bytes(4) + body) + bytes([pp.JOIN]) \
+            + bytes(4) + body
+        assert pp.decode_control(keys.control, pp.HOST, msg) is None
+    with pytest.raises(ValueError):
+        pp.encode_control(keys.control, pp.HOST, 1, {"t": "x" * 2000})
+    assert pp.addresses([["203.0.113.5", 1], ["203.0.113.5", 1], ["x", 2], ["::1", 0], [1, 2], "ab"] * 3) == \
+        [("203.0.113.5", 1)]
+
+
+def test_echo_probes_and_the_sample_stream():
+    keys = pp.derive(pp.new_test_id())
+    ping = pp.ping(keys.session, b"12345678")
+    pong = pp.pong_for(ping, keys.session)
+    assert len(ping) == len(pong) == pp.ECHO_SIZE and pp.pong_nonce(pong, keys.session) == b"12345678"
+    assert pp.pong_for(ping, bytes(16)) is None and pp.pong_for(pong, keys.session) is None
+    assert pp.pong_nonce(ping, keys.session) is None
+    stream = pp.frame(pp.GO) + pp.frame(pp.DATA, bytes(70000 - 4536)) + pp.frame(pp.DATA, b"abc") + pp.frame(pp.END)
+    rng = random.Random(5)
+    for _ in range(50):  # any split of the stream gives the same count
+        r, kinds, i = pp.SampleReader(), [], 0
+        while i < len(stream):
+            n = rng.randrange(1, 9000)
+            kinds += r.feed(stream[i:i + n])
+            i += n
+        assert kinds == [pp.GO, pp.END] and r.data_bytes == 70000 - 4536 + 3
+    for bad in (pp._FRAME.pack(9, 0), pp._FRAME.pack(pp.DATA, pp.MAX_FRAME + 1), pp._FRAME.pack(pp.END, 3)):
+        with pytest.raises(ValueError):
+            pp.SampleReader().feed(bad)
 
 
 # -- on loopback ---------------------------------------------------------------------------------
@@ -251,3 +315,93 @@ async def test_filtering_against_a_server_with_a_second_address_on_loopback():
     finally:
         srv.close()
         await srv.wait_closed()
+
+
+async def test_peer_test_on_loopback_tries_every_path():
+    """Both sides in this process, one rendezvous server on 127.0.0.1: every
+    path is tried in order and reported as it finishes; the best one here is
+    the local address; the sample goes both ways over it."""
+    srv = await serve("127.0.0.1", 0)
+    try:
+        opts = DoctorOptions(rendezvous=(f"127.0.0.1:{srv.udp_address[1]}",), host="127.0.0.1", port=0,
+                             lan=False, port_mapping=False)
+        ready = asyncio.get_running_loop().create_future()
+        seen: dict[str, list] = {"host": [], "join": []}
+        host = asyncio.ensure_future(host_peer_test(opts, size=1 << 20, seconds=2.0, wait=10,
+                                                    on_ready=ready.set_result, on_path=seen["host"].append))
+        t0 = time.monotonic()
+        joined = await join_peer_test(opts, await asyncio.wait_for(ready, 10), size=1 << 19, seconds=2.0,
+                                      on_path=seen["join"].append)
+        hosted = await host
+        assert time.monotonic() - t0 < 10
+        for res, role in ((hosted, "host"), (joined, "join")):
+            assert res.ok, (role, res.error)
+            assert [p.path for p in seen[role]] == ["lan", "direct", "punched", "relay-udp", "relay-tcp"]
+            assert res.paths == seen[role]
+            by = {p.path: p for p in res.paths}
+            assert by["lan"].ok and by["lan"].address.startswith("127.0.0.1:") and by["lan"].rtt_ms > 0
+            assert by["direct"].ok is None and "no public address" in by["direct"].reason
+            assert by["punched"].ok and by["relay-udp"].ok and by["relay-tcp"].ok
+            assert res.best == "lan" and res.sample_path == "lan"
+        assert [p.as_dict() for p in hosted.peer_paths] == [p.as_dict() for p in joined.paths]
+        assert [p.as_dict() for p in joined.peer_paths] == [p.as_dict() for p in hosted.paths]
+        assert joined.bytes == 1 << 20 and hosted.bytes == 1 << 19   # each side's own sample size
+        assert joined.peer_received["bytes"] == 1 << 19 and joined.throughput > 0
+        assert json.loads(json.dumps(joined.as_dict()))["paths"][0]["path"] == "lan"
+        await asyncio.sleep(0.3)  # nothing is left behind at the server
+        assert srv.core.allocations == 0 and srv.core.registrations == 0
+    finally:
+        srv.close()
+        await srv.wait_closed()
+
+
+async def test_peer_test_join_with_nobody_there_and_bad_ids(tmp_path):
+    srv = await serve("127.0.0.1", 0)
+    try:
+        opts = DoctorOptions(rendezvous=(f"127.0.0.1:{srv.udp_address[1]}",), host="127.0.0.1", port=0)
+        t0 = time.monotonic()
+        res = await join_peer_test(opts, pp.new_test_id(), find_timeout=1.0)
+        assert not res.ok and "was not found within 1 s" in res.error and time.monotonic() - t0 < 6
+        with pytest.raises(UsageError):
+            await join_peer_test(opts, "not-an-id")
+        res = await host_peer_test(DoctorOptions(rendezvous=(), host="127.0.0.1", port=0), wait=1)
+        assert False, "no rendezvous server is a usage error"
+    except UsageError as exc:
+        assert "--rendezvous" in str(exc)
+    finally:
+        srv.close()
+        await srv.wait_closed()
+    p = subprocess.run([sys.executable, "-m", "tui.main", "doctor", "--peer", "dat://" + "ab" * 32,
+                        "--rendezvous", "127.0.0.1:9"], capture_output=True, text=True,
+                       env=env(tmp_path / "home"), timeout=30, cwd=ROOT)
+    assert p.returncode == 2 and p.stdout == "" and len(p.stderr.strip().splitlines()) == 1
+    assert "not a peer test id" in p.stderr
+
+
+def test_peer_test_cli_prints_every_path_on_both_sides(tmp_path):
+    port = _free_udp_port()
+    rdv = subprocess.Popen([sys.executable, "-m", "tui.main", "rendezvous", "--bind", f"127.0.0.1:{port}"],
+                           stderr=subprocess.PIPE, text=True, env=env(tmp_path / "r"), cwd=ROOT)
+    try:
+        assert "rendezvous" in rdv.stderr.readline()
+        common = ["--no-lan", "--no-dht", "--port", "0", "--rendezvous", f"127.0.0.1:{port}", "--sample-mib", "1"]
+        host = subprocess.Popen([sys.executable, "-m", "tui.main", "doctor", "--peer", "--wait", "20", *common],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(tmp_path / "a"),
+                                cwd=ROOT)
+        first = host.stdout.readline()
+        assert first.startswith("peer test id: "), first
+        test_id = first.split()[-1]
+        assert len(test_id) == 19 and test_id.count("-") == 3
+        join = subprocess.run([sys.executable, "-m", "tui.main", "doctor", "--peer", test_id, *common],
+                              capture_output=True, text=True, env=env(tmp_path / "b"), timeout=60, cwd=ROOT)
+        out, err = host.communicate(timeout=30)
+        for text, code in ((out, host.returncode), (join.stdout, join.returncode)):
+            assert code == 0, text + err + join.stderr
+            for path in ("lan", "direct", "punched", "relay-udp", "relay-tcp"):
+                assert any(line.startswith(("✓ " + path + ":", "✗ " + path + ":", "- " + path + ":"))
+                           for line in text.splitlines()), (path, text)
+            assert "✓ relay-tcp: works" in text and "✓ best path from this machine: " in text
+            assert "throughput over " in text and "the other machine received 1.0 MiB" in text
+    finally:
+        rdv.terminate()
+        rdv.wait(10)

@@ -10,6 +10,12 @@ or for information), its advice indented below, then the verdict and the
 steps to take. `-v` adds each check's details. `--json` prints one object,
 the whole report (see `engine.doctor.Doctor.report`).
 
+The peer test prints each path (lan, direct, punched, relay-udp, relay-tcp)
+as it is tried: works (with the round trip), failed, or not tried, and why;
+then the best path on each side and the throughput sample over it. With
+`--json`: a "peer_test_id" line (host), one "peer_path" line per path, and
+a "peer_test" line with everything.
+
 Exit status: 0 when direct connections will work (verdict "direct"), 1 for
 every other verdict (relay only, UDP blocked, no server answers, no network,
 could not tell); 2 for a usage error. The peer test exits 0 when the sample
@@ -24,7 +30,6 @@ import textwrap
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the parser is built on every run: the engine is imported only when used
-    from engine.api import EngineOptions
     from engine.daemon.interface import CheckResult
     from engine.doctor import DoctorOptions
 
@@ -38,7 +43,9 @@ def add_arguments(p) -> None:
     p.add_argument("--stun", action="append", metavar="HOST:PORT",
                    help="an extra STUN server for the NAT tests (repeatable)")
     p.add_argument("--sample-mib", type=float, default=8.0, metavar="MIB",
-                   help="peer test: size of the throughput sample (default 8 MiB)")
+                   help="peer test: size of the throughput sample each way (default 8 MiB)")
+    p.add_argument("--sample-seconds", type=float, default=3.0, metavar="SECONDS",
+                   help="peer test: the throughput sample stops after this long (default 3)")
     p.add_argument("--wait", type=float, default=600.0, metavar="SECONDS",
                    help="peer test: how long the host waits for the other machine (default 600)")
     p.add_argument("--no-port-mapping", action="store_true",
@@ -97,12 +104,13 @@ async def run_doctor(args, cfg) -> int:
 
 # -- the two-machine test ------------------------------------------------------------------
 
-def _peer_engine_options(args, cfg, opts: DoctorOptions) -> EngineOptions:
-    from engine.api import EngineOptions
+PATH_MARK = {True: "✓", False: "✗", None: "-"}
 
-    return EngineOptions(host=opts.host, port=opts.port, lan=opts.lan, dht=opts.dht,
-                         dht_bootstrap=opts.dht_bootstrap, rendezvous=opts.rendezvous,
-                         block_size=cfg.transfer.block_size)
+
+def format_path(p) -> str:
+    rtt = f" ({p.rtt_ms:.1f} ms round trip)" if p.ok and p.rtt_ms is not None else ""
+    return f"{PATH_MARK[p.ok]} {p.path}: {'works' if p.ok else 'failed' if p.ok is False else 'not tried'}{rtt}" \
+        + "\n" + _indent(p.reason)
 
 
 def _rate(bps: float | None) -> str:
@@ -112,65 +120,76 @@ def _rate(bps: float | None) -> str:
 
 
 def _print_peer(res, json_mode: bool) -> None:
-    from engine.doctor_checks.peer import path_reason
+    from engine.doctor_checks.peer import best_path
 
     from . import jsonout
 
     if json_mode:
         jsonout.emit({"event": "peer_test", **res.as_dict()})
         return
-    if not res.path:
-        print(f"✗ no connection: {res.error or 'the other machine was not reached'}")
+    if not res.paths:
+        print(f"✗ no test: {res.error or 'the other machine was not reached'}")
         print(_indent("run `dattui doctor` on both machines to see why; both need the same "
-                      "--rendezvous server (or to be on one local network)", "    → "))
+                      "--rendezvous server", "    → "))
         return
-    print(f"{'✓' if res.ok else '✗'} connected over {res.path} to {res.peer_address} "
-          f"in {res.connect_seconds:.2f} s")
-    print(_indent(f"why: {res.why}"))
-    others = [p for p in res.paths[1:] if p != res.path]
-    if others:
-        print(_indent(f"the connection back was made over {others[0]}: {path_reason(others[0])}"))
-    if res.final_path and res.final_path not in res.paths:
-        print(_indent(f"the connection moved to {res.final_path} during the test"))
-    if res.rtt_ms is not None:
-        print(_indent(f"round trip: {res.rtt_ms:.1f} ms (lowest {res.rtt_min_ms:.1f} ms)"))
-    if res.throughput:
-        print(_indent(f"throughput: {res.bytes / (1 << 20):.1f} MiB received in {res.seconds:.2f} s "
-                      f"= {_rate(res.throughput)}"))
-    side = res.this_side
-    if side.get("rendezvous_over"):
-        hard = side.get("nat_maps_per_destination")
-        print(_indent(f"this side: reached the rendezvous over {side['rendezvous_over'].upper()}"
-                      + ("" if hard is None else
-                         f", NAT {'changes ports per destination' if hard else 'keeps one port per socket'}")))
+    theirs = best_path(res.peer_paths)
+    print()
+    if res.best:
+        print(f"{'✓' if res.ok else '✗'} best path from this machine: {res.best}"
+              + (f" ({res.rtt_ms:.1f} ms round trip)" if res.rtt_ms is not None else ""))
+        print(_indent(f"why: {res.why}"))
+    else:
+        print("✗ no path works from this machine")
+    if theirs is not None:
+        print(_indent(f"the other machine's best path: {theirs.path}"
+                      + (f" ({theirs.rtt_ms:.1f} ms)" if theirs.rtt_ms is not None else "")))
+    worked = [p.path for p in res.peer_paths if p.ok]
+    print(_indent("paths that work from the other machine: " + (", ".join(worked) or "none")))
+    if res.sample_path and res.throughput:
+        print(_indent(f"throughput over {res.sample_path}: {res.bytes / (1 << 20):.1f} MiB received in "
+                      f"{res.seconds:.2f} s = {_rate(res.throughput)}"))
+        if res.peer_received:
+            print(_indent(f"the other machine received {res.peer_received['bytes'] / (1 << 20):.1f} MiB "
+                          f"at {_rate(res.peer_received['throughput'])}"))
     if res.error:
         print(_indent(res.error, "    → "))
 
 
 async def _run_peer(args, cfg, opts: DoctorOptions) -> int:
+    from engine.doctor_checks import peer_proto
     from engine.doctor_checks.peer import host_peer_test, join_peer_test
-    from engine.keys import parse_link
 
     from . import jsonout
 
-    eo = _peer_engine_options(args, cfg, opts)
     size = max(1, int(args.sample_mib * (1 << 20)))
+    seconds = max(0.1, float(args.sample_seconds))
+
+    def on_path(p) -> None:
+        if args.json:
+            jsonout.emit({"event": "peer_path", **p.as_dict()})
+        else:
+            print(format_path(p), flush=True)
+
     if args.peer:
-        parse_link(args.peer)  # a bad id is a one-line usage error, before anything starts
+        test_id = peer_proto.parse_test_id(args.peer)  # a one-line usage error before anything starts
         if not args.json:
-            print("joining the peer test; connecting...", flush=True)
-        res = await join_peer_test(eo, args.peer, find_timeout=min(args.wait, 60.0))
+            print("joining the peer test; trying every path (lan, direct, punched, relay-udp, relay-tcp)…",
+                  flush=True)
+        res = await join_peer_test(opts, test_id, size=size, seconds=seconds,
+                                   find_timeout=min(args.wait, 60.0), on_path=on_path)
     else:
-        def ready(link: str) -> None:
+        def ready(test_id: str) -> None:
             if args.json:
-                jsonout.emit({"event": "peer_test_id", "id": link})
+                jsonout.emit({"event": "peer_test_id", "id": test_id})
                 return
             extra = " ".join(f"--rendezvous {r}" for r in opts.rendezvous)
-            print(f"peer test id: {link}\n"
-                  f"on the other machine run:\n    dattui doctor --peer {link}{' ' + extra if extra else ''}\n"
-                  f"waiting for it (up to {args.wait:g} s; Ctrl-C stops)...", flush=True)
+            print(f"peer test id: {peer_proto.format_test_id(test_id)}\n"
+                  f"on the other machine run:\n    dattui doctor --peer {peer_proto.format_test_id(test_id)}"
+                  f"{' ' + extra if extra else ''}\n"
+                  f"waiting for it (up to {args.wait:g} s; Ctrl-C stops)…", flush=True)
 
-        res = await host_peer_test(eo, size=size, wait=args.wait, on_ready=ready)
+        res = await host_peer_test(opts, size=size, seconds=seconds, wait=args.wait, on_ready=ready,
+                                   on_path=on_path)
     _print_peer(res, args.json)
     sys.stdout.flush()
     return 0 if res.ok else 1

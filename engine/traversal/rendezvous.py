@@ -56,6 +56,16 @@ BIRTHDAY_SOCKETS = 256
 SPRAY_PROBES = 2048
 
 
+def own_address_kind(addr: Address, peer: rp.Peer) -> PathKind | None:
+    """LAN or DIRECT when `addr` is one of the peer's own addresses (a
+    candidate it listed, not what a NAT made of it): nothing was punched on its
+    side. None otherwise."""
+    if addr == HARD_MARK or addr not in peer.candidates:
+        return None
+    from ..node import classify_incoming
+    return classify_incoming(addr)
+
+
 def session_for(key: bytes, a: bytes, b: bytes) -> bytes:
     lo, hi = sorted((a, b))
     return hashlib.blake2b(b"dattui-punch" + key + lo + hi, digest_size=16).digest()
@@ -146,7 +156,7 @@ class Attempt:
             self.probe(data, addr, i)
 
     def _helper_quic(self, data: bytes, addr: Address, i: int) -> None:
-        via = DirectPath(self.helpers.sender(i), addr, PathKind.PUNCHED)
+        via = DirectPath(self.helpers.sender(i), addr, own_address_kind(addr, self.peer) or PathKind.PUNCHED)
         self.src.node.endpoint.datagram(data, addr, via=via)
 
     def _punched(self, r: Punched) -> None:
@@ -157,7 +167,7 @@ class Attempt:
         if self.helpers is not None:
             self.helpers.keep_only(r.socket)
         self.src.punched_addrs.add(r.addr)
-        path = DirectPath(sendto, r.addr, PathKind.PUNCHED)
+        path = DirectPath(sendto, r.addr, own_address_kind(r.addr, self.peer) or PathKind.PUNCHED)
         if self.link is not None and not self.link.closed:
             if self.link.path.relayed:
                 self.link.path = path  # relay -> direct, the transfer goes on
@@ -497,6 +507,10 @@ class RendezvousSource:
                 return
 
     def _classify(self, addr: Address) -> PathKind:
+        for a in self.attempts.values():
+            kind = own_address_kind(addr, a.peer)
+            if kind is not None:
+                return kind
         if addr in self.punched_addrs:
             return PathKind.PUNCHED
         for a in self.attempts.values():
