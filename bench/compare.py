@@ -727,7 +727,7 @@ def markdown(results: list[dict], meta: dict) -> str:
                 check += f"; transit {r['transit'].split()[0]}"
         ratio = r.get("ratio")
         ratio_s = "-" if ratio is None else format(ratio, ".2f" if ratio >= 0.1 else ".3f")
-        files_s = r.get("files_per_s") if r["tool"] != "iperf3" else None
+        files_s = r.get("files_per_s") if r["tool"] != "iperf3" and r["files"] > 1 else None
         lines.append(f"| {r['mtu']} | {r['dataset']} | {r['label']} | {fnum(r.get('mbps'))} | "
                      f"{fnum(files_s, ',.0f')} | {ratio_s} | "
                      f"{fnum(r.get('send_cpu_s_per_gb'), '.2f')} | "
