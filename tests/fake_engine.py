@@ -172,6 +172,12 @@ DOCTOR_RESULTS: tuple[CheckResult, ...] = (
                "slower. Add a server under [discovery] rendezvous in config.toml.",
     ),
     CheckResult("relay_tcp", True, "Relay relay.example.org reachable over TCP port 443."),
+    CheckResult(
+        "verdict", False,
+        "others can reach you only through a relay: your NAT gives every destination a new public port",
+        advice="transfers still work: they go through the relay at relay.example.org:443\n"
+               "for direct connections: forward a UDP port to this machine on the router",
+    ),
 )
 
 DAEMON_LOGS: tuple[str, ...] = (
@@ -193,6 +199,7 @@ class FakeEngine:
         files: dict[str, int] | None = None,
         doctor: Sequence[CheckResult] = DOCTOR_RESULTS,
         doctor_delay: float = 0.0,
+        doctor_manual: bool = False,
         logs: Sequence[str] = DAEMON_LOGS,
     ) -> None:
         self.frames = sorted(frames, key=lambda f: f[0])
@@ -206,6 +213,8 @@ class FakeEngine:
         self._files_count = dict(files or {})
         self._doctor = tuple(doctor)
         self._doctor_delay = doctor_delay
+        self._doctor_manual = doctor_manual  # each check waits for release_checks()
+        self._doctor_tokens: asyncio.Queue | None = None
         self._logs = tuple(logs)
         self._paused: set[str] = set()
         self._resumed: set[str] = set()
@@ -331,10 +340,22 @@ class FakeEngine:
         matching = self._matching(tid, pattern, sort)
         return FilePage(total=len(matching), files=tuple(matching[offset:offset + limit]))
 
+    def release_checks(self, n: int = 1) -> None:
+        """With `doctor_manual`: let the next `n` checks finish."""
+        if self._doctor_tokens is None:
+            self._doctor_tokens = asyncio.Queue()
+        for _ in range(n):
+            self._doctor_tokens.put_nowait(None)
+
     async def doctor(self) -> AsyncIterator[CheckResult]:
         self.doctor_calls += 1
         for result in self._doctor:
-            await asyncio.sleep(self._doctor_delay)
+            if self._doctor_manual:
+                if self._doctor_tokens is None:
+                    self._doctor_tokens = asyncio.Queue()
+                await self._doctor_tokens.get()
+            else:
+                await asyncio.sleep(self._doctor_delay)
             yield result
 
     async def logs(self, limit: int = 200) -> tuple[str, ...]:

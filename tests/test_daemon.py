@@ -114,3 +114,66 @@ def test_cli_list_and_background_share(home, tmp_path):
     assert p2.returncode == 0 and "seeding" in p2.stdout and str(src) in p2.stdout
     p3 = subprocess.run(cmd("stop"), capture_output=True, text=True, env=env(home), timeout=30)
     assert p3.returncode == 0
+
+
+class _HeldStun(asyncio.DatagramProtocol):
+    """A STUN server on 127.0.0.1 that answers only once the test says so."""
+
+    def __init__(self) -> None:
+        self.held: list[tuple[bytes, tuple]] = []
+        self.answering = False
+        self.arrived = asyncio.Event()
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data, addr) -> None:
+        from engine import stun
+        if not stun.is_stun(data):
+            return  # rendezvous messages get no answer: the relay checks fail, as they may
+        if self.answering:
+            self.transport.sendto(stun.respond(data, addr), addr)
+        else:
+            self.held.append((data, addr))
+            self.arrived.set()
+
+    def release(self) -> None:
+        from engine import stun
+        self.answering = True
+        for data, addr in self.held:
+            self.transport.sendto(stun.respond(data, addr), addr)
+
+
+async def test_doctor_results_stream_from_the_daemon_one_by_one(home):
+    loop = asyncio.get_running_loop()
+    transport, held = await loop.create_datagram_endpoint(_HeldStun, local_addr=("127.0.0.1", 0))
+    port = transport.get_extra_info("sockname")[1]
+    (home / "config.toml").write_text(f'[discovery]\ndht = false\nrendezvous = ["127.0.0.1:{port}"]\n')
+    client = await ensure_daemon(home, ["--port", "0", "--no-lan"])
+    try:
+        stream = client.doctor()
+        first = await asyncio.wait_for(stream.__anext__(), 10)
+        assert first.name == "local_addresses"
+        # the UDP check is still waiting for the server we hold: the first result came before it
+        await asyncio.wait_for(held.arrived.wait(), 5)
+        assert not held.answering
+        status = await asyncio.wait_for(client.status(), 2)  # the connection serves other requests meanwhile
+        assert status == ()
+        held.release()
+        rest = [r async for r in stream]
+        names = [first.name] + [r.name for r in rest]
+        assert names[:3] == ["local_addresses", "port", "lan"] and names[-1] == "verdict"
+        udp = next(r for r in rest if r.name == f"udp:127.0.0.1:{port}")
+        assert udp.ok is True and "127.0.0.1" in udp.detail
+        assert len(names) == len(set(names)) > 6
+
+        # leaving a stream early stops it; the connection goes on, and a new run starts
+        stream = client.doctor()
+        assert (await asyncio.wait_for(stream.__anext__(), 10)).name == "local_addresses"
+        await stream.aclose()
+        assert (await client.call("ping"))["port"] > 0
+        again = [r.name async for r in client.doctor()]
+        assert again[0] == "local_addresses" and again[-1] == "verdict"
+    finally:
+        await client.close()
+        transport.close()

@@ -25,7 +25,7 @@ from fake_engine import (
     load_recording,
     load_snapshot,
 )
-from tui.screens.connectivity import ConnectivityScreen
+from tui.screens.connectivity import ConnectivityScreen, check_text
 from tui.screens.help import HelpScreen
 from tui.screens.log import LogScreen
 from tui.screens.modals import AddShareModal, CloneModal, ConfirmModal, LinkModal
@@ -324,8 +324,9 @@ async def test_d_shows_the_doctor_checks_and_peer_attempts():
         await wait_for(pilot, lambda: len(screen.query(".check")) == len(DOCTOR_RESULTS),
                        what="every check")
         assert len(screen.query(".-ok")) == 4
-        assert len(screen.query(".-fail")) == 1
+        assert len(screen.query(".-fail")) == 2      # one check, and the verdict
         assert len(screen.query(".-unknown")) == 1
+        assert len(screen.query(".-verdict")) == 1
         status = screen.query_one("#checks-status", Static).render().plain
         assert "4 ok, 1 failed, 1 unknown" in status and "done" in status
         attempts = screen.query_one("#attempts", RichLog)
@@ -336,6 +337,45 @@ async def test_d_shows_the_doctor_checks_and_peer_attempts():
         await pilot.press("r")
         await wait_for(pilot, lambda: engine.doctor_calls == 2)
         await wait_for(pilot, lambda: len(screen.query(".check")) == len(DOCTOR_RESULTS))
+
+
+async def test_connectivity_rows_arrive_one_by_one_as_checks_finish():
+    engine = demo_engine(doctor_manual=True)
+    app = dashboard(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot, engine)
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConnectivityScreen))
+        screen = app.screen
+        await wait_for(pilot, lambda: engine.doctor_calls == 1)
+
+        def status() -> str:
+            return screen.query_one("#checks-status", Static).render().plain
+
+        await pilot.pause(0.1)
+        assert len(screen.query(".check")) == 0 and "running the checks" in status()
+        for n in range(1, len(DOCTOR_RESULTS) + 1):
+            engine.release_checks(1)
+            await wait_for(pilot, lambda: len(screen.query(".check")) == n, what=f"row {n}")
+            await pilot.pause(0.05)
+            rows = list(screen.query(".check"))
+            assert len(rows) == n  # one more row for one more check: nothing waits for a batch
+            assert rows[-1].result == DOCTOR_RESULTS[n - 1]
+            if n < len(DOCTOR_RESULTS):
+                assert "running" in status() and "done" not in status()
+        await wait_for(pilot, lambda: "done" in status(), what="the end of the stream")
+        verdict = list(screen.query(".check"))[-1]
+        assert verdict.has_class("-verdict") and verdict.has_class("-fail")
+        text = check_text(verdict.result).plain
+        assert "verdict" in text and "• transfers still work" in text and "• for direct connections" in text
+        assert "4 ok, 1 failed, 1 unknown" in status()   # the verdict is not counted as a check
+        # run again: the rows start over and arrive one by one again
+        await pilot.press("r")
+        await wait_for(pilot, lambda: engine.doctor_calls == 2)
+        await pilot.pause(0.05)
+        assert len(screen.query(".check")) == 0
+        engine.release_checks(2)
+        await wait_for(pilot, lambda: len(screen.query(".check")) == 2)
 
 
 async def test_l_shows_daemon_log_and_events():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -21,12 +22,20 @@ from .server import socket_path
 START_TIMEOUT = 10.0
 
 
+class _End:
+    """The end of a pushed stream (an error dict, or None)."""
+
+    def __init__(self, error) -> None:
+        self.error = error if isinstance(error, dict) else None
+
+
 class DaemonClient:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader = reader
         self._writer = writer
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future] = {}
+        self._streams: dict[int, asyncio.Queue] = {}   # request id -> its pushed items
         self._events: asyncio.Queue = asyncio.Queue(maxsize=10000)
         self._subscribed = False
         self._task = asyncio.ensure_future(self._read_loop())
@@ -46,6 +55,13 @@ class DaemonClient:
                         self._events.get_nowait()
                     self._events.put_nowait(codec.decode(msg["event"]))
                     continue
+                stream = self._streams.get(msg.get("id"))
+                if stream is not None:
+                    if "check" in msg:
+                        stream.put_nowait(codec.decode(msg["check"]))
+                    else:
+                        stream.put_nowait(_End(msg.get("error")))
+                    continue
                 fut = self._pending.pop(msg.get("id"), None)
                 if fut is None or fut.done():
                     continue
@@ -61,6 +77,8 @@ class DaemonClient:
             for fut in self._pending.values():
                 if not fut.done():
                     fut.set_exception(DattuiError("the dattui daemon went away: run `dattui` again"))
+            for stream in self._streams.values():
+                stream.put_nowait(_End({"message": "the dattui daemon went away: run `dattui` again"}))
             self.closed.set()
 
     async def call(self, op: str, **args):
@@ -102,8 +120,30 @@ class DaemonClient:
         return await self.call("files", tid=tid, offset=offset, limit=limit, pattern=pattern, sort=sort)
 
     async def doctor(self) -> AsyncIterator[CheckResult]:
-        for r in await self.call("doctor"):
-            yield r
+        """The daemon's checks, each as soon as it finishes (the verdict last).
+        Leaving the loop early stops them in the daemon."""
+        rid = next(self._ids)
+        stream: asyncio.Queue = asyncio.Queue()
+        self._streams[rid] = stream
+        ended = False
+        try:
+            self._writer.write(json.dumps({"id": rid, "op": "doctor", "args": {}}).encode() + b"\n")
+            await self._writer.drain()
+            while True:
+                item = await stream.get()
+                if isinstance(item, _End):
+                    ended = True
+                    if item.error:
+                        raise DattuiError(item.error.get("message", "daemon error"),
+                                          exit_code=item.error.get("exit_code", 1))
+                    return
+                yield item
+        finally:
+            self._streams.pop(rid, None)
+            if not ended and not self._writer.is_closing():
+                with contextlib.suppress(Exception):
+                    self._writer.write(json.dumps({"id": next(self._ids), "op": "cancel",
+                                                   "args": {"id": rid}}).encode() + b"\n")
 
     async def logs(self, limit: int = 200) -> tuple[str, ...]:
         return tuple(await self.call("logs", limit=limit))

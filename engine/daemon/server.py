@@ -5,6 +5,10 @@ the socket 0600: only this user can reach it). The protocol is one JSON object
 per line. A request is {"id": N, "op": NAME, "args": {...}}; the answer is
 {"id": N, "result": ...} or {"id": N, "error": {"message": ..., "exit_code": ...}}.
 The op "subscribe" makes the daemon push {"event": {...}} lines from then on.
+The op "doctor" is a stream: each check is pushed as {"id": N, "check": {...}}
+the moment it finishes, then {"id": N, "result": {"checks": COUNT}} ends it;
+it runs beside the connection's other requests, and {"op": "cancel",
+"args": {"id": N}}, a new "doctor" request or the connection closing stops it.
 Transfers are recorded in SQLite (daemon.db) and resume when the daemon starts
 again.
 """
@@ -12,6 +16,7 @@ again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -114,6 +119,7 @@ class Daemon:
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._clients.add(writer)
         pusher: asyncio.Task | None = None
+        streams: dict[object, asyncio.Task] = {}
         try:
             while True:
                 try:
@@ -136,6 +142,18 @@ class Daemon:
                         pusher = asyncio.ensure_future(self._push(writer))
                     await self._send(writer, {"id": rid, "result": True})
                     continue
+                if op == "doctor":
+                    for task in streams.values():  # a new run replaces one still going
+                        task.cancel()
+                    streams.clear()
+                    streams[rid] = asyncio.ensure_future(self._doctor_stream(writer, rid))
+                    continue
+                if op == "cancel":
+                    task = streams.get(args.get("id"))
+                    if task is not None and not task.done():
+                        task.cancel()
+                    await self._send(writer, {"id": rid, "result": task is not None})
+                    continue
                 try:
                     result = await self._dispatch(op, args)
                     await self._send(writer, {"id": rid, "result": codec.encode(result)})
@@ -150,12 +168,37 @@ class Daemon:
         finally:
             if pusher:
                 pusher.cancel()
+            for task in streams.values():
+                task.cancel()
             self._clients.discard(writer)
             writer.close()
 
     async def _send(self, writer: asyncio.StreamWriter, obj: dict) -> None:
         writer.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
         await writer.drain()
+
+    async def _doctor_stream(self, writer: asyncio.StreamWriter, rid) -> None:
+        """Each check to the client as it finishes, then the end of the stream."""
+        from ..doctor import DoctorOptions, run_checks
+        e = self.engine
+        count = 0
+        try:
+            opts = DoctorOptions.from_engine_options(e.options, node_port=e.port)
+            async for result in run_checks(opts):
+                count += 1
+                await self._send(writer, {"id": rid, "check": codec.encode(result)})
+            await self._send(writer, {"id": rid, "result": {"checks": count}})
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await self._send(writer, {"id": rid, "error": {"message": "the checks were stopped",
+                                                               "exit_code": 1}})
+            raise
+        except (ConnectionError, RuntimeError):
+            pass  # the client went away
+        except Exception as exc:  # a bug in a check must not take the connection down
+            with contextlib.suppress(Exception):
+                await self._send(writer, {"id": rid, "error": {"message": f"the checks failed: {exc!r}",
+                                                               "exit_code": 1}})
 
     async def _push(self, writer: asyncio.StreamWriter) -> None:
         q = self.engine.subscribe()
@@ -199,10 +242,6 @@ class Daemon:
                            pattern=str(a.get("pattern", "")), sort=str(a.get("sort", "path")))
         if op == "logs":
             return list(e.logs(int(a.get("limit", 200))))
-        if op == "doctor":
-            from ..doctor import DoctorOptions, run_checks
-            opts = DoctorOptions.from_engine_options(e.options, node_port=e.port)
-            return [r async for r in run_checks(opts)]
         if op == "ping":
             return {"pid": os.getpid(), "port": e.port}
         if op == "stop":

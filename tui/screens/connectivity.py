@@ -2,8 +2,10 @@
 connection attempt as it happens.
 
 The checks run in a worker (`api.doctor()` streams one `CheckResult` at a
-time); the attempts come from the model's buffer of peer events, written at
-most once per refresh.
+time: the daemon pushes each as it finishes); each becomes a row the moment
+it arrives, the tally below counts them, and the verdict comes last, set
+apart, with the steps to take. The attempts come from the model's buffer of
+peer events, written at most once per refresh.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from ..format import attempt_text, safe, stamp_text
 from ..widgets.footer import KeysFooter
 from ..messages import ModelUpdated
 
-__all__ = ["ConnectivityScreen", "check_marker", "check_text"]
+__all__ = ["ConnectivityScreen", "CheckRow", "check_marker", "check_text"]
 
 ATTEMPTS_PER_REFRESH = 200
 
@@ -39,11 +41,16 @@ def check_marker(ok: bool | None) -> Text:
 
 
 def check_text(result: CheckResult) -> Text:
-    """A check's name, summary, detail and advice (without the marker)."""
+    """A check's name, summary, detail and advice (without the marker); the
+    verdict's advice is its steps, one per line."""
     t = Text.assemble((safe(result.name, 40), "bold"), "  ", safe(result.summary, 300))
     if result.detail:
         t.append("\n" + safe(result.detail, 500), style="dim")
-    if result.advice:
+    if result.advice and result.name == "verdict":
+        for step in result.advice.splitlines()[:10]:
+            if step.strip():
+                t.append("\n• " + safe(step, 400))
+    elif result.advice:
         t.append("\n→ " + safe(result.advice, 1000))
     return t
 
@@ -56,8 +63,23 @@ def check_renderable(result: CheckResult) -> Table:
     return grid
 
 
+class CheckRow(Static):
+    """One check's row; `result` is what it shows."""
+
+    def __init__(self, result: CheckResult, **kw) -> None:
+        super().__init__(check_renderable(result), **kw)
+        self.result = result
+
+
 class ConnectivityScreen(Screen):
     """Doctor checks (top) and live peer connection attempts (bottom)."""
+
+    DEFAULT_CSS = """
+    ConnectivityScreen .check.-verdict {
+        margin-top: 1;
+        border-top: solid $primary;
+    }
+    """
 
     BINDINGS = [
         Binding("escape", "back", "Back", id="back"),
@@ -123,9 +145,14 @@ class ConnectivityScreen(Screen):
         if message.run != self._run:
             return
         result = message.result
-        self._counts[result.ok] = self._counts.get(result.ok, 0) + 1
         classes = {True: "check -ok", False: "check -fail", None: "check -unknown"}[result.ok]
-        self.query_one("#checks", VerticalScroll).mount(Static(check_renderable(result), classes=classes))
+        if result.name == "verdict":
+            classes += " -verdict"
+        else:
+            self._counts[result.ok] = self._counts.get(result.ok, 0) + 1
+        checks = self.query_one("#checks", VerticalScroll)
+        checks.mount(CheckRow(result, classes=classes))
+        checks.scroll_end(animate=False)
         self.query_one("#checks-status", Static).update(self._tally(running=True))
 
     def on_connectivity_screen_checks_finished(self, message: ChecksFinished) -> None:
