@@ -358,16 +358,15 @@ class RendezvousServerCore:
     def _stun(self, data: bytes, ep: Endpoint, via: SocketKey) -> list[Send]:
         self.stats.stun += 1
         verified = ep[0] == "tcp"
-        alternate = None
-        if not verified:
-            def alternate(change_ip: bool, change_port: bool):
-                key = (1 - via[0] if change_ip else via[0], 1 - via[1] if change_port else via[1])
-                if key not in self.sockets:
-                    return None
-                return key, self.sockets[key]
+        def alternate(change_ip: bool, change_port: bool):
+            key = (1 - via[0] if change_ip else via[0], 1 - via[1] if change_port else via[1])
+            if key not in self.sockets:
+                return None
+            return key, self.sockets[key]
+
         a = stun.answer(data, ep[1], local=self.sockets.get(via) if not verified else None,
                         other=None if verified else self._other(via),
-                        alternate=alternate, software=self.limits.stun_software,
+                        alternate=None if verified else alternate, software=self.limits.stun_software,
                         budget=None if verified else len(data), floor=stun.MIN_ANSWER)
         if a is None:
             return []
