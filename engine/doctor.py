@@ -20,7 +20,9 @@ at all: a check still running then is reported as unfinished):
   (the one the engine meets peers and relays through) over UDP and over TCP,
   and one message relayed between the two registrations;
 - ``port_mapping``: UPnP-IGD (SSDP on the LAN), NAT-PMP and PCP (the default
-  gateway's port 5351);
+  gateway's port 5351); with NAT-PMP or PCP, a mapping of the node's UDP port
+  is requested for a minute and released at once (the daemon asks only when
+  LAN discovery is on);
 - ``dht`` (only when the DHT is enabled): bootstrap and routing-table size;
 - ``verdict``: the judgement in plain words, the steps to take as advice.
 
@@ -492,6 +494,11 @@ class Doctor:
         ips = [a for i in ifaces for a in i.ipv4]
         pm = await portmap.port_mapping(ips, timeout=1.5)
         f.portmap = pm
+        if pm.natpmp or pm.pcp:
+            # ask for the node's port, briefly, and give it back: does mapping really work?
+            m = await portmap.request_mapping(pm, self.options.port, lifetime=60, timeout=1.5)
+            if m is not None:
+                await portmap.release_mapping(pm, m)
         found = []
         if pm.upnp:
             found.append(f"UPnP-IGD ({pm.upnp_location or 'location not given'})")
@@ -504,10 +511,22 @@ class Doctor:
         detail = "asked: " + (", ".join(a for a in asked if a) or "nothing (no gateway, no multicast interface)")
         if pm.notes:
             detail += "; " + "; ".join(pm.notes)
-        if found:
+        m = pm.mapping
+        if m is not None:
+            where = f"{m.external_ip}:{m.external_port}" if m.external_ip else f"port {m.external_port}"
+            detail += (f"; {'NAT-PMP' if m.protocol == 'natpmp' else 'PCP'} mapped UDP port {m.internal_port} "
+                       f"to {where} for {m.lifetime} s, "
+                       + ("then released it" if m.released else "and did not confirm its release"))
+            queue.put_nowait(CheckResult(
+                "port_mapping", True, f"the gateway maps ports on request: UDP {m.internal_port} became "
+                f"{where} ({', '.join(found)})", detail,
+                "dattui does not keep a mapping yet: a port forward of this UDP port on the router "
+                "lets peers reach you directly"))
+        elif found:
             queue.put_nowait(CheckResult("port_mapping", True, "the gateway offers port mapping: "
-                                         + ", ".join(found), detail,
-                                         "dattui does not request port mappings yet"))
+                                         + ", ".join(found), detail + (f"; {pm.mapping_error}" if
+                                                                       pm.mapping_error else ""),
+                                         "dattui does not keep port mappings yet"))
         else:
             queue.put_nowait(CheckResult("port_mapping", None, "no port mapping offered by the gateway "
                                          "(UPnP-IGD, NAT-PMP, PCP)", detail))
@@ -591,7 +610,13 @@ class Doctor:
             } for s in f.servers],
             "port_mapping": None if pm is None else {
                 "gateway": pm.gateway, "upnp": pm.upnp, "upnp_location": pm.upnp_location,
-                "natpmp": pm.natpmp, "natpmp_external": pm.natpmp_external, "pcp": pm.pcp},
+                "natpmp": pm.natpmp, "natpmp_external": pm.natpmp_external, "pcp": pm.pcp,
+                "mapped": None if pm.mapping is None else {
+                    "protocol": pm.mapping.protocol, "internal_port": pm.mapping.internal_port,
+                    "external": (f"{pm.mapping.external_ip}:" if pm.mapping.external_ip else "")
+                    + str(pm.mapping.external_port),
+                    "lifetime": pm.mapping.lifetime, "released": pm.mapping.released},
+                "mapping_error": pm.mapping_error or None},
             "verdict": v.as_dict(),
             "checks": [check_dict(c) for c in self.checks],
             "unfinished": f.unfinished,

@@ -12,6 +12,7 @@ from an address it never sent to unless its filtering lets it in).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import subprocess
@@ -303,3 +304,90 @@ def test_peer_test_reports_the_path_a_clone_takes_for_every_pair(lab, tmp_path):
             bad.append(f"{name}: " + "; ".join(problems))
     assert not bad, "\n".join(bad)
     assert took < PAIRS_BUDGET, f"{took:.0f} s for every pair (budget {PAIRS_BUDGET:.0f} s)"
+
+
+# -- port mapping, IPv6 ---------------------------------------------------------------------
+
+def _fake_gateway(peer, protocols: str):
+    gw = peer.router.popen([sys.executable, str(ROOT / "tests" / "fake_gateway.py"), peer.gateway,
+                            peer.public_ip, "--protocols", protocols], stdout=subprocess.PIPE, text=True)
+    assert gw.stdout.readline().strip() == "ready"
+    return gw
+
+
+def _gateway_log(gw) -> list[dict]:
+    gw.terminate()
+    out, _ = gw.communicate(timeout=10)
+    return [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+
+
+@pytest.mark.parametrize("protocols", ["natpmp,pcp", "pcp"])
+def test_port_mapping_requested_and_released_at_a_natpmp_or_pcp_gateway(net, protocols, tmp_path):
+    inet, _ = net
+    peer = add_peer(inet.lab, inet, NatKind.CONE, 1)
+    gw = _fake_gateway(peer, protocols)
+    try:
+        p, rep, took = doctor(peer.host, tmp_path / "home", *RDV_ARGS)
+    finally:
+        log = _gateway_log(gw)
+    assert took < BUDGET
+    pm = rep["port_mapping"]
+    proto = "natpmp" if "natpmp" in protocols else "pcp"
+    assert pm["gateway"] == peer.gateway and pm["pcp"] is True and pm["natpmp"] is (proto == "natpmp")
+    assert pm["mapped"] == {"protocol": proto, "internal_port": 3282, "external": f"{peer.public_ip}:3282",
+                            "lifetime": 60, "released": True}, pm
+    check = [c for c in rep["checks"] if c["name"] == "port_mapping"][0]
+    assert check["ok"] is True and f"UDP 3282 became {peer.public_ip}:3282" in check["summary"]
+    maps = [(e["internal_port"], e["lifetime"]) for e in log if e["op"] == "map"]
+    assert maps == [(3282, 60), (3282, 0)] and {e["protocol"] for e in log if e["op"] == "map"} == {proto}
+
+
+def test_the_daemon_asks_the_gateway_only_with_lan_discovery_on(net, tmp_path):
+    """`python -m engine.daemon` inside the peer's namespace, reached over its Unix socket."""
+    from engine.daemon.client import DaemonClient
+
+    inet, _ = net
+    peer = add_peer(inet.lab, inet, NatKind.CONE, 1)
+
+    async def checks(home) -> list[str]:
+        for _ in range(100):
+            if (home / "daemon.sock").exists():
+                break
+            await asyncio.sleep(0.1)
+        client = await DaemonClient.connect(home)
+        try:
+            return [r.name async for r in client.doctor()]
+        finally:
+            await client.stop_daemon()
+            await client.close()
+
+    for lan in (False, True):
+        gw = _fake_gateway(peer, "natpmp,pcp")
+        home = tmp_path / f"home-{lan}"
+        env(home)
+        (home / "config.toml").write_text(f'[discovery]\ndht = false\nrendezvous = ["{RDV1}:{PORT}"]\n')
+        daemon = peer.host.popen([sys.executable, "-m", "engine.daemon", "--port", "0",
+                                  *([] if lan else ["--no-lan"])], env=env(home), cwd=str(ROOT))
+        try:
+            names = asyncio.run(asyncio.wait_for(checks(home), 30))
+            daemon.wait(20)
+        finally:
+            if daemon.poll() is None:
+                daemon.terminate()
+            log = _gateway_log(gw)
+        assert names[-1] == "verdict" and f"udp:{RDV1}:{PORT}" in names
+        if lan:
+            assert "port_mapping" in names and any(e["op"] == "map" for e in log), log
+        else:
+            assert "port_mapping" not in names and log == [], log
+
+
+def test_ipv6_local_addresses_are_reported(net, tmp_path):
+    inet, _ = net
+    peer = add_peer(inet.lab, inet, NatKind.CONE, 1)
+    peer.host.run(["ip", "addr", "add", "2001:db8:1::2/64", "dev", peer.ifname, "nodad"])
+    p, rep, took = doctor(peer.host, tmp_path / "home", *RDV_ARGS)
+    assert rep["local_addresses"]["ipv4"] == [peer.ip]
+    assert rep["local_addresses"]["ipv6"] == ["2001:db8:1::2"]
+    check = [c for c in rep["checks"] if c["name"] == "local_addresses"][0]
+    assert "2001:db8:1::2" in check["summary"] and "IPv6: 2001:db8:1::2" in check["detail"]

@@ -405,3 +405,37 @@ def test_peer_test_cli_prints_every_path_on_both_sides(tmp_path):
     finally:
         rdv.terminate()
         rdv.wait(10)
+
+
+def test_port_mapping_answers_are_parsed_strictly():
+    from engine.doctor_checks import portmap as pm
+    req = pm.natpmp_map_request(3282, 60)
+    assert len(req) == 12 and req[:2] == b"\x00\x01" and pm.natpmp_map_request(3282, 0, 0)[6:8] == b"\x00\x00"
+    ok = bytes([0, 129, 0, 0]) + (7).to_bytes(4, "big") + (3282).to_bytes(2, "big") + (40000).to_bytes(2, "big") \
+        + (60).to_bytes(4, "big")
+    assert pm.parse_natpmp_map(ok, 3282) == (0, 40000, 60)
+    assert pm.parse_natpmp_map(ok, 3283) is None                 # not our port
+    assert pm.parse_natpmp_map(ok + b"\x00", 3282) is None        # wrong size
+    assert pm.parse_natpmp_map(b"\x00\x80" + ok[2:], 3282) is None  # not a map answer
+    nonce = bytes(range(12))
+    req = pm.pcp_map_request("10.1.0.2", 3282, 60, nonce)
+    assert len(req) == 60 and req[:2] == b"\x02\x01" and req[24:36] == nonce
+    answer = bytes([2, 0x81, 0, 0]) + (60).to_bytes(4, "big") + bytes(16) + nonce + bytes([17, 0, 0, 0]) \
+        + (3282).to_bytes(2, "big") + (3282).to_bytes(2, "big") + pm._v4mapped("203.0.113.101")
+    assert pm.parse_pcp_map(answer, nonce, 3282) == (0, 3282, 60, "203.0.113.101")
+    assert pm.parse_pcp_map(answer, bytes(12), 3282) is None      # another request's nonce
+    assert pm.parse_pcp_map(answer[:59], nonce, 3282) is None
+    rng = random.Random(9)
+    for _ in range(3000):
+        junk = rng.randbytes(rng.choice([12, 16, 24, 60, rng.randrange(0, 200)]))
+        pm.parse_natpmp_map(junk, 3282)
+        pm.parse_pcp_map(junk, nonce, 3282)
+
+
+async def test_a_gateway_that_does_not_answer_mapping_requests():
+    from engine.doctor_checks import portmap as pm
+    facts = pm.PortMapFacts(gateway="127.0.0.1", natpmp=True)
+    t0 = time.monotonic()
+    # nothing listens on 127.0.0.1:5351: the ICMP error ends it at once
+    assert await pm.request_mapping(facts, 3282, timeout=1.0) is None
+    assert time.monotonic() - t0 < 1.5 and facts.mapping_error

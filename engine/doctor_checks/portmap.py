@@ -1,11 +1,17 @@
 """Does the local gateway offer port mapping (UPnP-IGD, NAT-PMP, PCP)?
 
-Only asks, never maps: an SSDP M-SEARCH for an Internet Gateway Device goes
-to the LAN multicast group 239.255.255.250:1900 (TTL 2, so it never leaves
-the local network) from each local IPv4 interface; a NAT-PMP public-address
+First it asks: an SSDP M-SEARCH for an Internet Gateway Device goes to the
+LAN multicast group 239.255.255.250:1900 (TTL 2, so it never leaves the
+local network) from each local IPv4 interface; a NAT-PMP public-address
 request (RFC 6886) and a PCP ANNOUNCE (RFC 6887) go to the default gateway's
 port 5351. Nothing else is contacted. Each probe is short: a gateway that does
 not speak a protocol answers with an ICMP error at once or not at all.
+
+Then, when the gateway speaks NAT-PMP or PCP, `request_mapping` asks it to
+map the node's UDP port (NAT-PMP "map UDP", or a PCP MAP) for a short
+lifetime, and `release_mapping` gives it back (lifetime 0): the doctor tests
+that mapping works, it keeps nothing. Answers are parsed strictly (sizes,
+versions, the request's port and nonce); anything else is ignored.
 """
 
 from __future__ import annotations
@@ -13,11 +19,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import os
 import socket
 import struct
 from dataclasses import dataclass, field
 
-__all__ = ["PortMapFacts", "default_gateway", "probe_gateway", "upnp_search", "port_mapping"]
+__all__ = ["PortMapFacts", "Mapping", "default_gateway", "probe_gateway", "upnp_search", "port_mapping",
+           "request_mapping", "release_mapping", "natpmp_map_request", "parse_natpmp_map",
+           "pcp_map_request", "parse_pcp_map"]
 
 SSDP_GROUP = ("239.255.255.250", 1900)
 PCP_PORT = 5351
@@ -34,6 +43,8 @@ class PortMapFacts:
     upnp: bool | None = None            # None: no interface to ask on
     upnp_location: str | None = None
     upnp_server: str | None = None
+    mapping: "Mapping | None" = None     # the test mapping, when one was granted
+    mapping_error: str = ""
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -120,6 +131,139 @@ async def probe_gateway(gateway: str, facts: PortMapFacts, timeout: float = 1.0)
                 return
     finally:
         s.close()
+
+
+# -- asking for a mapping ----------------------------------------------------------------
+
+@dataclass
+class Mapping:
+    protocol: str           # "natpmp" or "pcp"
+    internal_port: int
+    external_port: int
+    lifetime: int           # seconds granted
+    external_ip: str | None = None
+    released: bool | None = None
+    nonce: bytes = b""
+
+
+def natpmp_map_request(internal_port: int, lifetime: int, suggested: int | None = None) -> bytes:
+    """RFC 6886 3.3: version 0, opcode 1 (map UDP); the same external port
+    suggested unless told (a deletion suggests 0)."""
+    return struct.pack("!BBHHHI", 0, 1, 0, internal_port,
+                       internal_port if suggested is None else suggested, lifetime)
+
+
+def parse_natpmp_map(data: bytes, internal_port: int) -> tuple[int, int, int] | None:
+    """(result code, external port, lifetime) of the answer to our map request, or None."""
+    if len(data) != 16 or data[0] != 0 or data[1] != 129:
+        return None
+    _, _, result, _epoch, internal, external, lifetime = struct.unpack("!BBHIHHI", data)
+    if internal != internal_port:
+        return None
+    return result, external, lifetime
+
+
+def _v4mapped(ip: str) -> bytes:
+    return ipaddress.IPv6Address("::ffff:" + ip).packed
+
+
+def pcp_map_request(client_ip: str, internal_port: int, lifetime: int, nonce: bytes,
+                    suggested_ip: str = "0.0.0.0") -> bytes:
+    """RFC 6887 7.1 and 11.1: a MAP request for UDP (protocol 17)."""
+    header = struct.pack("!BBHI", 2, 1, 0, lifetime) + _v4mapped(client_ip)
+    body = nonce + struct.pack("!B3xHH", 17, internal_port, internal_port) + _v4mapped(suggested_ip)
+    return header + body
+
+
+def parse_pcp_map(data: bytes, nonce: bytes, internal_port: int) -> tuple[int, int, int, str | None] | None:
+    """(result code, external port, lifetime, external ip) of the answer to our MAP, or None."""
+    if len(data) < 60 or len(data) > 1100 or data[0] != 2 or data[1] != 0x81:
+        return None
+    result = data[3]
+    lifetime = int.from_bytes(data[4:8], "big")
+    body = data[24:60]
+    if body[:12] != nonce or body[12] != 17 or int.from_bytes(body[16:18], "big") != internal_port:
+        return None
+    external_port = int.from_bytes(body[18:20], "big")
+    ip = ipaddress.IPv6Address(body[20:36])
+    external_ip = str(ip.ipv4_mapped) if ip.ipv4_mapped is not None else str(ip)
+    return result, external_port, lifetime, external_ip
+
+
+async def _exchange(gateway: str, build, parse, timeout: float) -> tuple | None:
+    """Send `build(client_ip)` to the gateway's port 5351 up to 3 times; the
+    first answer `parse` accepts, or None. Raises OSError when the gateway
+    cannot be reached or refuses (ICMP)."""
+    loop = asyncio.get_running_loop()
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setblocking(False)
+    try:
+        s.connect((gateway, PCP_PORT))
+        request = build(s.getsockname()[0])
+        start = loop.time()
+        for attempt in range(3):
+            s.send(request)
+            until = start + timeout * (attempt + 1) / 3
+            while loop.time() < until:
+                try:
+                    data = await asyncio.wait_for(loop.sock_recv(s, 1100), until - loop.time())
+                except asyncio.TimeoutError:
+                    break
+                got = parse(data)
+                if got is not None:
+                    return got
+        return None
+    finally:
+        s.close()
+
+
+async def request_mapping(facts: PortMapFacts, internal_port: int, *, lifetime: int = 60,
+                          timeout: float = 1.5) -> Mapping | None:
+    """Ask the gateway (NAT-PMP first, else PCP) to map UDP `internal_port`;
+    the mapping granted (also in `facts.mapping`), or None (`facts.mapping_error` says why)."""
+    gw = facts.gateway
+    if gw is None or not (facts.natpmp or facts.pcp):
+        return None
+    try:
+        if facts.natpmp:
+            got = await _exchange(gw, lambda _ip: natpmp_map_request(internal_port, lifetime),
+                                  lambda d: parse_natpmp_map(d, internal_port), timeout)
+            if got is not None and got[0] == 0:
+                facts.mapping = Mapping("natpmp", internal_port, got[1], got[2], facts.natpmp_external)
+            elif got is not None:
+                facts.mapping_error = f"the gateway refused the NAT-PMP mapping (result {got[0]})"
+            else:
+                facts.mapping_error = "the gateway did not answer the NAT-PMP mapping request"
+        if facts.mapping is None and facts.pcp:
+            nonce = os.urandom(12)
+            got = await _exchange(gw, lambda ip: pcp_map_request(ip, internal_port, lifetime, nonce),
+                                  lambda d: parse_pcp_map(d, nonce, internal_port), timeout)
+            if got is not None and got[0] == 0:
+                facts.mapping = Mapping("pcp", internal_port, got[1], got[2], got[3], nonce=nonce)
+                facts.mapping_error = ""
+            elif got is not None:
+                facts.mapping_error = f"the gateway refused the PCP mapping (result {got[0]})"
+            elif not facts.mapping_error:
+                facts.mapping_error = "the gateway did not answer the PCP mapping request"
+    except OSError as exc:
+        facts.mapping_error = f"cannot reach the gateway {gw}: {exc.strerror or exc}"
+    return facts.mapping
+
+
+async def release_mapping(facts: PortMapFacts, mapping: Mapping, *, timeout: float = 1.0) -> bool:
+    """Give a mapping back (lifetime 0); whether the gateway confirmed it."""
+    gw = facts.gateway
+    try:
+        if mapping.protocol == "natpmp":
+            got = await _exchange(gw, lambda _ip: natpmp_map_request(mapping.internal_port, 0, 0),
+                                  lambda d: parse_natpmp_map(d, mapping.internal_port), timeout)
+        else:
+            got = await _exchange(gw, lambda ip: pcp_map_request(ip, mapping.internal_port, 0, mapping.nonce),
+                                  lambda d: parse_pcp_map(d, mapping.nonce, mapping.internal_port), timeout)
+    except OSError:
+        got = None
+    mapping.released = got is not None and got[0] == 0
+    return mapping.released
 
 
 def _msearch(st: str) -> bytes:

@@ -289,7 +289,11 @@ def verdict(f: Facts) -> Verdict:
                  "rate-limited), or a punched path when the other side's NAT is simple",
                  "for direct connections: forward a UDP port to this machine on the router (use "
                  "it with --port), or use a network whose NAT keeps one port per socket"]
-        if f.portmap and f.portmap.any:
+        if f.portmap and f.portmap.mapping is not None:
+            steps.append("the router maps ports on request (tested above): a port forward of UDP "
+                         f"port {f.portmap.mapping.internal_port} made there lets peers in directly; "
+                         "dattui does not keep a mapping yet")
+        elif f.portmap and f.portmap.any:
             steps.append("the router offers port mapping (see above), but dattui does not "
                          "request mappings yet")
         return Verdict(
