@@ -439,3 +439,21 @@ async def test_a_gateway_that_does_not_answer_mapping_requests():
     # nothing listens on 127.0.0.1:5351: the ICMP error ends it at once
     assert await pm.request_mapping(facts, 3282, timeout=1.0) is None
     assert time.monotonic() - t0 < 1.5 and facts.mapping_error
+
+
+async def test_a_peer_test_side_never_answers_its_own_pings():
+    """A local address the other side reports may be one of ours too (a docker
+    bridge on both machines): pings that reach their own sender stay unanswered."""
+    from engine.doctor_checks.peer import _Side
+    srv = await serve("127.0.0.1", 0)
+    side = _Side(DoctorOptions(rendezvous=(f"127.0.0.1:{srv.udp_address[1]}",), host="127.0.0.1", port=0),
+                 "host", pp.new_test_id(), None, 1, 1.0)
+    try:
+        await side.start()
+        me = ("127.0.0.1", side.main.port)
+        winner, rtts, _ = await side._ping([lambda d: side.main.sendto(d, me)], 0.6)
+        assert winner == -1 and rtts == []
+    finally:
+        side.close()
+        srv.close()
+        await srv.wait_closed()

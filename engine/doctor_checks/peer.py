@@ -683,7 +683,8 @@ class _Side:
     def _echo(self, data: bytes, reply: Callable[[bytes], None]) -> None:
         answer = pp.pong_for(data, self.keys.session)
         if answer is not None:
-            reply(answer)
+            if data[21:29] not in self._pings:  # never our own ping (a LAN address that is ours too)
+                reply(answer)
             return
         nonce = pp.pong_nonce(data, self.keys.session)
         sent = self._pings.pop(nonce, None) if nonce is not None else None
@@ -1096,7 +1097,7 @@ async def _steps(side: _Side, r: PeerTestResult) -> None:
         r.paths.append(mine)
         if side.on_path is not None:
             side.on_path(mine)
-        await ctl.send({"t": "result", **mine.as_dict()})
+        await ctl.send({"t": "result", **mine.as_dict(), "reason": mine.reason[:400]})
         theirs = PathResult.from_message(await ctl.recv("result", CONTROL_TIMEOUT + BIRTHDAY_TIMEOUT))
         if theirs is None or theirs.path != step:
             raise PeerTestError("the other machine sent a result that makes no sense")
