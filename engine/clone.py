@@ -82,6 +82,7 @@ MOVE_WINDOW = 32         # the latest requests at a seed that may move to a clon
 SEED_SENDING = 2         # a seed's oldest requests: likely on the wire, never moved
 MAX_OFFERS = 4096        # per peer: blocks it announced that we lack, queued to ask it for
 SCAN_LIMIT = 4096        # blocks looked at per pick within one file
+SEED_COPY_AFTER = 1.5    # endgame: a seed copies a clone peer's request only when older
 
 Key = tuple[int, int]  # (file index, block index)
 
@@ -177,6 +178,7 @@ class CloneSwarm(SwarmBase):
         # requests out: block -> the peers asked for it (more than one only in the endgame)
         self.inflight: dict[Key, list[PeerConnection]] = {}
         self.retry: dict[Key, None] = {}  # blocks given back, to ask again (an ordered set)
+        self._asked_at: dict[Key, float] = {}  # when each block in flight was first asked for
         self._requests = 0          # requests out, copies included
         self._requested_bytes = 0
         self._remaining = 0         # blocks not verified yet
@@ -255,10 +257,16 @@ class CloneSwarm(SwarmBase):
         self._order_dirty = True
 
     def _tie_ranks(self, n: int) -> list[int]:
-        """Order among files held by as many peers: path order from a random
-        starting point, so that clones of one share begin in different places."""
-        start = self.rng.randrange(n) if n else 0
-        return [(i - start) % n for i in range(n)]
+        """Order among files held by as many peers: random, and each clone's
+        own, so that clones of one share begin in different places and never
+        walk the same files in lock-step (asking a seed for the same file at
+        the same moment)."""
+        order = list(range(n))
+        self.rng.shuffle(order)
+        rank = [0] * n
+        for pos, f in enumerate(order):
+            rank[f] = pos
+        return rank
 
     def _recount(self) -> None:
         m = self.manifest
@@ -318,6 +326,7 @@ class CloneSwarm(SwarmBase):
             p.app["inflight"] = {}
             p.app["inflight_bytes"] = 0
         self.inflight.clear()
+        self._asked_at.clear()
         self._requests = 0
         self._requested_bytes = 0
 
@@ -689,7 +698,7 @@ class CloneSwarm(SwarmBase):
                 if key is not None:
                     return key
         if self._remaining == len(self.inflight):
-            return self._pick_copy(peer)
+            return self._pick_copy(peer, now)
         return None
 
     def _pick_moved(self, peer: PeerConnection) -> Key | None:
@@ -720,11 +729,17 @@ class CloneSwarm(SwarmBase):
                 return True
         return False
 
-    def _pick_copy(self, peer: PeerConnection) -> Key | None:
-        """Endgame: a block requested elsewhere, the longest outstanding first."""
+    def _pick_copy(self, peer: PeerConnection, now: float) -> Key | None:
+        """Endgame: a block requested elsewhere, the longest outstanding first.
+        A seed copies a request waiting at a clone peer only once it has waited
+        SEED_COPY_AFTER: seeds are the swarm's scarce upload."""
         mine = peer.app["inflight"]
+        seed = peer.app.get("have") is True
         for key, holders in self.inflight.items():
             if len(holders) < ENDGAME_COPIES and key not in mine and self._holds(peer, *key):
+                if seed and now - self._asked_at.get(key, 0.0) < SEED_COPY_AFTER \
+                        and any(h.app.get("have") is not True for h in holders):
+                    continue
                 self.blocks_duplicated += 1
                 return key
         return None
@@ -736,7 +751,10 @@ class CloneSwarm(SwarmBase):
         peer.app["inflight_bytes"] += size
         self._requests += 1
         self._requested_bytes += size
-        self.inflight.setdefault(key, []).append(peer)
+        holders = self.inflight.setdefault(key, [])
+        if not holders:
+            self._asked_at[key] = time.monotonic()
+        holders.append(peer)
         return wire.encode(wire.Request(self.version, key[0], key[1]))
 
     def _schedule(self, peer: PeerConnection) -> None:
@@ -768,12 +786,14 @@ class CloneSwarm(SwarmBase):
             self._requested_bytes -= size
         holders = self.inflight.get(key)
         if holders is None:
+            self._asked_at.pop(key, None)
             return True
         if peer in holders:
             holders.remove(peer)
         if holders:
             return False
         del self.inflight[key]
+        self._asked_at.pop(key, None)
         return True
 
     def _remember_cancel(self, peer: PeerConnection, key: Key) -> None:

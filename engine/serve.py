@@ -21,7 +21,7 @@ from .peer import ERR_PROTOCOL, PeerConnection
 from .transport.quic import HIGH_WATER
 
 MAX_QUEUED = 2048
-MIN_BACKLOG = 256 * 1024
+MIN_BACKLOG = 64 * 1024
 BACKLOG_SECONDS = 0.25
 
 
