@@ -52,7 +52,7 @@ class EngineOptions:
     dht: bool = False
     dht_bootstrap: tuple[str, ...] = ()
     rendezvous: tuple[str, ...] = ()
-
+    pex: bool = True  # peers introduce each other; punches coordinated through a common peer
 
     @classmethod
     def from_config(cls, cfg, **overrides) -> "EngineOptions":
@@ -81,6 +81,7 @@ class Engine:
         self._lan = None
         self.dht = None
         self.rendezvous = None
+        self.pex = None
         self._done: dict[str, asyncio.Future] = {}
         self._log: collections.deque[str] = collections.deque(maxlen=2000)
 
@@ -113,6 +114,10 @@ class Engine:
             self.rendezvous = RendezvousSource(self.node, servers, emit=self._emit)
             await self.rendezvous.start()
             self.node.add_source(self.rendezvous)
+        if self.options.pex:  # after the rendezvous source: it wraps the path labels
+            from .traversal.pex import PexService
+            self.pex = PexService(self.node, emit=self._emit)
+            self.pex.start()
 
     def _start_dht(self) -> None:
         import sqlite3
@@ -148,6 +153,8 @@ class Engine:
                 self._dht_db.close()
             except sqlite3.Error:
                 pass
+        if self.pex is not None:
+            self.pex.close()
         if self.node:
             await self.node.close()
 
@@ -222,6 +229,7 @@ class Engine:
                            block_size=self.options.block_size,
                            include_hidden=self.options.include_hidden if include_hidden is None else include_hidden,
                            rescan_interval=self.options.rescan_interval)
+        swarm.pex = self.pex
         self.swarms[tid] = swarm
         try:
             await swarm.publish()
@@ -247,6 +255,7 @@ class Engine:
                            max_inflight_bytes=self.options.max_inflight_bytes,
                            max_inflight_requests=self.options.max_inflight_requests,
                            upload=self.options.upload)
+        swarm.pex = self.pex
         self.swarms[swarm.tid] = swarm
         self._done[swarm.tid] = self.node.loop.create_future()
         self.node.add_swarm(swarm)

@@ -28,6 +28,7 @@ class SwarmBase:
         self.state = State.SEARCHING
         self.message = ""
         self.wants_peers = True
+        self.pex = None  # the node's peer exchange (engine/traversal/pex.py), if on
 
     @property
     def link(self) -> str:
@@ -35,6 +36,8 @@ class SwarmBase:
 
     def attach(self, peer: PeerConnection) -> None:
         self.peers.append(peer)
+        if self.pex is not None:
+            self.pex.attached(self, peer)
 
     def detach(self, peer: PeerConnection, reason: str) -> None:
         if peer in self.peers:
@@ -45,6 +48,9 @@ class SwarmBase:
             peer.send(wire.Pong(frame.token))
         elif isinstance(frame, wire.Close):
             peer.close(0, frame.reason or "peer closed")
+        elif isinstance(frame, (wire.Pex, wire.PunchRequest, wire.PunchIntro)):
+            if self.pex is not None:
+                self.pex.frame(self, peer, frame)
 
     def peer_statuses(self) -> tuple[PeerStatus, ...]:
         now = time.monotonic()

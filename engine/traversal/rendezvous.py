@@ -39,7 +39,8 @@ from ..rendezvous.client_core import (ObservedAddressChanged, PeersListed, Punch
                                       Registered, RelayAllocated, RelayBound, RelayClosed,
                                       RelayDataReceived, RelayOffered, RendezvousClient)
 from ..transport.paths import DirectPath, RelayPath
-from .punch import Punched, Puncher, PunchState, Send, is_probe
+from .probes import probe_router
+from .punch import Punched, Puncher, PunchState, Send
 from .sockets import HelperSockets, sendto_ttl
 
 log = logging.getLogger("dattui.rendezvous")
@@ -327,7 +328,7 @@ class RendezvousSource:
     async def start(self) -> None:
         d = self.node.demux
         d.add(rp.is_rendezvous, self._udp_in, first=True)
-        d.add(is_probe, self._probe_in, first=True)
+        probe_router(self.node).fallbacks.append(self._probe_in)  # probes no other punch claims
         d.add(stun.is_stun, self._stun_in, first=True)
         self.node.endpoint.classify = self._classify
         # every configured address answers STUN (two addresses of one server tell
