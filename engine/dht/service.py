@@ -15,9 +15,12 @@ with 'd' = 0x64, which has QUIC's fixed bit set)::
     dht.close()
 
 Per key: announce runs at once and then every `announce_interval` (60 s);
-lookup every `lookup_interval` (15 s) while it is wanted; a key that is both
-announced and looked up announces when an announce is due and looks up in
-between. Only one operation per key runs at a time. `on_peers(dkey, peers)`
+lookup at once, then every `lookup_interval` (15 s) while it is wanted; a
+lookup that found no other peer is tried again sooner, after `retry_first`
+(1 s) doubling up to `lookup_interval` (so a clone started just before its
+share finds it within seconds, and an empty key costs the DHT little); a key
+that is both announced and looked up announces when an announce is due and
+looks up in between. Only one operation per key runs at a time. `on_peers(dkey, peers)`
 is called for every batch of new peers (our own address, as other nodes
 report it, is left out).
 """
@@ -28,6 +31,7 @@ import asyncio
 import logging
 import random
 import socket
+from collections import deque
 from collections.abc import Callable, Iterable
 
 from .bencode import looks_like_krpc
@@ -68,6 +72,7 @@ class DhtService:
         rng: random.Random | None = None,
         announce_interval: float = 60.0,
         lookup_interval: float = 15.0,
+        retry_first: float = 1.0,
         node_options: dict | None = None,
     ) -> None:
         self._sendto = socket_sendto
@@ -79,6 +84,10 @@ class DhtService:
         self.on_peers = on_peers
         self.announce_interval = announce_interval
         self.lookup_interval = lookup_interval
+        self.retry_first = retry_first
+        self._retry: dict[bytes, float] = {}          # dkey -> delay after the next empty lookup
+        self._found: set[bytes] = set()               # keys whose running operation found a peer
+        self.delays: dict[bytes, deque] = {}          # dkey -> the last delays chosen (status)
         self._announce: dict[bytes, int] = {}        # dkey -> port
         self._lookup: set[bytes] = set()
         self._by_hash: dict[bytes, bytes] = {}        # info-hash -> dkey
@@ -203,6 +212,9 @@ class DhtService:
     def _forget(self, dkey: bytes) -> None:
         if dkey in self._announce or dkey in self._lookup:
             return
+        self._retry.pop(dkey, None)
+        self._found.discard(dkey)
+        self.delays.pop(dkey, None)
         self._by_hash.pop(info_hash_for(dkey), None)
         self._last_announce.pop(dkey, None)
         lid = self._running.pop(dkey, None)
@@ -241,6 +253,7 @@ class DhtService:
             self._schedule(dkey, self.lookup_interval)
             return
         self._running[dkey] = lid
+        self._found.discard(dkey)
 
     def _schedule(self, dkey: bytes, delay: float) -> None:
         old = self._scheduled.pop(dkey, None)
@@ -260,6 +273,8 @@ class DhtService:
             if isinstance(ev, PeersFound):
                 me = self.core.external_address()
                 peers = [p for p in ev.peers if p != me]
+                if peers:
+                    self._found.add(dkey)
                 if peers and self.on_peers is not None:
                     try:
                         self.on_peers(dkey, peers)
@@ -269,7 +284,14 @@ class DhtService:
                 del self._running[dkey]
                 self.last_done[dkey] = ev
                 if dkey in self._lookup:
-                    self._schedule(dkey, self.lookup_interval)
+                    if dkey in self._found:
+                        delay = self.lookup_interval
+                        self._retry.pop(dkey, None)
+                    else:  # nobody yet: again soon, then less and less often
+                        delay = self._retry.get(dkey, self.retry_first)
+                        self._retry[dkey] = min(delay * 2, self.lookup_interval)
+                    self.delays.setdefault(dkey, deque(maxlen=16)).append(delay)
+                    self._schedule(dkey, delay)
                 elif dkey in self._announce:
                     self._schedule(dkey, self.announce_interval)
 
