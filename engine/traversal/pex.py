@@ -11,7 +11,9 @@ node socket (engine/traversal/punch.py: low-TTL first probe, then the
 schedule), and once a probe or an ack gets through, the side with the smaller
 node id dials QUIC over that path. So a swarm needs no rendezvous server once
 one connection exists, and two clones behind port-restricted NATs that each
-know only the share end up connected to each other.
+know only the share end up connected to each other. A clone asks only for
+nodes it is still not connected to REQUEST_AFTER seconds after hearing of them
+(it may be dialling them already: an address given with --peer, LAN, DHT).
 
 All of it is hostile input (the peers know the link, nothing more):
 - PEX makes a node send nothing to any listed address, only a PUNCH_REQUEST
@@ -49,6 +51,7 @@ log = logging.getLogger("dattui.pex")
 Address = tuple[str, int]
 PEX_EVERY = 30.0          # every peer hears the full list again this often
 REQUEST_AGAIN = 20.0      # a clone asks to be introduced to one node at most this often
+REQUEST_AFTER = 1.0       # ... and only when not connected to it this long after hearing of it
 PAIR_AGAIN = 10.0         # an introducer introduces one pair at most this often
 INTRO_RATE = 1.0          # introductions asked of / accepted from one peer per second ...
 INTRO_BURST = 8           # ... after a burst of this many
@@ -290,16 +293,30 @@ class PexService:
     def _on_pex(self, swarm, peer, frame: wire.Pex) -> None:
         if not self._wants_more(swarm):
             return
-        now = time.monotonic()
         me = self.node.identity.public
-        for entry in frame.peers:
-            key = (swarm.dkey, entry.node_id)
-            if entry.node_id in (me, peer.remote_id) or not entry.addrs \
-                    or self.connected(swarm, entry.node_id) or key in self.attempts \
+        heard = peer.app.get("pex_heard")
+        for e in frame.peers:
+            if e.node_id not in (me, peer.remote_id) and e.addrs:
+                if heard is None:
+                    heard = peer.app["pex_heard"] = {}
+                    self.node.loop.call_later(REQUEST_AFTER, self._ask, swarm, peer)
+                if len(heard) < MEMORY:
+                    heard[e.node_id] = None
+
+    def _ask(self, swarm, peer) -> None:
+        """Ask `peer` to introduce us to the nodes it told us of that we are
+        still not connected to."""
+        nodes = peer.app.pop("pex_heard", None) or {}
+        if peer.link.closed or not self._wants_more(swarm) or swarm.dkey not in self.node.swarms:
+            return
+        now = time.monotonic()
+        for node_id in nodes:
+            key = (swarm.dkey, node_id)
+            if self.connected(swarm, node_id) or key in self.attempts \
                     or now - self._asked.get(key, -1e9) < REQUEST_AGAIN:
                 continue
             _remember(self._asked, key, now)
-            peer.send(wire.PunchRequest(entry.node_id))
+            peer.send(wire.PunchRequest(node_id))
 
     def _on_request(self, swarm, peer, frame: wire.PunchRequest) -> None:
         now = time.monotonic()
