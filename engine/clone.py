@@ -444,8 +444,8 @@ class CloneSwarm(SwarmBase):
         if mask is None:
             peer.close(ERR_PROTOCOL, "block ranges outside the file or out of order")
             return
-        if _has(peer.app["have"], file):
-            return  # it holds the whole file already
+        if _has(peer.app["have"], file) or file in self.done:
+            return  # it holds the whole file already, or we do
         pb = peer.app.setdefault("pb", {})
         bits = pb.get(file)
         if bits is None:
@@ -453,14 +453,13 @@ class CloneSwarm(SwarmBase):
         bc = self._bc.get(file)
         if bc is None:
             bc = self._bc[file] = array("H", bytes(2 * n))
-        want = file not in self.done
         got = self.verified.get(file, ())
         offers = peer.app.setdefault("offers", deque())
         now = time.monotonic()
         for b in _new_bits(bits, mask):
             if bc[b] < 0xFFFF:
                 bc[b] += 1
-            if want and b not in got:
+            if b not in got:
                 key = (file, b)
                 if len(offers) < MAX_OFFERS:
                     offers.append(key)

@@ -130,7 +130,7 @@ def test_five_clones_in_namespaces_finish_together_and_the_share_uploads_less_th
     share_addr = f"{NET}.1:{PORT}"
 
     # one clone alone
-    tx0, sent0 = tx_bytes(sh, sh_if), share.bytes_sent()
+    tx0 = tx_bytes(sh, sh_if)
     ((alone, _, _),) = run_clones([start_clone(solo_host, share.link, tmp_path / "alone",
                                                tmp_path / "h-alone", [share_addr])])
     tx1, sent1 = tx_bytes(sh, sh_if), share.bytes_sent()

@@ -3,7 +3,8 @@
 Every node tells the peers of a share it is connected to about each other
 (PEX: node ids and the address it reaches each at, at most MAX_PEX_PEERS per
 frame): a new peer hears of all the others, the others of the new one, and
-everyone again every PEX_EVERY seconds. A clone still downloading asks the
+everyone again every PEX_EVERY seconds (not a clone with --no-upload: it serves
+others nothing, introductions included). A clone still downloading asks the
 introducer to connect it with a peer it is not connected to (PUNCH_REQUEST);
 the introducer sends both sides, at once, a PUNCH_INTRO with a fresh session
 and the address it sees the other one at; both probe each other from their
@@ -240,7 +241,14 @@ class PexService:
     def _ready(self, swarm) -> list:
         return [p for p in swarm.peers if not p.link.closed and p.remote_id]
 
+    @staticmethod
+    def _introduces(swarm) -> bool:
+        """A clone with --no-upload serves nothing to others, introductions included."""
+        return getattr(swarm, "upload", True)
+
     def attached(self, swarm, peer) -> None:
+        if not self._introduces(swarm):
+            return
         pending = self._pending.setdefault(swarm.dkey, [])
         pending.append(peer)
         if len(pending) == 1:  # one round of frames for the peers that attach together
@@ -270,6 +278,8 @@ class PexService:
         while True:
             await asyncio.sleep(PEX_EVERY)
             for swarm in list(self.node.swarms.values()):
+                if not self._introduces(swarm):
+                    continue
                 everyone = self._ready(swarm)
                 for p in everyone:
                     self._send_list(p, [q for q in everyone if q is not p])
@@ -319,6 +329,8 @@ class PexService:
             peer.send(wire.PunchRequest(node_id))
 
     def _on_request(self, swarm, peer, frame: wire.PunchRequest) -> None:
+        if not self._introduces(swarm):
+            return
         now = time.monotonic()
         bucket = peer.app.get("pex_requests")
         if bucket is None:
