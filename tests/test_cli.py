@@ -99,7 +99,9 @@ def test_disk_full_keeps_what_was_verified_and_resumes(tmp_path):
         assert p.returncode == 5 and "disk full" in p.stderr and p.stderr.count("\n") == 1
         from engine.store import CloneDB
         db = CloneDB(small / "dst", create=False)
-        kept = len(db.done_files()) * 3_000_000 + sum(len(v) for v in db.verified().values()) * 262144
+        # blocks are fetched in a random order: a file's short last block may be among them
+        kept = len(db.done_files()) * 3_000_000 + sum(
+            min(262144, 3_000_000 - b * 262144) for v in db.verified().values() for b in v)
         db.close()
         assert kept > 0
         # move the partial clone to a roomier disk and run the same command: it resumes
