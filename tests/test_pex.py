@@ -106,7 +106,7 @@ async def test_introductions_from_a_hostile_peer_are_bounded(tmp_path):
 
 
 def test_token_bucket_and_usable_addresses():
-    b = pexmod._Bucket(rate=1.0, burst=3, now=0.0)
+    b = pexmod.TokenBucket(rate=1.0, burst=3, now=0.0)
     assert [b.take(0.0) for _ in range(4)] == [True, True, True, False]
     assert not b.take(0.5) and b.take(1.0) and not b.take(1.1)
     assert pexmod.usable(("10.1.0.2", 3282), ipv6=False)

@@ -61,6 +61,7 @@ from typing import NamedTuple
 
 from .. import stun
 from . import protocol as p
+from ..ratelimit import TokenBucket
 
 __all__ = ["Send", "ServerLimits", "RendezvousServerCore", "Endpoint", "SocketKey", "PRIMARY"]
 
@@ -110,29 +111,6 @@ class ServerLimits:
     stun_strict: bool = False             # True: answer STUN only within the request's size
 
 
-class _Bucket:
-    __slots__ = ("tokens", "last", "rate", "burst")
-
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.tokens = burst
-        self.last = now
-
-    def take(self, now: float, cost: float = 1.0) -> bool:
-        elapsed = now - self.last
-        if elapsed > 0:
-            self.tokens = min(self.burst, self.tokens + elapsed * self.rate)
-            self.last = now
-        if self.tokens >= cost:
-            self.tokens -= cost
-            return True
-        return False
-
-    def full(self, now: float) -> bool:
-        return self.tokens + (now - self.last) * self.rate >= self.burst
-
-
 class _Node:
     __slots__ = ("nonce", "token", "ep", "ip", "candidates", "keys", "punch")
 
@@ -143,7 +121,7 @@ class _Node:
         self.ip: str = ip
         self.candidates: tuple[Address, ...] = candidates
         self.keys: dict[bytes, None] = {}
-        self.punch: _Bucket = punch
+        self.punch: TokenBucket = punch
 
     def peer(self) -> p.Peer:
         return p.Peer(self.token, self.ep[1], self.candidates, self.ep[0] == "tcp")
@@ -158,7 +136,7 @@ class _Allocation:
     ip: str
     created: float
     last: float
-    bucket: _Bucket
+    bucket: TokenBucket
     b: Endpoint | None = None
     bytes: int = 0
 
@@ -219,7 +197,7 @@ class RendezvousServerCore:
         self._rng = rng
         self._secret = rng.randbytes(32)
         self.stats = Stats()
-        self._buckets: collections.OrderedDict[str, _Bucket] = collections.OrderedDict()
+        self._buckets: collections.OrderedDict[str, TokenBucket] = collections.OrderedDict()
         self._nodes: dict[bytes, _Node] = {}          # nonce -> node
         self._tokens: dict[bytes, bytes] = {}         # token -> nonce
         self._by_key: dict[bytes, dict[bytes, None]] = {}   # key -> nonces
@@ -289,7 +267,7 @@ class RendezvousServerCore:
         ip = ip_key(addr[0])
         bucket = self._buckets.get(ip)
         if bucket is None:
-            bucket = self._buckets[ip] = _Bucket(self.limits.request_rate, self.limits.request_burst, now)
+            bucket = self._buckets[ip] = TokenBucket(self.limits.request_rate, self.limits.request_burst, now)
             if len(self._buckets) > self.limits.max_tracked_ips:
                 self._buckets.popitem(last=False)
         else:
@@ -462,7 +440,7 @@ class RendezvousServerCore:
                 return self._refuse(msg, ep, p.ErrorCode.LIMIT, "registrations_per_ip")
             token = self._new_id(self._tokens, p.TOKEN_SIZE)
             node = _Node(msg.nonce, token, ep, ip, msg.candidates,
-                         _Bucket(lim.punch_rate, lim.punch_burst, now))
+                         TokenBucket(lim.punch_rate, lim.punch_burst, now))
             self._nodes[msg.nonce] = node
             self._tokens[token] = msg.nonce
             self._by_ep.setdefault(ep, {})[msg.nonce] = None
@@ -607,7 +585,7 @@ class RendezvousServerCore:
             return self._refuse(msg, ep, p.ErrorCode.RATE_LIMITED, "punch_rate")
         channel = self._new_id(self._allocs, p.CHANNEL_SIZE)
         alloc = _Allocation(channel, msg.key, ep, msg.txid, ip, now, now,
-                            _Bucket(lim.relay_rate, lim.relay_burst, now))
+                            TokenBucket(lim.relay_rate, lim.relay_burst, now))
         self._allocs[channel] = alloc
         self._alloc_by_ep.setdefault(ep, {})[channel] = None
         self._count(self._alloc_count, ip, 1)

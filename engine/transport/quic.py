@@ -24,6 +24,7 @@ from aioquic.quic.connection import QuicConnection, QuicConnectionState
 from aioquic.quic.packet import QuicPacketType, pull_quic_header
 
 from ..events import PathKind
+from ..ratelimit import TokenBucket
 from .identity import NodeIdentity, certificate_public_key
 from . import congestion, pmtu
 from .paths import DirectPath
@@ -267,7 +268,7 @@ class QuicEndpoint:
         # set by the node: sends a list of datagrams to one address (GSO where it can)
         self.sendto_many: Callable[[list[bytes], Address], None] | None = None
         self._pmtu_nonces: dict[bytes, QuicLink] = {}
-        self._pmtu_acks = _TokenBucket(rate=200.0, burst=50.0)
+        self._pmtu_acks = TokenBucket(200.0, 50.0, 0.0)
         self.classify: Callable[[Address], PathKind] = lambda addr: PathKind.DIRECT
 
     def _configuration(self, is_client: bool) -> QuicConfiguration:
@@ -474,21 +475,6 @@ def set_datagram_size(conn: QuicConnection, size: int) -> bool:
     if hasattr(cc, "additive_increase_factor"):
         cc.additive_increase_factor = size
     return True
-
-
-class _TokenBucket:
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate, self.burst = rate, burst
-        self._tokens = burst
-        self._at = 0.0
-
-    def take(self, now: float) -> bool:
-        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
-        self._at = now
-        if self._tokens < 1.0:
-            return False
-        self._tokens -= 1.0
-        return True
 
 
 def random_nonce() -> bytes:

@@ -42,6 +42,7 @@ from collections.abc import Callable
 
 from .. import wire
 from ..events import PathAttempted, PathKind, PeerFound, Role
+from ..ratelimit import TokenBucket
 from ..transport.paths import DirectPath
 from .probes import probe_router
 from .punch import Punched, Puncher, PunchState, Send
@@ -62,22 +63,6 @@ MAX_PEERS = 32            # a clone asks for no more introductions with this man
 PUNCH_DEADLINE = 8.0
 KEEP_AFTER = 3.0          # a punch that got through keeps answering probes this long
 MEMORY = 4096             # bound of the per-node memories (requests, pairs)
-
-
-class _Bucket:
-    """Token bucket: `rate` per second, at most `burst` at once."""
-
-    def __init__(self, rate: float, burst: int, now: float) -> None:
-        self.rate, self.burst = rate, burst
-        self.tokens, self.at = float(burst), now
-
-    def take(self, now: float) -> bool:
-        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
 
 
 def usable(addr: Address, ipv6: bool) -> bool:
@@ -334,7 +319,7 @@ class PexService:
         now = time.monotonic()
         bucket = peer.app.get("pex_requests")
         if bucket is None:
-            bucket = peer.app["pex_requests"] = _Bucket(INTRO_RATE, INTRO_BURST, now)
+            bucket = peer.app["pex_requests"] = TokenBucket(INTRO_RATE, INTRO_BURST, now)
         if not bucket.take(now):
             return
         other = next((p for p in swarm.peers if p.remote_id == frame.node_id
@@ -366,7 +351,7 @@ class PexService:
             return
         bucket = peer.app.get("pex_intros")
         if bucket is None:
-            bucket = peer.app["pex_intros"] = _Bucket(INTRO_RATE, ATTEMPTS_PER_PEER, now)
+            bucket = peer.app["pex_intros"] = TokenBucket(INTRO_RATE, ATTEMPTS_PER_PEER, now)
         ipv6 = ":" in self.node.socket.local_address[0]
         candidates = list(dict.fromkeys(a for a in frame.addrs if usable(a, ipv6)))
         if not candidates or not bucket.take(now):
