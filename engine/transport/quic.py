@@ -27,6 +27,8 @@ from ..events import PathKind
 from ..ratelimit import TokenBucket
 from .identity import NodeIdentity, certificate_public_key
 from . import congestion, pmtu
+from .bulkstream import BulkStreamSender
+from .fastconn import DattuiConnection, supported as fast_path_supported
 from .paths import DirectPath
 from .udp import Address
 
@@ -111,6 +113,10 @@ class QuicLink:
         if self._stream_id is None:
             self._stream_id = self.conn.get_next_available_stream_id()
         self.conn.send_stream_data(self._stream_id, data)
+        if not self._written:
+            stream = self.conn._streams.get(self._stream_id)
+            if stream is not None:
+                BulkStreamSender.adopt(stream.sender)
         self._written += len(data)
         self.endpoint.mark_dirty(self)
 
@@ -284,8 +290,15 @@ class QuicEndpoint:
     def links(self) -> list[QuicLink]:
         return list(set(self._links.values()))
 
+    @staticmethod
+    def _connection(configuration: QuicConfiguration, **kw) -> QuicConnection:
+        conn = DattuiConnection(configuration=configuration, **kw)
+        if not fast_path_supported(conn):
+            conn.__class__ = QuicConnection  # an aioquic this fast path was not written for
+        return conn
+
     def connect(self, path) -> QuicLink:
-        conn = QuicConnection(configuration=self._configuration(True))
+        conn = self._connection(self._configuration(True))
         link = QuicLink(self, conn, path.addr, True, path)
         self._links[conn.host_cid] = link
         conn.connect(link.vaddr, now=self.loop.time())
@@ -316,8 +329,8 @@ class QuicEndpoint:
             if not (self.accept_incoming and header.packet_type == QuicPacketType.INITIAL
                     and len(data) >= SMALLEST_INITIAL and header.version is not None):
                 return
-            conn = QuicConnection(configuration=self._configuration(False),
-                                  original_destination_connection_id=header.destination_cid)
+            conn = self._connection(self._configuration(False),
+                                    original_destination_connection_id=header.destination_cid)
             path = via or DirectPath(self._sendto, addr, self.classify(addr))
             link = QuicLink(self, conn, addr, False, path)
             self._links[header.destination_cid] = link

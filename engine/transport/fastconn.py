@@ -1,0 +1,364 @@
+"""Leaner paths through aioquic for the packets of a bulk transfer.
+
+Nearly every datagram of a transfer is one 1-RTT packet carrying one STREAM
+frame (and now and then an ACK). aioquic handles each through its general
+path, on both ends: a full header parse, a search of the connection ids and
+network paths, a dispatch per frame through a table, a frame object; and to
+send, a packet builder asked at every packet whether a handshake, a path
+challenge, a connection id, a limit, a ping, a datagram is due.
+
+Receiving: `DattuiConnection.receive_datagram` takes the packets that can only
+mean one thing (short header, the connection's current id, the validated
+primary path, an established connection, no qlog) straight to decryption and
+handles their STREAM frames inline; everything else, and every frame that is
+not a STREAM frame on an open bidirectional stream, goes through aioquic.
+Sending: when nothing but one stream's data is due, `_write_application`
+writes each packet in one piece (header, STREAM frame, encryption) into the
+builder's output; whenever anything else is due it is aioquic's own.
+What both do to the connection's state is what aioquic's path does, step for
+step (tests/test_fastconn.py runs the same transfers through both and
+compares every datagram size both ways and every delivered byte).
+
+It reads and writes aioquic 1.x private fields; `supported()` checks they are
+where this was written against, and the endpoint uses plain `QuicConnection`
+when they are not.
+"""
+
+from __future__ import annotations
+
+from aioquic import tls
+from aioquic.buffer import UINT_VAR_MAX, Buffer, BufferReadError, size_uint_var
+from aioquic.quic import events
+from aioquic.quic.connection import (
+    END_STATES,
+    QuicConnection,
+    QuicConnectionError,
+    QuicConnectionState,
+    QuicReceiveContext,
+)
+from aioquic.quic.crypto import CryptoError
+from aioquic.quic.packet import (
+    NON_ACK_ELICITING_FRAME_TYPES,
+    PROBING_FRAME_TYPES,
+    QuicErrorCode,
+    QuicFrameType,
+    QuicPacketType,
+    QuicStreamFrame,
+)
+from aioquic.quic.packet_builder import QuicPacketBuilderStop, QuicSentPacket
+from aioquic.quic.recovery import MAX_ACK_RANGES
+from aioquic.quic.stream import FinalSizeError, StreamFinishedError
+
+ONE_RTT = tls.Epoch.ONE_RTT
+ONE_RTT_PACKET = QuicPacketType.ONE_RTT
+ZERO_RTT = tls.Epoch.ZERO_RTT
+CONNECTED = QuicConnectionState.CONNECTED
+StreamDataReceived = events.StreamDataReceived
+
+_CONNECTION_FIELDS = (
+    "_state", "_quic_logger", "_close_pending", "_handshake_complete", "_network_paths",
+    "_cryptos", "_spaces", "_is_client", "_spin_highest_pn", "_spin_bit", "_streams",
+    "_local_max_data", "_events", "_close_at", "_ack_eliciting_sent_since_receipt",
+    "_ack_delay", "_configuration", "host_cid", "_QuicConnection__frame_handlers",
+    "_crypto_streams", "_handshake_done_pending", "_host_cids", "_retire_connection_ids",
+    "_streams_blocked_pending", "_ping_pending", "_probe_pending", "_datagrams_pending",
+    "_local_max_streams_bidi", "_local_max_streams_uni", "_streams_queue", "_loss",
+    "_remote_max_data", "_remote_max_data_used", "_pacing_at",
+)
+_BUILDER_FIELDS = (
+    "_quic_logger", "_packet", "_buffer", "_datagram_needs_padding", "max_total_bytes",
+    "max_flight_bytes", "_datagram_init", "_buffer_capacity", "_flight_capacity",
+    "_flight_bytes", "_datagram_flight_bytes", "_peer_cid", "_spin_bit", "_packet_number",
+    "_packets", "_datagrams", "_total_bytes",
+)
+_RECEIVER_FIELDS = ("_buffer", "_buffer_start", "_final_size", "highest_offset", "is_finished",
+                    "_stream_id")
+
+
+def supported(conn: QuicConnection) -> bool:
+    """The private fields the fast paths touch exist on this aioquic."""
+    from aioquic.quic.packet_builder import QuicPacketBuilder
+    builder = QuicPacketBuilder(host_cid=b"", peer_cid=b"", version=1, is_client=True,
+                                max_datagram_size=1200)
+    return all(hasattr(conn, name) for name in _CONNECTION_FIELDS) \
+        and all(hasattr(builder, name) for name in _BUILDER_FIELDS) \
+        and hasattr(QuicConnection, "_idle_timeout") \
+        and hasattr(QuicConnection, "_handle_stream_frame") \
+        and hasattr(QuicConnection, "_write_application")
+
+
+class DattuiConnection(QuicConnection):
+    def receive_datagram(self, data: bytes, addr, now: float) -> None:
+        cid_end = 1 + self._configuration.connection_id_length
+        if (data and (data[0] & 0xC0) == 0x40 and self._state is CONNECTED
+                and self._handshake_complete and self._quic_logger is None
+                and not self._close_pending and data[1:cid_end] == self.host_cid):
+            paths = self._network_paths
+            if paths and paths[0].addr == addr and paths[0].is_validated:
+                self._receive_one_rtt(data, cid_end, paths[0], now)
+                return
+        super().receive_datagram(data, addr, now)
+
+    # ---- the fast path ------------------------------------------------------------
+    def _receive_one_rtt(self, data: bytes, pn_offset: int, path, now: float) -> None:
+        space = self._spaces[ONE_RTT]
+        try:
+            plain_header, payload, pn = self._cryptos[ONE_RTT].decrypt_packet(
+                data, pn_offset, space.expected_packet_number)
+        except CryptoError:
+            return  # undecryptable: dropped, as aioquic drops it
+        if pn in space.received_packets:
+            return  # duplicate (RFC 9000 section 12.3)
+        first = plain_header[0]
+        if first & 0x18:
+            self.close(error_code=QuicErrorCode.PROTOCOL_VIOLATION,
+                       frame_type=QuicFrameType.PADDING, reason_phrase="Reserved bits must be zero")
+            return
+        if pn > space.expected_packet_number:
+            space.expected_packet_number = pn + 1
+        if not self._is_client:
+            zero_rtt = self._cryptos[ZERO_RTT].recv
+            if zero_rtt.is_valid():
+                zero_rtt.teardown()
+        if pn > self._spin_highest_pn:
+            spin = bool(first & 0x20)
+            self._spin_bit = (not spin) if self._is_client else spin
+            self._spin_highest_pn = pn
+
+        context = QuicReceiveContext(epoch=ONE_RTT, host_cid=self.host_cid, network_path=path,
+                                     quic_logger_frames=None, time=now, version=None)
+        is_ack_eliciting = False
+        try:
+            is_ack_eliciting = self._frames(context, payload)
+        except QuicConnectionError as exc:
+            self._logger.warning(exc)
+            self.close(error_code=exc.error_code, frame_type=exc.frame_type,
+                       reason_phrase=exc.reason_phrase)
+        if self._state in END_STATES or self._close_pending:
+            return
+        self._close_at = now + self._idle_timeout()
+        self._ack_eliciting_sent_since_receipt = False
+        # same connection id, validated primary path: nothing to migrate or promote
+        if not space.discarded:
+            if pn > space.largest_received_packet:
+                space.largest_received_packet = pn
+                space.largest_received_time = now
+            space.ack_queue.add(pn)
+            space.received_packets.add(pn)
+            if len(space.ack_queue) > MAX_ACK_RANGES:
+                space.ack_queue.shift()
+            if is_ack_eliciting and space.ack_at is None:
+                space.ack_at = now + self._ack_delay
+
+    def _frames(self, context: QuicReceiveContext, plain: bytes) -> bool:
+        """aioquic's `_payload_received` for a 1-RTT packet, STREAM frames inline.
+        Returns whether the packet was ack-eliciting."""
+        buf = Buffer(data=plain)
+        handlers = self._QuicConnection__frame_handlers
+        found = False
+        is_ack_eliciting = False
+        while not buf.eof():
+            try:
+                frame_type = buf.pull_uint_var()
+            except BufferReadError:
+                raise QuicConnectionError(error_code=QuicErrorCode.FRAME_ENCODING_ERROR,
+                                          frame_type=None, reason_phrase="Malformed frame type")
+            found = True
+            if 0x08 <= frame_type <= 0x0F:
+                is_ack_eliciting = True
+                try:
+                    self._stream_frame(context, frame_type, buf)
+                except BufferReadError:
+                    raise QuicConnectionError(error_code=QuicErrorCode.FRAME_ENCODING_ERROR,
+                                              frame_type=frame_type,
+                                              reason_phrase="Failed to parse frame")
+                except StreamFinishedError:
+                    pass
+                continue
+            try:
+                handler, epochs = handlers[frame_type]
+            except KeyError:
+                raise QuicConnectionError(error_code=QuicErrorCode.FRAME_ENCODING_ERROR,
+                                          frame_type=frame_type, reason_phrase="Unknown frame type")
+            if ONE_RTT not in epochs:
+                raise QuicConnectionError(error_code=QuicErrorCode.PROTOCOL_VIOLATION,
+                                          frame_type=frame_type,
+                                          reason_phrase="Unexpected frame type")
+            try:
+                handler(context, frame_type, buf)
+            except BufferReadError:
+                raise QuicConnectionError(error_code=QuicErrorCode.FRAME_ENCODING_ERROR,
+                                          frame_type=frame_type,
+                                          reason_phrase="Failed to parse frame")
+            except StreamFinishedError:
+                pass
+            if frame_type not in NON_ACK_ELICITING_FRAME_TYPES:
+                is_ack_eliciting = True
+        if not found:
+            raise QuicConnectionError(error_code=QuicErrorCode.PROTOCOL_VIOLATION,
+                                      frame_type=QuicFrameType.PADDING,
+                                      reason_phrase="Packet contains no frames")
+        return is_ack_eliciting
+
+    def _stream_frame(self, context: QuicReceiveContext, frame_type: int, buf: Buffer) -> None:
+        start = buf.tell()
+        stream_id = buf.pull_uint_var()
+        stream = self._streams.get(stream_id)
+        if stream is None or stream_id & 2:
+            # a new stream, or a unidirectional one: aioquic's checks and creation
+            buf.seek(start)
+            self._handle_stream_frame(context, frame_type, buf)
+            return
+        offset = buf.pull_uint_var() if frame_type & 4 else 0
+        length = buf.pull_uint_var() if frame_type & 2 else buf.capacity - buf.tell()
+        if offset + length > UINT_VAR_MAX:
+            raise QuicConnectionError(error_code=QuicErrorCode.FRAME_ENCODING_ERROR,
+                                      frame_type=frame_type,
+                                      reason_phrase="offset + length cannot exceed 2^62 - 1")
+        data = buf.pull_bytes(length)
+        end = offset + length
+        if end > stream.max_stream_data_local:
+            raise QuicConnectionError(error_code=QuicErrorCode.FLOW_CONTROL_ERROR,
+                                      frame_type=frame_type, reason_phrase="Over stream data limit")
+        receiver = stream.receiver
+        newly_received = end - receiver.highest_offset
+        if newly_received < 0:
+            newly_received = 0
+        limit = self._local_max_data
+        if limit.used + newly_received > limit.value:
+            raise QuicConnectionError(error_code=QuicErrorCode.FLOW_CONTROL_ERROR,
+                                      frame_type=frame_type,
+                                      reason_phrase="Over connection data limit")
+        fin = frame_type & 1
+        if (not fin and length and offset == receiver._buffer_start and not receiver._buffer
+                and receiver._final_size is None and not receiver.is_finished):
+            # the next bytes in order with nothing waiting: aioquic's own fast path
+            if end > receiver.highest_offset:
+                receiver.highest_offset = end
+            receiver._buffer_start = end
+            self._events.append(StreamDataReceived(data=data, end_stream=False,
+                                                   stream_id=stream_id))
+        else:
+            try:
+                event = receiver.handle_frame(QuicStreamFrame(offset=offset, data=data,
+                                                              fin=bool(fin)))
+            except FinalSizeError as exc:
+                raise QuicConnectionError(error_code=QuicErrorCode.FINAL_SIZE_ERROR,
+                                          frame_type=frame_type, reason_phrase=str(exc))
+            if event is not None:
+                self._events.append(event)
+        limit.used += newly_received
+
+    # ---- sending --------------------------------------------------------------------
+    def _write_application(self, builder, network_path, now: float) -> None:
+        stream = self._bulk_stream(builder, network_path, now)
+        if stream is None:
+            super()._write_application(builder, network_path, now)
+            return
+        crypto = self._cryptos[ONE_RTT]
+        pacer = self._loss._pacer
+        sender = stream.sender
+        on_delivery = sender.on_data_delivery
+        stream_id = stream.stream_id
+        id_size = size_uint_var(stream_id)
+        peer_cid = builder._peer_cid
+        header_size = 3 + len(peer_cid)
+        if header_size >= builder._buffer_capacity:
+            raise QuicPacketBuilderStop
+        first_byte = 0x40 | (builder._spin_bit << 5) | (crypto.key_phase << 2) | 0x01
+        frame_head = Buffer(capacity=32)
+        packets = builder._packets
+        datagrams = builder._datagrams
+        pn = builder._packet_number
+        while True:
+            # as aioquic: pacing first (no ACK is due), then a new datagram
+            self._pacing_at = pacer.next_send_time(now=now)
+            if self._pacing_at is not None:
+                break
+            if builder._datagram_init:
+                builder._flight_capacity = builder._buffer_capacity
+                if builder.max_flight_bytes is not None:
+                    remaining = builder.max_flight_bytes - builder._flight_bytes
+                    if remaining < builder._flight_capacity:
+                        builder._flight_capacity = remaining
+                builder._datagram_flight_bytes = 0
+                builder._datagram_init = False
+                builder._datagram_needs_padding = False
+            if stream.is_blocked or sender.buffer_is_empty:
+                break
+            next_offset = sender.next_offset
+            overhead = 3 + id_size + (size_uint_var(next_offset) if next_offset else 0)
+            highest = sender.highest_offset
+            frame = sender.get_frame(
+                builder._flight_capacity - header_size - 16 - overhead,
+                min(highest + self._remote_max_data - self._remote_max_data_used,
+                    stream.max_stream_data_remote))
+            if frame is None:
+                break  # an empty packet: aioquic stops here too
+            data = frame.data
+            offset = frame.offset
+            frame_type = 0x0A | (4 if offset else 0) | (1 if frame.fin else 0)
+            frame_head.seek(0)
+            frame_head.push_uint_var(frame_type)
+            frame_head.push_uint_var(stream_id)
+            if offset:
+                frame_head.push_uint_var(offset)
+            frame_head.push_uint16(len(data) | 0x4000)
+            packet = QuicSentPacket(epoch=ONE_RTT, in_flight=True, is_ack_eliciting=True,
+                                    is_crypto_packet=False, packet_number=pn,
+                                    packet_type=ONE_RTT_PACKET)
+            packet.delivery_handlers.append(
+                (on_delivery, (offset, offset + len(data), frame.fin)))
+            datagram = crypto.encrypt_packet(
+                bytes((first_byte,)) + peer_cid + (pn & 0xFFFF).to_bytes(2, "big"),
+                frame_head.data + data, pn)
+            size = len(datagram)
+            packet.sent_bytes = size
+            packets.append(packet)
+            datagrams.append(datagram)
+            builder._flight_bytes += size
+            builder._total_bytes += size
+            builder._datagram_init = True
+            pn += 1
+            builder._packet_number = pn
+            self._remote_max_data_used += sender.highest_offset - highest
+            pacer.update_after_send(now=now)
+
+    def _bulk_stream(self, builder, network_path, now: float):
+        """The one stream whose data is all there is to send now, or None when
+        anything else is due (then aioquic writes the packets)."""
+        if not (self._handshake_complete and network_path.is_validated
+                and builder._quic_logger is None and builder._packet is None
+                and builder._buffer.tell() == 0 and not builder._datagram_needs_padding
+                and builder.max_total_bytes is None
+                and not self._handshake_done_pending and not network_path.remote_challenges
+                and not self._retire_connection_ids and not self._streams_blocked_pending
+                and not self._ping_pending and not self._probe_pending
+                and not self._datagrams_pending and len(self._streams_queue) == 1):
+            return None
+        space = self._spaces[ONE_RTT]
+        if space.ack_at is not None and space.ack_at <= now:
+            return None  # an ACK goes in the first packet: aioquic's
+        crypto = self._cryptos[ONE_RTT]
+        if not crypto.send.is_valid() or crypto._update_key_requested:
+            return None
+        if not self._crypto_streams[ONE_RTT].sender.buffer_is_empty:
+            return None
+        if not all(cid.was_sent for cid in self._host_cids):
+            return None
+        max_data = self._local_max_data
+        if max_data.used * 2 > max_data.value:
+            return None
+        for limit in (max_data, self._local_max_streams_bidi, self._local_max_streams_uni):
+            if limit.value != limit.sent:
+                return None
+        for s in self._streams.values():
+            local = s.max_stream_data_local
+            if (local and s.receiver.highest_offset * 2 > local) \
+                    or s.max_stream_data_local_sent != local:
+                return None
+        stream = self._streams_queue[0]
+        if (stream.is_finished or stream.receiver.stop_pending or stream.sender.reset_pending
+                or stream.is_blocked or stream.sender.buffer_is_empty):
+            return None
+        return stream

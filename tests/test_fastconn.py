@@ -1,0 +1,245 @@
+"""The fast 1-RTT receive path (engine/transport/fastconn.py) against aioquic's own.
+
+Two in-process connections on a fake clock: with the same sender, the same
+losses, duplicates and reordering, a receiver on the fast path must produce
+exactly what a plain aioquic receiver produces (every datagram size both ways,
+every delivered byte, every state change that shows on the wire)."""
+
+from __future__ import annotations
+
+import os
+import random
+import ssl
+
+import pytest
+from aioquic import tls
+from aioquic.buffer import Buffer
+from aioquic.quic import events as qe
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection, QuicConnectionState
+from aioquic.quic.packet import QuicErrorCode, pull_quic_header
+
+from engine.transport import congestion, fastconn
+from engine.transport.bulkstream import BulkStreamSender
+from engine.transport.identity import NodeIdentity
+from engine.transport.quic import QuicEndpoint
+
+A = ("10.0.0.1", 1000)  # the sender (server)
+B = ("10.0.0.2", 2000)  # the receiver (client)
+IDENTITY = NodeIdentity(bytes(range(32)))
+
+
+def config(client: bool, window: int = 4 << 20) -> QuicConfiguration:
+    c = QuicConfiguration(is_client=client, alpn_protocols=["dattui/1"], connection_id_length=8,
+                          congestion_control_algorithm=congestion.NAME, max_datagram_size=1452,
+                          max_data=window, max_stream_data=window, idle_timeout=30)
+    c.certificate = IDENTITY.certificate()
+    c.private_key = IDENTITY.private_key()
+    c.verify_mode = ssl.CERT_NONE
+    return c
+
+
+class Pair:
+    """A receiver (client, `cls`) and a sender (server, `tx_cls`) on a fake clock."""
+
+    def __init__(self, cls, seed: int = 1, tx_cls=QuicConnection, loss: float = 0.0, dup: float = 0.0,
+                 reorder: bool = False, window: int = 4 << 20, bulk_sender: bool = False) -> None:
+        self.now = 1000.0
+        self.rng = random.Random(seed)
+        self.loss, self.dup, self.reorder = loss, dup, reorder
+        self.trace: list = []
+        self.got = bytearray()
+        self.bulk_sender = bulk_sender
+        self.rx = cls(configuration=config(True, window))
+        self.rx.connect(A, now=self.now)
+        first = [d for d, _ in self.rx.datagrams_to_send(now=self.now)]
+        cid = pull_quic_header(Buffer(data=first[0]), host_cid_length=8).destination_cid
+        self.tx = tx_cls(configuration=config(False, window),
+                                 original_destination_connection_id=cid)
+        for d in first:
+            self.tx.receive_datagram(d, B, now=self.now)
+        for _ in range(6):
+            self.step(deliver_loss=False)
+        assert self.rx._state == QuicConnectionState.CONNECTED
+        self.sid = self.tx.get_next_available_stream_id()
+
+    def _perturb(self, datagrams: list[bytes], lossy: bool) -> list[bytes]:
+        out = []
+        for d in datagrams:
+            if lossy and self.rng.random() < self.loss:
+                continue
+            out.append(d)
+            if lossy and self.rng.random() < self.dup:
+                out.append(d)
+        if lossy and self.reorder:
+            for i in range(0, len(out) - 1, 2):
+                if self.rng.random() < 0.3:
+                    out[i], out[i + 1] = out[i + 1], out[i]
+        return out
+
+    def step(self, deliver_loss: bool = True) -> None:
+        self.now += 0.002
+        for conn in (self.tx, self.rx):
+            at = conn.get_timer()
+            if at is not None and at <= self.now:
+                conn.handle_timer(self.now)
+        down = [d for d, _ in self.tx.datagrams_to_send(now=self.now)]
+        self.trace.append(("down", [len(d) for d in down]))
+        for d in self._perturb(down, deliver_loss):
+            self.rx.receive_datagram(d, A, now=self.now)
+        while (ev := self.rx.next_event()) is not None:
+            self.trace.append(("event", type(ev).__name__))
+            if isinstance(ev, qe.StreamDataReceived):
+                self.got += ev.data
+                self.trace.append(("data", len(ev.data), ev.end_stream))
+        up = [d for d, _ in self.rx.datagrams_to_send(now=self.now)]
+        self.trace.append(("up", [len(d) for d in up]))
+        for d in self._perturb(up, deliver_loss):
+            self.tx.receive_datagram(d, B, now=self.now)
+        while self.tx.next_event() is not None:
+            pass
+
+    def send(self, data: bytes, end: bool = False) -> None:
+        first = self.sid not in self.tx._streams
+        self.tx.send_stream_data(self.sid, data, end_stream=end)
+        if first and self.bulk_sender:
+            assert BulkStreamSender.adopt(self.tx._streams[self.sid].sender)
+
+    def run(self, payload: bytes, steps: int = 4000, chunk: int = 256 * 1024) -> None:
+        for i in range(0, len(payload), chunk):
+            self.send(payload[i:i + chunk], end=i + chunk >= len(payload))
+        for _ in range(steps):
+            self.step()
+            if len(self.got) >= len(payload) and not len(self.tx._streams[self.sid].sender._pending):
+                break
+
+
+PAYLOAD = random.Random(7).randbytes(3 << 20)
+
+
+def test_fast_path_is_what_the_endpoint_uses():
+    conn = QuicEndpoint._connection(config(True))
+    assert type(conn) is fastconn.DattuiConnection
+    assert fastconn.supported(conn)
+
+
+@pytest.mark.parametrize("loss,dup,reorder", [(0.0, 0.0, False), (0.03, 0.03, True)])
+def test_same_trace_as_aioquic(loss, dup, reorder):
+    plain = Pair(QuicConnection, loss=loss, dup=dup, reorder=reorder)
+    plain.run(PAYLOAD)
+    fast = Pair(fastconn.DattuiConnection, loss=loss, dup=dup, reorder=reorder,
+                tx_cls=fastconn.DattuiConnection)
+    calls = 0
+    inner = fast.rx._receive_one_rtt
+
+    def counted(*a):
+        nonlocal calls
+        calls += 1
+        return inner(*a)
+    fast.rx._receive_one_rtt = counted
+    bulk_writes = 0
+    inner_bulk = fast.tx._bulk_stream
+
+    def counted_bulk(*a):
+        nonlocal bulk_writes
+        stream = inner_bulk(*a)
+        bulk_writes += stream is not None
+        return stream
+    fast.tx._bulk_stream = counted_bulk
+    fast.run(PAYLOAD)
+    assert bytes(plain.got) == PAYLOAD
+    assert bytes(fast.got) == PAYLOAD
+    assert fast.trace == plain.trace
+    assert calls > len(PAYLOAD) // 1452  # the bulk of the packets took the fast path
+    assert bulk_writes > 100  # and were written by it
+    assert fast.rx._local_max_data.used == plain.rx._local_max_data.used == len(PAYLOAD)
+
+
+def test_key_update_mid_transfer():
+    pairs = []
+    for cls in (QuicConnection, fastconn.DattuiConnection):
+        p = Pair(cls, seed=3, tx_cls=cls)
+        p.send(PAYLOAD[:1 << 20])
+        for _ in range(40):
+            p.step()
+        p.tx.request_key_update()
+        p.send(PAYLOAD[1 << 20:], end=True)
+        for _ in range(3000):
+            p.step()
+            if len(p.got) == len(PAYLOAD):
+                break
+        pairs.append(p)
+    assert bytes(pairs[1].got) == PAYLOAD
+    assert pairs[1].rx._cryptos[tls.Epoch.ONE_RTT].recv.key_phase == 1  # the receiver followed the update
+    assert pairs[1].trace == pairs[0].trace
+
+
+def test_bulk_stream_sender_sends_the_same_bytes():
+    plain = Pair(QuicConnection, loss=0.02, reorder=True, seed=5)
+    plain.run(PAYLOAD)
+    bulk = Pair(QuicConnection, loss=0.02, reorder=True, seed=5, bulk_sender=True)
+    bulk.run(PAYLOAD)
+    for p in (plain, bulk):
+        for _ in range(20):
+            p.step()  # the last acknowledgements
+    assert bytes(bulk.got) == PAYLOAD
+    assert bulk.trace == plain.trace
+    sender = bulk.tx._streams[bulk.sid].sender
+    assert type(sender) is BulkStreamSender
+    assert sender.is_finished
+    assert len(sender._buffer) < len(PAYLOAD) // 2  # acknowledged bytes were dropped along the way
+
+
+def _overrun(cls, level: str) -> QuicConnection:
+    """The sender goes past the receiver's flow-control limit, as a hostile peer
+    would: the limit is lowered under a running transfer, the sender not told."""
+    p = Pair(cls, tx_cls=cls)
+    p.send(PAYLOAD[:2 << 20])
+    for _ in range(20):
+        p.step()
+    if level == "connection":
+        p.rx._local_max_data.value = p.rx._local_max_data.used + 3000
+    else:
+        stream = p.rx._streams[p.sid]
+        stream.max_stream_data_local = stream.receiver.highest_offset + 3000
+    for _ in range(3):
+        p.step()
+    return p.rx
+
+
+@pytest.mark.parametrize("level", ["connection", "stream"])
+def test_flow_control_violation_closes_like_aioquic(level):
+    plain = _overrun(QuicConnection, level)
+    fast = _overrun(fastconn.DattuiConnection, level)
+    assert plain._close_event is not None
+    assert fast._close_event is not None
+    assert fast._close_event.error_code == plain._close_event.error_code \
+        == QuicErrorCode.FLOW_CONTROL_ERROR
+    assert fast._close_event.reason_phrase == plain._close_event.reason_phrase
+
+
+def test_forged_and_truncated_packets_are_dropped():
+    p = Pair(fastconn.DattuiConnection)
+    p.send(PAYLOAD[:200_000])
+    p.step()
+    cid = p.rx.host_cid
+    rng = random.Random(9)
+    for n in (1, 9, 10, 25, 60, 1452):
+        forged = bytes([0x40 | rng.randrange(32)]) + cid + os.urandom(max(0, n - 9))
+        p.rx.receive_datagram(forged[:n], A, now=p.now)
+    assert p.rx._state == QuicConnectionState.CONNECTED
+    p.run(b"", steps=200)
+    assert bytes(p.got) == PAYLOAD[:200_000]
+
+
+def test_other_address_takes_aioquics_path():
+    """A packet from an address the client never talked to is aioquic's to judge
+    (RFC 9000 section 9: dropped), not taken as from the server."""
+    p = Pair(fastconn.DattuiConnection)
+    p.send(PAYLOAD[:100_000])
+    down = [d for d, _ in p.tx.datagrams_to_send(now=p.now)]
+    p.rx.receive_datagram(down[0], ("10.0.0.9", 1000), now=p.now)
+    assert p.rx.next_event() is None
+    p.rx.receive_datagram(down[0], A, now=p.now)
+    ev = p.rx.next_event()
+    assert isinstance(ev, qe.StreamDataReceived) and ev.data == PAYLOAD[:len(ev.data)]
