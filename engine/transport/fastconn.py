@@ -49,6 +49,8 @@ from aioquic.quic.packet_builder import QuicPacketBuilderStop, QuicSentPacket
 from aioquic.quic.recovery import MAX_ACK_RANGES
 from aioquic.quic.stream import FinalSizeError, StreamFinishedError
 
+from . import shortcrypto
+
 ONE_RTT = tls.Epoch.ONE_RTT
 ONE_RTT_PACKET = QuicPacketType.ONE_RTT
 ZERO_RTT = tls.Epoch.ZERO_RTT
@@ -102,11 +104,17 @@ class DattuiConnection(QuicConnection):
     # ---- the fast path ------------------------------------------------------------
     def _receive_one_rtt(self, data: bytes, pn_offset: int, path, now: float) -> None:
         space = self._spaces[ONE_RTT]
+        crypto = self._cryptos[ONE_RTT]
         try:
-            plain_header, payload, pn = self._cryptos[ONE_RTT].decrypt_packet(
-                data, pn_offset, space.expected_packet_number)
+            opened = None
+            if shortcrypto.usable(crypto.recv):
+                opened = shortcrypto.open_(crypto.recv, data, pn_offset,
+                                           space.expected_packet_number)
+            if opened is None:  # another suite, or a key update: aioquic's
+                opened = crypto.decrypt_packet(data, pn_offset, space.expected_packet_number)
         except CryptoError:
             return  # undecryptable: dropped, as aioquic drops it
+        plain_header, payload, pn = opened
         if pn in space.received_packets:
             return  # duplicate (RFC 9000 section 12.3)
         first = plain_header[0]
@@ -125,11 +133,9 @@ class DattuiConnection(QuicConnection):
             self._spin_bit = (not spin) if self._is_client else spin
             self._spin_highest_pn = pn
 
-        context = QuicReceiveContext(epoch=ONE_RTT, host_cid=self.host_cid, network_path=path,
-                                     quic_logger_frames=None, time=now, version=None)
         is_ack_eliciting = False
         try:
-            is_ack_eliciting = self._frames(context, payload)
+            is_ack_eliciting = self._frames(path, now, payload)
         except QuicConnectionError as exc:
             self._logger.warning(exc)
             self.close(error_code=exc.error_code, frame_type=exc.frame_type,
@@ -143,16 +149,23 @@ class DattuiConnection(QuicConnection):
             if pn > space.largest_received_packet:
                 space.largest_received_packet = pn
                 space.largest_received_time = now
-            space.ack_queue.add(pn)
+            ranges = space.ack_queue._RangeSet__ranges
+            if ranges and ranges[-1].stop == pn:  # the next packet in order
+                ranges[-1] = range(ranges[-1].start, pn + 1)
+            elif not ranges or ranges[-1].stop < pn:  # after a gap
+                ranges.append(range(pn, pn + 1))
+            else:  # late (reordered): aioquic's search through the ranges
+                space.ack_queue.add(pn)
             space.received_packets.add(pn)
             if len(space.ack_queue) > MAX_ACK_RANGES:
                 space.ack_queue.shift()
             if is_ack_eliciting and space.ack_at is None:
                 space.ack_at = now + self._ack_delay
 
-    def _frames(self, context: QuicReceiveContext, plain: bytes) -> bool:
+    def _frames(self, path, now: float, plain: bytes) -> bool:
         """aioquic's `_payload_received` for a 1-RTT packet, STREAM frames inline.
         Returns whether the packet was ack-eliciting."""
+        context = None  # made when a frame goes to aioquic's handlers
         buf = Buffer(data=plain)
         handlers = self._QuicConnection__frame_handlers
         found = False
@@ -167,7 +180,7 @@ class DattuiConnection(QuicConnection):
             if 0x08 <= frame_type <= 0x0F:
                 is_ack_eliciting = True
                 try:
-                    self._stream_frame(context, frame_type, buf)
+                    self._stream_frame(path, now, frame_type, buf)
                 except BufferReadError:
                     raise QuicConnectionError(error_code=QuicErrorCode.FRAME_ENCODING_ERROR,
                                               frame_type=frame_type,
@@ -184,6 +197,8 @@ class DattuiConnection(QuicConnection):
                 raise QuicConnectionError(error_code=QuicErrorCode.PROTOCOL_VIOLATION,
                                           frame_type=frame_type,
                                           reason_phrase="Unexpected frame type")
+            if context is None:
+                context = self._context(path, now)
             try:
                 handler(context, frame_type, buf)
             except BufferReadError:
@@ -200,14 +215,18 @@ class DattuiConnection(QuicConnection):
                                       reason_phrase="Packet contains no frames")
         return is_ack_eliciting
 
-    def _stream_frame(self, context: QuicReceiveContext, frame_type: int, buf: Buffer) -> None:
+    def _context(self, path, now: float) -> QuicReceiveContext:
+        return QuicReceiveContext(epoch=ONE_RTT, host_cid=self.host_cid, network_path=path,
+                                  quic_logger_frames=None, time=now, version=None)
+
+    def _stream_frame(self, path, now: float, frame_type: int, buf: Buffer) -> None:
         start = buf.tell()
         stream_id = buf.pull_uint_var()
         stream = self._streams.get(stream_id)
         if stream is None or stream_id & 2:
             # a new stream, or a unidirectional one: aioquic's checks and creation
             buf.seek(start)
-            self._handle_stream_frame(context, frame_type, buf)
+            self._handle_stream_frame(self._context(path, now), frame_type, buf)
             return
         offset = buf.pull_uint_var() if frame_type & 4 else 0
         length = buf.pull_uint_var() if frame_type & 2 else buf.capacity - buf.tell()
@@ -266,6 +285,7 @@ class DattuiConnection(QuicConnection):
         if header_size >= builder._buffer_capacity:
             raise QuicPacketBuilderStop
         first_byte = 0x40 | (builder._spin_bit << 5) | (crypto.key_phase << 2) | 0x01
+        one_step = shortcrypto.usable(crypto.send)
         frame_head = Buffer(capacity=32)
         packets = builder._packets
         datagrams = builder._datagrams
@@ -309,9 +329,13 @@ class DattuiConnection(QuicConnection):
                                     packet_type=ONE_RTT_PACKET)
             packet.delivery_handlers.append(
                 (on_delivery, (offset, offset + len(data), frame.fin)))
-            datagram = crypto.encrypt_packet(
-                bytes((first_byte,)) + peer_cid + (pn & 0xFFFF).to_bytes(2, "big"),
-                frame_head.data + data, pn)
+            if one_step:
+                datagram = shortcrypto.seal(crypto.send, first_byte, peer_cid, pn,
+                                            frame_head.data + data)
+            else:
+                datagram = crypto.encrypt_packet(
+                    bytes((first_byte,)) + peer_cid + (pn & 0xFFFF).to_bytes(2, "big"),
+                    frame_head.data + data, pn)
             size = len(datagram)
             packet.sent_bytes = size
             packets.append(packet)
