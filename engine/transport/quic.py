@@ -28,6 +28,7 @@ from ..ratelimit import TokenBucket
 from .identity import NodeIdentity, certificate_public_key
 from . import congestion, pmtu
 from .bulkstream import BulkStreamSender
+from .pacing import BurstPacer
 from .fastconn import DattuiConnection, supported as fast_path_supported
 from .paths import DirectPath
 from .udp import Address
@@ -295,6 +296,7 @@ class QuicEndpoint:
         conn = DattuiConnection(configuration=configuration, **kw)
         if not fast_path_supported(conn):
             conn.__class__ = QuicConnection  # an aioquic this fast path was not written for
+        BurstPacer.adopt(getattr(conn._loss, "_pacer", None))
         return conn
 
     def connect(self, path) -> QuicLink:
