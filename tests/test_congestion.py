@@ -92,3 +92,42 @@ def test_a_burst_of_loss_after_a_clean_stretch_is_congestion():
     cc.on_packets_lost(now=now + 0.01, packets=burst[:cut])
     assert cc.congestion_events == 1
     assert cc.congestion_window < before
+
+
+def _stream(cc, loss: float, packets: int, seed: int, ack_every: int = 16) -> int:
+    """Packets acked or declared lost `ack_every` at a time, as ACK frames come
+    in during a transfer (not a round at once). Returns the congestion events
+    after the first MIN_SAMPLE packets."""
+    rng = random.Random(seed)
+    now, pn, early = 0.0, 0, None
+    cc.on_rtt_measurement(now=now, rtt=0.001)
+    while pn < packets:
+        group = []
+        for _ in range(ack_every):
+            p = QuicSentPacket(epoch=Epoch.ONE_RTT, in_flight=True, is_ack_eliciting=True,
+                               is_crypto_packet=False, packet_number=pn,
+                               packet_type=QuicPacketType.ONE_RTT, sent_time=now, sent_bytes=MDS)
+            cc.on_packet_sent(packet=p)
+            group.append(p)
+            pn += 1
+        now += 0.0005
+        lost = [p for p in group if rng.random() < loss]
+        for p in group:
+            if p not in lost:
+                cc.on_packet_acked(now=now, packet=p)
+        if lost:
+            cc.on_packets_lost(now=now, packets=lost)
+        if early is None and pn >= congestion.MIN_SAMPLE:
+            early = cc.congestion_events
+    return cc.congestion_events - early
+
+
+def test_sampling_noise_near_one_percent_is_not_taken_for_congestion():
+    """The estimate over the decaying window must stay under the 2 % threshold
+    when the loss a sender counts is a little above 1 % (1.2 % counted in the
+    benchmark at 1 % dropped each way). With a 2,000-packet window its noise
+    crossed the threshold 22 times in these five runs (each a CUBIC cut: 22
+    MB/s instead of 48 MB/s at MTU 1500); with 8,000, twice."""
+    events = [_stream(LossTolerantCubic(max_datagram_size=MDS), 0.012, 200_000, seed)
+              for seed in range(1, 6)]
+    assert sum(events) <= 4, events

@@ -9,7 +9,9 @@ below about 2 % of what is delivered is not a congestion signal. This
 controller does the same on top of aioquic's CUBIC:
 
 - it keeps a decaying count of packets acknowledged and lost (the counts are
-  halved every WINDOW packets, so the rate follows the last few thousand);
+  halved every WINDOW packets, so the rate follows the last ten thousand or
+  so: over only two thousand, the sampling noise of a 1.2 % loss rate crossed
+  the threshold dozens of times per 200,000 packets, each a CUBIC cut);
 - a loss while that rate is at or below LOSS_THRESHOLD only takes the packets
   out of flight; above it, CUBIC's usual reduction applies;
 - persistent congestion (everything lost for several probe timeouts) and
@@ -34,7 +36,7 @@ from aioquic.quic.packet_builder import QuicSentPacket
 
 NAME = "dattui-cubic"
 LOSS_THRESHOLD = 0.02
-WINDOW = 2000  # packets; counts decay by half beyond this
+WINDOW = 8000  # packets; counts decay by half beyond this
 MIN_SAMPLE = 200  # below this many packets seen, every loss counts as congestion
 
 
