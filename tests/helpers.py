@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 from pathlib import Path
@@ -67,3 +68,12 @@ async def engine(state: Path, **kw) -> Engine:
     e = Engine(options(state, **kw))
     await e.start()
     return e
+
+
+async def until(cond, timeout: float = 20.0) -> None:
+    """Wait (polling every 20 ms) until `cond()` holds; AssertionError after `timeout`."""
+    for _ in range(int(timeout / 0.02)):
+        if cond():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("timed out")

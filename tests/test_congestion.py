@@ -17,6 +17,12 @@ from engine.transport.congestion import LossTolerantCubic
 MDS = 1452
 
 
+def _packet(pn: int, now: float) -> QuicSentPacket:
+    return QuicSentPacket(epoch=Epoch.ONE_RTT, in_flight=True, is_ack_eliciting=True,
+                          is_crypto_packet=False, packet_number=pn,
+                          packet_type=QuicPacketType.ONE_RTT, sent_time=now, sent_bytes=MDS)
+
+
 def _run(cc, loss: float, packets: int = 20000, seed: int = 1) -> list[int]:
     """Send `packets` one RTT-window at a time; each is acked or lost at random.
     Returns the congestion window after every round."""
@@ -27,9 +33,7 @@ def _run(cc, loss: float, packets: int = 20000, seed: int = 1) -> list[int]:
     while pn < packets:
         flight = []
         while cc.bytes_in_flight + MDS <= cc.congestion_window and len(flight) < 2000:
-            p = QuicSentPacket(epoch=Epoch.ONE_RTT, in_flight=True, is_ack_eliciting=True,
-                               is_crypto_packet=False, packet_number=pn,
-                               packet_type=QuicPacketType.ONE_RTT, sent_time=now, sent_bytes=MDS)
+            p = _packet(pn, now)
             cc.on_packet_sent(packet=p)
             flight.append(p)
             pn += 1
@@ -104,9 +108,7 @@ def _stream(cc, loss: float, packets: int, seed: int, ack_every: int = 16) -> in
     while pn < packets:
         group = []
         for _ in range(ack_every):
-            p = QuicSentPacket(epoch=Epoch.ONE_RTT, in_flight=True, is_ack_eliciting=True,
-                               is_crypto_packet=False, packet_number=pn,
-                               packet_type=QuicPacketType.ONE_RTT, sent_time=now, sent_bytes=MDS)
+            p = _packet(pn, now)
             cc.on_packet_sent(packet=p)
             group.append(p)
             pn += 1

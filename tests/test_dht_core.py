@@ -665,14 +665,15 @@ def test_flood_of_new_nodes_and_peers_stays_bounded():
 class Endpoint:
     """A UDP socket on 127.0.0.1 with a Demux and a DhtService on it."""
 
-    def __init__(self, loop, seed, bootstrap, found):
+    def __init__(self, loop, seed, bootstrap, found, lookup_interval: float | None = 2.0):
+        """`lookup_interval` None: the service's own."""
         self.demux = Demux()
         self.udp = UdpSocket(bind_udp("127.0.0.1", 0), self.demux, loop)
+        timing = {} if lookup_interval is None else {"lookup_interval": lookup_interval}
         self.dht = DhtService(self.udp.sendto, random.Random(seed).randbytes(20), bootstrap=bootstrap,
                               loop=loop, rng=random.Random(seed),
                               on_peers=lambda dkey, peers: found.setdefault(dkey, set()).update(peers),
-                              lookup_interval=2.0,
-                              node_options={"request_rate": 1000, "request_burst": 1000})
+                              node_options={"request_rate": 1000, "request_burst": 1000}, **timing)
         self.quic_seen = []
         self.demux.add(lambda d: len(d) >= 20 and bool(d[0] & 0x40), lambda d, a: self.quic_seen.append(d))
         self.demux.add(self.dht.accepts, self.dht.datagram, first=True)

@@ -5,26 +5,12 @@ DHT services on real loopback sockets, bootstrapped from one another only."""
 from __future__ import annotations
 
 import asyncio
-import random
 
-from engine.dht.service import DhtService
-from engine.transport.udp import Demux, UdpSocket, bind_udp
-from test_dht_core import _until
+from test_dht_core import Endpoint as CoreEndpoint, _until
 
 
-class Endpoint:
-    def __init__(self, loop, seed, bootstrap, found):
-        self.demux = Demux()
-        self.udp = UdpSocket(bind_udp("127.0.0.1", 0), self.demux, loop)
-        self.dht = DhtService(self.udp.sendto, random.Random(seed).randbytes(20), bootstrap=bootstrap,
-                              loop=loop, rng=random.Random(seed),
-                              on_peers=lambda dkey, peers: found.setdefault(dkey, set()).update(peers),
-                              node_options={"request_rate": 1000, "request_burst": 1000})
-        self.demux.add(self.dht.accepts, self.dht.datagram, first=True)
-
-    def close(self):
-        self.dht.close()
-        self.udp.close()
+def Endpoint(loop, seed, bootstrap, found):
+    return CoreEndpoint(loop, seed, bootstrap, found, lookup_interval=None)  # the real timing
 
 
 async def test_a_lookup_that_finds_nobody_is_retried_soon_then_less_often():

@@ -9,18 +9,10 @@ import asyncio
 from engine import wire
 from engine.events import PathKind
 from engine.traversal import pex as pexmod
-from helpers import engine, tree, visible
+from helpers import engine, tree, until, visible
 from test_swarm import PacedServer, close_all, make_files
 
 MiB = 1 << 20
-
-
-async def until(cond, timeout: float = 20.0) -> None:
-    for _ in range(int(timeout / 0.02)):
-        if cond():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("timed out")
 
 
 def peer_with(swarm, node_id: bytes):

@@ -14,7 +14,7 @@ from engine import events as ev
 from engine import merkle, wire
 from engine.clone import _new_bits, ranges_mask
 from engine.store import CloneDB
-from helpers import engine, tree, visible
+from helpers import engine, tree, until, visible
 from test_swarm import PacedServer, close_all
 
 MiB = 1 << 20
@@ -27,14 +27,6 @@ def big_file(root: Path) -> bytes:
     data = random.Random(3).randbytes(NBLOCKS * BS - 1000)
     (root / "big.bin").write_bytes(data)
     return data
-
-
-async def until(cond, timeout: float = 20.0) -> None:
-    for _ in range(int(timeout / 0.02)):
-        if cond():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("timed out")
 
 
 async def partial_clone(tmp_path: Path, src: Path, at_least: int):

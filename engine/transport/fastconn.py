@@ -26,6 +26,8 @@ when they are not.
 
 from __future__ import annotations
 
+import functools
+
 from aioquic import tls
 from aioquic.buffer import UINT_VAR_MAX, Buffer, BufferReadError, size_uint_var
 from aioquic.quic import events
@@ -45,7 +47,7 @@ from aioquic.quic.packet import (
     QuicPacketType,
     QuicStreamFrame,
 )
-from aioquic.quic.packet_builder import QuicPacketBuilderStop, QuicSentPacket
+from aioquic.quic.packet_builder import QuicPacketBuilder, QuicPacketBuilderStop, QuicSentPacket
 from aioquic.quic.recovery import MAX_ACK_RANGES
 from aioquic.quic.stream import FinalSizeError, StreamFinishedError
 
@@ -79,14 +81,17 @@ _RECEIVER_FIELDS = ("_buffer", "_buffer_start", "_final_size", "highest_offset",
 
 def supported(conn: QuicConnection) -> bool:
     """The private fields the fast paths touch exist on this aioquic."""
-    from aioquic.quic.packet_builder import QuicPacketBuilder
+    return all(hasattr(conn, name) for name in _CONNECTION_FIELDS) and _aioquic_fits()
+
+
+@functools.cache
+def _aioquic_fits() -> bool:
+    """What does not change per connection: checked once per process."""
     builder = QuicPacketBuilder(host_cid=b"", peer_cid=b"", version=1, is_client=True,
                                 max_datagram_size=1200)
-    return all(hasattr(conn, name) for name in _CONNECTION_FIELDS) \
-        and all(hasattr(builder, name) for name in _BUILDER_FIELDS) \
-        and hasattr(QuicConnection, "_idle_timeout") \
-        and hasattr(QuicConnection, "_handle_stream_frame") \
-        and hasattr(QuicConnection, "_write_application")
+    return all(hasattr(builder, name) for name in _BUILDER_FIELDS) \
+        and all(hasattr(QuicConnection, name) for name in (
+            "_idle_timeout", "_handle_stream_frame", "_write_application"))
 
 
 class DattuiConnection(QuicConnection):
@@ -178,29 +183,23 @@ class DattuiConnection(QuicConnection):
                                           frame_type=None, reason_phrase="Malformed frame type")
             found = True
             if 0x08 <= frame_type <= 0x0F:
-                is_ack_eliciting = True
+                handler, first = self._stream_frame, (path, now)  # inline, no context
+            else:
                 try:
-                    self._stream_frame(path, now, frame_type, buf)
-                except BufferReadError:
+                    handler, epochs = handlers[frame_type]
+                except KeyError:
                     raise QuicConnectionError(error_code=QuicErrorCode.FRAME_ENCODING_ERROR,
                                               frame_type=frame_type,
-                                              reason_phrase="Failed to parse frame")
-                except StreamFinishedError:
-                    pass
-                continue
+                                              reason_phrase="Unknown frame type")
+                if ONE_RTT not in epochs:
+                    raise QuicConnectionError(error_code=QuicErrorCode.PROTOCOL_VIOLATION,
+                                              frame_type=frame_type,
+                                              reason_phrase="Unexpected frame type")
+                if context is None:
+                    context = self._context(path, now)
+                first = (context,)
             try:
-                handler, epochs = handlers[frame_type]
-            except KeyError:
-                raise QuicConnectionError(error_code=QuicErrorCode.FRAME_ENCODING_ERROR,
-                                          frame_type=frame_type, reason_phrase="Unknown frame type")
-            if ONE_RTT not in epochs:
-                raise QuicConnectionError(error_code=QuicErrorCode.PROTOCOL_VIOLATION,
-                                          frame_type=frame_type,
-                                          reason_phrase="Unexpected frame type")
-            if context is None:
-                context = self._context(path, now)
-            try:
-                handler(context, frame_type, buf)
+                handler(*first, frame_type, buf)
             except BufferReadError:
                 raise QuicConnectionError(error_code=QuicErrorCode.FRAME_ENCODING_ERROR,
                                           frame_type=frame_type,
