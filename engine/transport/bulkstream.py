@@ -60,6 +60,37 @@ class BulkStreamSender(QuicStreamSender):
             self._pending_eof = False
         return frame
 
+    def take(self, max_size: int, max_offset: int) -> tuple[bytes, int, int] | None:
+        """`get_frame` for the fast send path: (data, offset, FIN bit) or None,
+        the same bytes and state changes, without a frame object."""
+        if max_size < 0:
+            return None
+        ranges = self._pending._RangeSet__ranges
+        if not ranges:  # nothing left, or only the FIN: aioquic's own steps
+            frame = self.get_frame(max_size, max_offset)
+            return None if frame is None else (frame.data, frame.offset, 1 if frame.fin else 0)
+        r = ranges[0]
+        start = r.start
+        stop = r.stop
+        if stop > start + max_size:
+            stop = start + max_size
+        if stop > max_offset:
+            stop = max_offset
+        if stop <= start:
+            return None
+        base = self._buffer_start - self._dead
+        data = bytes(self._buffer[start - base:stop - base])
+        if stop == r.stop:  # the front of the pending ranges, sent whole or in part
+            del ranges[0]
+        else:
+            ranges[0] = range(stop, r.stop)
+        if stop > self.highest_offset:
+            self.highest_offset = stop
+        if self._buffer_fin == stop:
+            self._pending_eof = False
+            return data, start, 1
+        return data, start, 0
+
     def on_data_delivery(self, delivery: QuicDeliveryState, start: int, stop: int,
                          fin: bool) -> None:
         if (delivery != QuicDeliveryState.ACKED or self._reset_error_code is not None

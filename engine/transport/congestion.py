@@ -63,6 +63,46 @@ class LossTolerantCubic(CubicCongestionControl):
         self._decay()
         super().on_packet_acked(now=now, packet=packet)
 
+    def on_packets_acked(self, packets: list[QuicSentPacket], now: float) -> None:
+        """`on_packet_acked` for each of `packets` (all in flight), in order, with
+        the same result: one ACK frame's packets share its clock and RTT, so the
+        cubic curve is read once, not twice per packet (engine/transport/fastack.py)."""
+        steady = None
+        for packet in packets:
+            self.acked += 1
+            if self.acked + self.lost > WINDOW:
+                self.acked /= 2
+                self.lost /= 2
+            cwnd = self.congestion_window
+            if self.ssthresh is None or cwnd < self.ssthresh:  # slow start
+                self.bytes_in_flight -= packet.sent_bytes
+                self.last_ack = packet.sent_time
+                self.congestion_window = cwnd + packet.sent_bytes
+                continue
+            if self._first_slow_start or self._starting_congestion_avoidance:
+                # the epoch starts here: aioquic's own step
+                CubicCongestionControl.on_packet_acked(self, now=now, packet=packet)
+                continue
+            if steady is None:  # the congestion-avoidance step of aioquic's CUBIC
+                t = now - self._t_epoch
+                steady = (self.W_cubic(t + self.rtt), self.W_cubic(t))
+            w_cubic_ahead, w_cubic_now = steady
+            self.bytes_in_flight -= packet.sent_bytes
+            self.last_ack = packet.sent_time
+            self._W_est = int(self._W_est
+                              + self.additive_increase_factor * (packet.sent_bytes / cwnd))
+            if w_cubic_ahead < cwnd:
+                target = cwnd
+            elif w_cubic_ahead > 1.5 * cwnd:
+                target = int(cwnd * 1.5)
+            else:
+                target = w_cubic_ahead
+            if w_cubic_now < self._W_est:  # Reno-friendly region
+                self.congestion_window = self._W_est
+            else:  # concave or convex: the same step
+                self.congestion_window = int(
+                    cwnd + ((target - cwnd) * (self._max_datagram_size / cwnd)))
+
     def on_packets_lost(self, *, now: float, packets: Iterable[QuicSentPacket]) -> None:
         packets = list(packets)
         self.lost += len(packets)

@@ -26,6 +26,7 @@ when they are not.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 from aioquic import tls
@@ -49,15 +50,17 @@ from aioquic.quic.packet import (
 )
 from aioquic.quic.packet_builder import QuicPacketBuilder, QuicPacketBuilderStop, QuicSentPacket
 from aioquic.quic.recovery import MAX_ACK_RANGES
-from aioquic.quic.stream import FinalSizeError, StreamFinishedError
+from aioquic.quic.stream import FinalSizeError, QuicStreamSender, StreamFinishedError
 
 from . import shortcrypto
+from .bulkstream import BulkStreamSender
 
 ONE_RTT = tls.Epoch.ONE_RTT
 ONE_RTT_PACKET = QuicPacketType.ONE_RTT
 ZERO_RTT = tls.Epoch.ZERO_RTT
 CONNECTED = QuicConnectionState.CONNECTED
 StreamDataReceived = events.StreamDataReceived
+_VARINT_MASK = {1: 0x3F, 2: 0x3FFF, 4: 0x3FFFFFFF, 8: 0x3FFFFFFFFFFFFFFF}
 
 _CONNECTION_FIELDS = (
     "_state", "_quic_logger", "_close_pending", "_handshake_complete", "_network_paths",
@@ -75,6 +78,10 @@ _BUILDER_FIELDS = (
     "_flight_bytes", "_datagram_flight_bytes", "_peer_cid", "_spin_bit", "_packet_number",
     "_packets", "_datagrams", "_total_bytes",
 )
+_SENT_PACKET_FIELDS = (  # made positionally on the fast send path
+    "epoch", "in_flight", "is_ack_eliciting", "is_crypto_packet", "packet_number", "packet_type",
+    "sent_time", "sent_bytes", "delivery_handlers", "quic_logger_frames",
+)
 _RECEIVER_FIELDS = ("_buffer", "_buffer_start", "_final_size", "highest_offset", "is_finished",
                     "_stream_id")
 
@@ -90,11 +97,27 @@ def _aioquic_fits() -> bool:
     builder = QuicPacketBuilder(host_cid=b"", peer_cid=b"", version=1, is_client=True,
                                 max_datagram_size=1200)
     return all(hasattr(builder, name) for name in _BUILDER_FIELDS) \
+        and [f.name for f in dataclasses.fields(QuicSentPacket)] == list(_SENT_PACKET_FIELDS) \
         and all(hasattr(QuicConnection, name) for name in (
             "_idle_timeout", "_handle_stream_frame", "_write_application"))
 
 
 class DattuiConnection(QuicConnection):
+    # bound per connection on first use (the 1-RTT space and key pair live as long
+    # as the connection; the keys are re-bound when the AEAD object changes)
+    _fast_space = None
+    _fast_pair = None
+    _rx_aead = None
+    _rx_open = None
+    _tx_aead = None
+    _tx_seal = None
+    _zero_rtt_gone = False
+    _idle_now = None
+    _idle = 0.0
+    # the StreamDataReceived event the in-order fast path is still adding to
+    _rx_event = None
+    _rx_pieces = None
+
     def receive_datagram(self, data: bytes, addr, now: float) -> None:
         cid_end = 1 + self._configuration.connection_id_length
         if (data and (data[0] & 0xC0) == 0x40 and self._state is CONNECTED
@@ -106,15 +129,31 @@ class DattuiConnection(QuicConnection):
                 return
         super().receive_datagram(data, addr, now)
 
+    def next_event(self):
+        event = super().next_event()
+        if event is not None and event is self._rx_event:
+            self._take_pieces(event)
+        return event
+
+    def _bind_one_rtt(self):
+        """The 1-RTT packet space and key pair, made once by aioquic and kept for
+        the connection's life (a key update changes the pair's contexts in place)."""
+        self._fast_pair = self._cryptos[ONE_RTT]
+        self._fast_space = self._spaces[ONE_RTT]
+        return self._fast_space
+
     # ---- the fast path ------------------------------------------------------------
     def _receive_one_rtt(self, data: bytes, pn_offset: int, path, now: float) -> None:
-        space = self._spaces[ONE_RTT]
-        crypto = self._cryptos[ONE_RTT]
+        space = self._fast_space or self._bind_one_rtt()
+        crypto = self._fast_pair
+        ctx = crypto.recv
         try:
+            if ctx.aead is not self._rx_aead:
+                self._rx_aead = ctx.aead
+                self._rx_open = shortcrypto.opener(ctx)
             opened = None
-            if shortcrypto.usable(crypto.recv):
-                opened = shortcrypto.open_(crypto.recv, data, pn_offset,
-                                           space.expected_packet_number)
+            if self._rx_open is not None:
+                opened = self._rx_open(data, pn_offset, space.expected_packet_number)
             if opened is None:  # another suite, or a key update: aioquic's
                 opened = crypto.decrypt_packet(data, pn_offset, space.expected_packet_number)
         except CryptoError:
@@ -129,25 +168,37 @@ class DattuiConnection(QuicConnection):
             return
         if pn > space.expected_packet_number:
             space.expected_packet_number = pn + 1
-        if not self._is_client:
+        if not self._is_client and not self._zero_rtt_gone:
             zero_rtt = self._cryptos[ZERO_RTT].recv
             if zero_rtt.is_valid():
                 zero_rtt.teardown()
+            self._zero_rtt_gone = True  # nothing sets 0-RTT keys up again
         if pn > self._spin_highest_pn:
             spin = bool(first & 0x20)
             self._spin_bit = (not spin) if self._is_client else spin
             self._spin_highest_pn = pn
 
-        is_ack_eliciting = False
-        try:
-            is_ack_eliciting = self._frames(path, now, payload)
-        except QuicConnectionError as exc:
-            self._logger.warning(exc)
-            self.close(error_code=exc.error_code, frame_type=exc.frame_type,
-                       reason_phrase=exc.reason_phrase)
+        if self._in_order_stream_frame(payload):
+            is_ack_eliciting = True
+        else:
+            try:
+                is_ack_eliciting = self._frames(path, now, payload)
+            except QuicConnectionError as exc:
+                self._logger.warning(exc)
+                self.close(error_code=exc.error_code, frame_type=exc.frame_type,
+                           reason_phrase=exc.reason_phrase)
+                is_ack_eliciting = False
+        self._after_frames(space, pn, now, is_ack_eliciting)
+
+    def _after_frames(self, space, pn: int, now: float, is_ack_eliciting: bool) -> None:
+        """What aioquic does after a 1-RTT packet's frames: the idle timer, and
+        the packet number into the ACK ranges."""
         if self._state in END_STATES or self._close_pending:
             return
-        self._close_at = now + self._idle_timeout()
+        if now != self._idle_now:  # max(idle timeout, 3 PTO): the same within a read batch
+            self._idle_now = now
+            self._idle = self._idle_timeout()
+        self._close_at = now + self._idle
         self._ack_eliciting_sent_since_receipt = False
         # same connection id, validated primary path: nothing to migrate or promote
         if not space.discarded:
@@ -162,10 +213,74 @@ class DattuiConnection(QuicConnection):
             else:  # late (reordered): aioquic's search through the ranges
                 space.ack_queue.add(pn)
             space.received_packets.add(pn)
-            if len(space.ack_queue) > MAX_ACK_RANGES:
+            if len(ranges) > MAX_ACK_RANGES:
                 space.ack_queue.shift()
             if is_ack_eliciting and space.ack_at is None:
                 space.ack_at = now + self._ack_delay
+
+    def _in_order_stream_frame(self, payload: bytes) -> bool:
+        """The packet is one STREAM frame (to its end) carrying the next bytes of an
+        open bidirectional stream with nothing waiting: taken here, True. Anything
+        else (another frame, a gap, a FIN, a limit crossed, a malformed frame) is
+        left untouched for `_frames`: False."""
+        size = len(payload)
+        if size < 3:
+            return False
+        frame_type = payload[0]
+        stream_id = payload[1]
+        if frame_type & 0xF9 != 0x08 or stream_id & 0xC2:  # not STREAM, FIN, 2-byte id, uni
+            return False
+        pos = 2
+        if frame_type & 4:
+            n = 1 << (payload[2] >> 6)
+            if 2 + n > size:
+                return False
+            offset = int.from_bytes(payload[2:2 + n], "big") & _VARINT_MASK[n]
+            pos = 2 + n
+        else:
+            offset = 0
+        if frame_type & 2:
+            if pos >= size:
+                return False
+            n = 1 << (payload[pos] >> 6)
+            length = int.from_bytes(payload[pos:pos + n], "big") & _VARINT_MASK[n]
+            pos += n
+            if pos + length != size:
+                return False  # more frames follow (or it is malformed): aioquic's loop
+        else:
+            length = size - pos
+        stream = self._streams.get(stream_id)
+        if stream is None or not length:
+            return False
+        receiver = stream.receiver
+        end = offset + length
+        limit = self._local_max_data
+        if (offset != receiver._buffer_start or receiver._buffer or receiver.is_finished
+                or receiver._final_size is not None or end > stream.max_stream_data_local
+                or limit.used + end - receiver.highest_offset > limit.value):
+            return False
+        if end > receiver.highest_offset:
+            limit.used += end - receiver.highest_offset
+            receiver.highest_offset = end
+        receiver._buffer_start = end
+        data = payload[pos:]
+        events = self._events
+        event = self._rx_event
+        if event is not None and events and events[-1] is event and event.stream_id == stream_id:
+            self._rx_pieces.append(data)
+        else:
+            if event is not None:  # still queued behind other events: complete it
+                self._take_pieces(event)
+            event = StreamDataReceived(data=b"", end_stream=False, stream_id=stream_id)
+            events.append(event)
+            self._rx_event = event
+            self._rx_pieces = [data]
+        return True
+
+    def _take_pieces(self, event) -> None:
+        pieces = self._rx_pieces
+        event.data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        self._rx_event = self._rx_pieces = None
 
     def _frames(self, path, now: float, plain: bytes) -> bool:
         """aioquic's `_payload_received` for a 1-RTT packet, STREAM frames inline.
@@ -273,79 +388,99 @@ class DattuiConnection(QuicConnection):
         if stream is None:
             super()._write_application(builder, network_path, now)
             return
-        crypto = self._cryptos[ONE_RTT]
-        pacer = self._loss._pacer
+        space = self._fast_space or self._bind_one_rtt()
+        crypto = self._fast_pair
+        if crypto.send.aead is not self._tx_aead:
+            self._tx_aead = crypto.send.aead
+            self._tx_seal = shortcrypto.sealer(crypto.send)
+        seal = self._tx_seal
         sender = stream.sender
+        peer_cid = builder._peer_cid
+        header_size = 3 + len(peer_cid)
+        if seal is None or type(sender) is not BulkStreamSender \
+                or header_size >= builder._buffer_capacity:
+            super()._write_application(builder, network_path, now)
+            return
+        take = sender.take
         on_delivery = sender.on_data_delivery
         stream_id = stream.stream_id
         id_size = size_uint_var(stream_id)
-        peer_cid = builder._peer_cid
-        header_size = 3 + len(peer_cid)
-        if header_size >= builder._buffer_capacity:
-            raise QuicPacketBuilderStop
         first_byte = 0x40 | (builder._spin_bit << 5) | (crypto.key_phase << 2) | 0x01
-        one_step = shortcrypto.usable(crypto.send)
         frame_head = Buffer(capacity=32)
-        packets = builder._packets
         datagrams = builder._datagrams
         pn = builder._packet_number
-        while True:
-            # as aioquic: pacing first (no ACK is due), then a new datagram
-            self._pacing_at = pacer.next_send_time(now=now)
-            if self._pacing_at is not None:
-                break
-            if builder._datagram_init:
-                builder._flight_capacity = builder._buffer_capacity
-                if builder.max_flight_bytes is not None:
-                    remaining = builder.max_flight_bytes - builder._flight_bytes
-                    if remaining < builder._flight_capacity:
-                        builder._flight_capacity = remaining
-                builder._datagram_flight_bytes = 0
-                builder._datagram_init = False
-                builder._datagram_needs_padding = False
-            if stream.is_blocked or sender.buffer_is_empty:
-                break
-            next_offset = sender.next_offset
-            overhead = 3 + id_size + (size_uint_var(next_offset) if next_offset else 0)
-            highest = sender.highest_offset
-            frame = sender.get_frame(
-                builder._flight_capacity - header_size - 16 - overhead,
-                min(highest + self._remote_max_data - self._remote_max_data_used,
-                    stream.max_stream_data_remote))
-            if frame is None:
-                break  # an empty packet: aioquic stops here too
-            data = frame.data
-            offset = frame.offset
-            frame_type = 0x0A | (4 if offset else 0) | (1 if frame.fin else 0)
-            frame_head.seek(0)
-            frame_head.push_uint_var(frame_type)
-            frame_head.push_uint_var(stream_id)
-            if offset:
-                frame_head.push_uint_var(offset)
-            frame_head.push_uint16(len(data) | 0x4000)
-            packet = QuicSentPacket(epoch=ONE_RTT, in_flight=True, is_ack_eliciting=True,
-                                    is_crypto_packet=False, packet_number=pn,
-                                    packet_type=ONE_RTT_PACKET)
-            packet.delivery_handlers.append(
-                (on_delivery, (offset, offset + len(data), frame.fin)))
-            if one_step:
-                datagram = shortcrypto.seal(crypto.send, first_byte, peer_cid, pn,
-                                            frame_head.data + data)
-            else:
-                datagram = crypto.encrypt_packet(
-                    bytes((first_byte,)) + peer_cid + (pn & 0xFFFF).to_bytes(2, "big"),
-                    frame_head.data + data, pn)
-            size = len(datagram)
-            packet.sent_bytes = size
-            packets.append(packet)
-            datagrams.append(datagram)
-            builder._flight_bytes += size
-            builder._total_bytes += size
-            builder._datagram_init = True
-            pn += 1
+        # the packets are registered as they are made (aioquic registers them in
+        # `_flush_builder`, which then finds none of them in the builder)
+        sent_packets = space.sent_packets
+        loss = self._loss
+        on_sent = loss._cc.on_packet_sent
+        arms_pto = loss.handshake_confirmed or not space.is_application_data
+        # the pacer's bucket, spent here packet by packet as `next_send_time` and
+        # `update_after_send` would (the clock does not move within this call)
+        pacer = loss._pacer
+        packet_time = pacer.packet_time
+        if packet_time is not None:
+            pacer.update_bucket(now=now)
+        bucket = pacer.bucket_time
+        buffer_capacity = builder._buffer_capacity
+        max_flight = builder.max_flight_bytes
+        flight_bytes = builder._flight_bytes
+        count = 0
+        try:
+            while True:
+                if packet_time is not None and bucket <= 0:
+                    self._pacing_at = now + packet_time
+                    break
+                self._pacing_at = None
+                # a new datagram (as aioquic's `_flush_current_datagram` leaves it)
+                capacity = buffer_capacity
+                if max_flight is not None and max_flight - flight_bytes < capacity:
+                    capacity = max_flight - flight_bytes
+                if stream.is_blocked or sender.buffer_is_empty:
+                    break
+                next_offset = sender.next_offset
+                overhead = 3 + id_size + (size_uint_var(next_offset) if next_offset else 0)
+                highest = sender.highest_offset
+                piece = take(capacity - header_size - 16 - overhead,
+                             min(highest + self._remote_max_data - self._remote_max_data_used,
+                                 stream.max_stream_data_remote))
+                if piece is None:
+                    break  # an empty packet: aioquic stops here too
+                data, offset, fin = piece
+                frame_head.seek(0)
+                frame_head.push_uint_var(0x0A | (4 if offset else 0) | fin)
+                frame_head.push_uint_var(stream_id)
+                if offset:
+                    frame_head.push_uint_var(offset)
+                frame_head.push_uint16(len(data) | 0x4000)
+                datagram = seal(first_byte, peer_cid, pn, frame_head.data + data)
+                size = len(datagram)
+                packet = QuicSentPacket(ONE_RTT, True, True, False, pn, ONE_RTT_PACKET, now, size,
+                                        [(on_delivery, (offset, offset + len(data), bool(fin)))],
+                                        [])
+                datagrams.append(datagram)
+                flight_bytes += size
+                builder._total_bytes += size
+                pn += 1
+                self._remote_max_data_used += sender.highest_offset - highest
+                sent_packets[packet.packet_number] = packet
+                on_sent(packet=packet)
+                count += 1
+                if packet_time is not None:
+                    bucket = 0.0 if bucket < packet_time else bucket - packet_time
+        finally:
             builder._packet_number = pn
-            self._remote_max_data_used += sender.highest_offset - highest
-            pacer.update_after_send(now=now)
+            builder._flight_bytes = flight_bytes
+            pacer.bucket_time = bucket
+            if count:
+                space.ack_eliciting_in_flight += count
+                if arms_pto:
+                    loss._time_of_last_sent_ack_eliciting_packet = now
+                # the first ack-eliciting packet since one was received restarts
+                # the idle timer (RFC 9000 section 10.1), as in `_flush_builder`
+                if not self._ack_eliciting_sent_since_receipt:
+                    self._close_at = now + self._idle_timeout()
+                    self._ack_eliciting_sent_since_receipt = True
 
     def _bulk_stream(self, builder, network_path, now: float):
         """The one stream whose data is all there is to send now, or None when
@@ -381,6 +516,8 @@ class DattuiConnection(QuicConnection):
                     or s.max_stream_data_local_sent != local:
                 return None
         stream = self._streams_queue[0]
+        if type(stream.sender) is QuicStreamSender:
+            BulkStreamSender.adopt(stream.sender)
         if (stream.is_finished or stream.receiver.stop_pending or stream.sender.reset_pending
                 or stream.is_blocked or stream.sender.buffer_is_empty):
             return None

@@ -28,6 +28,7 @@ from ..ratelimit import TokenBucket
 from .identity import NodeIdentity, certificate_public_key
 from . import congestion, pmtu
 from .bulkstream import BulkStreamSender
+from .fastack import FastAckRecovery
 from .pacing import BurstPacer
 from .fastconn import DattuiConnection, supported as fast_path_supported
 from .paths import DirectPath
@@ -269,6 +270,7 @@ class QuicEndpoint:
                             max_stream_data=window, idle_timeout=idle_timeout)
         self.accept_incoming = True
         self._flush_scheduled = False
+        self._batch_now: float | None = None
         # path MTU discovery: set by the node to a sendto(data, addr) -> bool that
         # sends with the don't-fragment bit and says False when the stack refuses
         self.probe_sendto: Callable[[bytes, Address], bool] | None = None
@@ -297,6 +299,7 @@ class QuicEndpoint:
         if not fast_path_supported(conn):
             conn.__class__ = QuicConnection  # an aioquic this fast path was not written for
         BurstPacer.adopt(getattr(conn._loss, "_pacer", None))
+        FastAckRecovery.adopt(conn._loss)
         return conn
 
     def connect(self, path) -> QuicLink:
@@ -311,7 +314,9 @@ class QuicEndpoint:
     def datagram(self, data: bytes, addr: Address, via=None) -> None:
         """A QUIC datagram from `addr`: straight from the node's socket when `via`
         is None, else through the path `via` (a relay or a helper socket)."""
-        now = self.loop.time()
+        now = self._batch_now  # one clock reading per read batch (cleared by `flush`)
+        if now is None:
+            now = self._batch_now = self.loop.time()
         if via is None and not data[0] & 0x80:
             # short header (1-RTT): the destination connection id follows the first
             # byte; the common case of a bulk transfer skips the full header parse
@@ -377,6 +382,7 @@ class QuicEndpoint:
 
     def flush(self) -> None:
         self._flush_scheduled = False
+        self._batch_now = None
         if not self._dirty:
             return
         now = self.loop.time()
