@@ -60,7 +60,7 @@ class BulkStreamSender(QuicStreamSender):
             self._pending_eof = False
         return frame
 
-    def take(self, max_size: int, max_offset: int) -> tuple[bytes, int, int] | None:
+    def take(self, max_size: int, max_offset: int) -> tuple[bytes | bytearray, int, int] | None:
         """`get_frame` for the fast send path: (data, offset, FIN bit) or None,
         the same bytes and state changes, without a frame object."""
         if max_size < 0:
@@ -79,7 +79,7 @@ class BulkStreamSender(QuicStreamSender):
         if stop <= start:
             return None
         base = self._buffer_start - self._dead
-        data = bytes(self._buffer[start - base:stop - base])
+        data = self._buffer[start - base:stop - base]  # a copy (the caller adds the header)
         if stop == r.stop:  # the front of the pending ranges, sent whole or in part
             del ranges[0]
         else:

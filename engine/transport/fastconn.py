@@ -9,12 +9,16 @@ challenge, a connection id, a limit, a ping, a datagram is due.
 
 Receiving: `DattuiConnection.receive_datagram` takes the packets that can only
 mean one thing (short header, the connection's current id, the validated
-primary path, an established connection, no qlog) straight to decryption and
-handles their STREAM frames inline; everything else, and every frame that is
-not a STREAM frame on an open bidirectional stream, goes through aioquic.
+primary path, an established connection, no qlog) straight to decryption. A
+packet that is one STREAM frame carrying the next bytes of an open stream is
+taken whole, and the bytes of consecutive such packets go out as one
+StreamDataReceived event (joined when the event is taken); other STREAM frames
+are handled inline, every other frame goes through aioquic's handlers.
 Sending: when nothing but one stream's data is due, `_write_application`
 writes each packet in one piece (header, STREAM frame, encryption) into the
-builder's output; whenever anything else is due it is aioquic's own.
+builder's output and registers it for recovery at once, spending the pacer's
+bucket as aioquic's pacer would; whenever anything else is due it is
+aioquic's own. (The ACKs that come back: engine/transport/fastack.py.)
 What both do to the connection's state is what aioquic's path does, step for
 step (tests/test_fastconn.py runs the same transfers through both and
 compares every datagram size both ways and every delivered byte).
@@ -33,7 +37,6 @@ from aioquic import tls
 from aioquic.buffer import UINT_VAR_MAX, Buffer, BufferReadError, size_uint_var
 from aioquic.quic import events
 from aioquic.quic.connection import (
-    END_STATES,
     QuicConnection,
     QuicConnectionError,
     QuicConnectionState,
@@ -42,13 +45,12 @@ from aioquic.quic.connection import (
 from aioquic.quic.crypto import CryptoError
 from aioquic.quic.packet import (
     NON_ACK_ELICITING_FRAME_TYPES,
-    PROBING_FRAME_TYPES,
     QuicErrorCode,
     QuicFrameType,
     QuicPacketType,
     QuicStreamFrame,
 )
-from aioquic.quic.packet_builder import QuicPacketBuilder, QuicPacketBuilderStop, QuicSentPacket
+from aioquic.quic.packet_builder import QuicPacketBuilder, QuicSentPacket
 from aioquic.quic.recovery import MAX_ACK_RANGES
 from aioquic.quic.stream import FinalSizeError, QuicStreamSender, StreamFinishedError
 
@@ -193,7 +195,7 @@ class DattuiConnection(QuicConnection):
     def _after_frames(self, space, pn: int, now: float, is_ack_eliciting: bool) -> None:
         """What aioquic does after a 1-RTT packet's frames: the idle timer, and
         the packet number into the ACK ranges."""
-        if self._state in END_STATES or self._close_pending:
+        if self._state is not CONNECTED or self._close_pending:  # closed by a frame
             return
         if now != self._idle_now:  # max(idle timeout, 3 PTO): the same within a read batch
             self._idle_now = now
