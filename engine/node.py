@@ -75,7 +75,7 @@ class Node:
         if self.path_mtu_discovery:
             self.endpoint.probe_sendto = self.socket.send_df
         self.endpoint.sendto_many = self.socket.sendto_many
-        self.demux.add(is_quic, self.endpoint.datagram)
+        self.demux.add(is_quic, self.endpoint.datagram, many=self.endpoint.datagrams)
         self.demux.add(is_pmtu, self.endpoint.pmtu_datagram)
         self.demux.on_batch_end(self.endpoint.flush)
         self._keepalive = asyncio.ensure_future(self._keepalive_loop())

@@ -286,3 +286,32 @@ def test_other_address_takes_aioquics_path():
     p.rx.receive_datagram(down[0], A, now=p.now)
     ev = p.rx.next_event()
     assert isinstance(ev, qe.StreamDataReceived) and ev.data == PAYLOAD[:len(ev.data)]
+
+
+@pytest.mark.asyncio
+async def test_a_read_run_goes_straight_to_its_link_and_the_rest_the_usual_way():
+    from engine.events import PathKind
+    from engine.transport.paths import DirectPath
+
+    sent = []
+
+    def sendto(data, addr):
+        sent.append(data)
+    endpoint = QuicEndpoint(IDENTITY, sendto, on_incoming=lambda link: None)
+    peer = ("127.0.0.9", 4000)
+    link = endpoint.connect(DirectPath(sendto, peer, PathKind.DIRECT))
+    cid = link.conn.host_cid
+    straight, usual = [], []
+    link.conn.receive_datagram = lambda data, addr, now: straight.append((data, addr))
+    endpoint.datagram = lambda data, addr, via=None: usual.append(data)
+    ours = bytes([0x41]) + cid + bytes(40)
+    other = bytes([0x41]) + bytes(8) + bytes(40)  # another connection id
+    long_header = bytes([0xC3]) + bytes(60)
+    endpoint.datagrams([ours, ours, long_header, other, ours], peer)
+    assert [d for d, _ in straight] == [ours, ours, ours]
+    assert all(a == link.vaddr for _, a in straight)
+    assert usual == [long_header, other]
+    endpoint.datagrams([ours, ours], ("127.0.0.8", 4000))  # not the link's address
+    assert usual[2:] == [ours, ours] and len(straight) == 3
+    endpoint.datagrams([other, ours], peer)  # the run's first is not the link's
+    assert usual[4:] == [other, ours]

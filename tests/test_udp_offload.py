@@ -63,3 +63,41 @@ async def test_without_offload_the_same_datagrams_arrive():
     got, tx, rx = await _exchange(datagrams, offload=False)
     assert got == datagrams
     assert tx.gso_sends == 0 and rx.gro_reads == 0 and not rx.gro
+
+
+def test_runs_reach_a_route_that_takes_them_in_order_with_the_others():
+    log = []
+    demux = Demux()
+    demux.add(lambda d: d[:1] == b"d", lambda d, a: log.append(("dht", d)), first=True)
+    demux.add(lambda d: d[:1] == b"q", lambda d, a: log.append(("one", d)),
+              many=lambda run, a: log.append(("run", list(run))))
+    demux.add(lambda d: d[:1] == b"p", lambda d, a: log.append(("probe", d)))
+    demux.dispatch_run([b"q1", b"q2", b"d1", b"q3", b"x", b"q4", b"p1", b"p2", b"q5"], ("h", 1))
+    assert log == [("run", [b"q1", b"q2"]), ("dht", b"d1"), ("run", [b"q3", b"q4"]),
+                   ("probe", b"p1"), ("probe", b"p2"), ("run", [b"q5"])]
+    assert demux.dropped == 1  # b"x": nobody's
+
+
+@pytest.mark.asyncio
+async def test_a_gro_train_reaches_a_run_route_whole():
+    runs: list[list[bytes]] = []
+    done = asyncio.Event()
+    datagrams = _train([1452] * 30)
+    rx_demux = Demux()
+
+    def many(run, addr):
+        runs.append([bytes(d) for d in run])
+        if sum(map(len, runs)) == len(datagrams):
+            done.set()
+
+    rx_demux.add(lambda d: True, lambda d, a: many([d], a), many=many)
+    rx = UdpSocket(bind_udp("127.0.0.1", 0), rx_demux, offload=True)
+    tx = UdpSocket(bind_udp("127.0.0.1", 0), Demux(), offload=True)
+    try:
+        tx.sendto_many(datagrams, rx.local_address)
+        await asyncio.wait_for(done.wait(), 5)
+    finally:
+        rx.close()
+        tx.close()
+    assert [d for run in runs for d in run] == datagrams
+    assert max(map(len, runs)) > 1  # GRO trains arrived as runs, not one call per datagram

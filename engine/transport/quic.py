@@ -374,6 +374,30 @@ class QuicEndpoint:
         self._received.add(link)
         self.mark_dirty(link)  # flushed once this loop turn's datagrams are in
 
+    def datagrams(self, run: list[bytes], addr: Address) -> None:
+        """Datagrams of one read from `addr` (a GRO train): those that are 1-RTT
+        packets of the link the first belongs to, on its direct path, go straight
+        to its connection; anything else takes `datagram`'s way."""
+        first = run[0]
+        link = None if first[0] & 0x80 else self._links.get(first[1:1 + CID_LENGTH])
+        path = link.path if link is not None else None
+        if not (type(path) is DirectPath and path.addr == addr and path.same_socket(self._sendto)):
+            for data in run:
+                self.datagram(data, addr)
+            return
+        now = self._batch_now
+        if now is None:
+            now = self._batch_now = self.loop.time()
+        cid = first[1:1 + CID_LENGTH]
+        receive, vaddr = link.conn.receive_datagram, link.vaddr
+        for data in run:
+            if data[0] & 0x80 or data[1:1 + CID_LENGTH] != cid:
+                self.datagram(data, addr)
+            else:
+                receive(data, vaddr, now)
+        self._received.add(link)
+        self.mark_dirty(link)
+
     def mark_dirty(self, link: QuicLink) -> None:
         self._dirty.add(link)
         if not self._flush_scheduled:

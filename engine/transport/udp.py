@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 Address = tuple[str, int]
 Handler = Callable[[bytes, Address], None]
+ManyHandler = Callable[[list[bytes], Address], None]
 
 BATCH = 128
 # Linux values; the socket module names only some of them
@@ -32,15 +33,19 @@ MAX_DATAGRAM = 65535
 
 
 class Demux:
-    """Routes each datagram to the first handler whose classifier accepts it."""
+    """Routes each datagram to the first handler whose classifier accepts it.
+    A route may also take runs: `many(datagrams, addr)` gets consecutive
+    datagrams of one read (a GRO train, all from one address) that its
+    classifier accepted, in order, instead of one call each."""
 
     def __init__(self) -> None:
-        self._routes: list[tuple[Callable[[bytes], bool], Handler]] = []
+        self._routes: list[tuple[Callable[[bytes], bool], Handler, ManyHandler | None]] = []
         self._after_batch: list[Callable[[], None]] = []
         self.dropped = 0
 
-    def add(self, accepts: Callable[[bytes], bool], handler: Handler, *, first: bool = False) -> None:
-        route = (accepts, handler)
+    def add(self, accepts: Callable[[bytes], bool], handler: Handler, *, first: bool = False,
+            many: ManyHandler | None = None) -> None:
+        route = (accepts, handler, many)
         if first:
             self._routes.insert(0, route)
         else:
@@ -50,11 +55,35 @@ class Demux:
         self._after_batch.append(fn)
 
     def dispatch(self, data: bytes, addr: Address) -> None:
-        for accepts, handler in self._routes:
+        for accepts, handler, _ in self._routes:
             if accepts(data):
                 handler(data, addr)
                 return
         self.dropped += 1
+
+    def dispatch_run(self, datagrams: list[bytes], addr: Address) -> None:
+        run: list[bytes] = []
+        run_many = None
+        for data in datagrams:
+            for accepts, handler, many in self._routes:
+                if accepts(data):
+                    break
+            else:
+                self.dropped += 1
+                continue
+            if many is not None and many is run_many:
+                run.append(data)
+                continue
+            if run:
+                run_many(run, addr)
+                run = []
+            if many is None:
+                run_many = None
+                handler(data, addr)
+            else:
+                run_many, run = many, [data]
+        if run:
+            run_many(run, addr)
 
     def batch_end(self) -> None:
         for fn in self._after_batch:
@@ -218,6 +247,7 @@ class UdpSocket:
     def _read_gro(self) -> None:
         recvmsg = self.sock.recvmsg
         dispatch = self.demux.dispatch
+        dispatch_run = self.demux.dispatch_run
         for _ in range(BATCH):
             try:
                 data, ancdata, _flags, addr = recvmsg(MAX_DATAGRAM, _GRO_CMSG)
@@ -234,8 +264,7 @@ class UdpSocket:
             try:
                 if 0 < seg < len(data):
                     self.gro_reads += 1
-                    for off in range(0, len(data), seg):
-                        dispatch(data[off:off + seg], addr)
+                    dispatch_run([data[off:off + seg] for off in range(0, len(data), seg)], addr)
                 else:
                     dispatch(data, addr)
             except Exception:  # a handler bug must not kill the socket
