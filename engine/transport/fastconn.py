@@ -484,39 +484,60 @@ class DattuiConnection(QuicConnection):
                     self._close_at = now + self._idle_timeout()
                     self._ack_eliciting_sent_since_receipt = True
 
-    def _bulk_stream(self, builder, network_path, now: float):
-        """The one stream whose data is all there is to send now, or None when
-        anything else is due (then aioquic writes the packets)."""
+    def datagrams_to_send(self, now: float):
+        # A receiver is asked after every read batch and mostly has nothing to say
+        # (its ACK waits for the ACK delay); aioquic would build an empty packet to
+        # find that out. What aioquic's call would leave behind: the pacing time.
+        if (self._state is CONNECTED and self._handshake_confirmed and not self._close_pending
+                and self._quic_logger is None and len(self._network_paths) == 1
+                and (not self._is_client or self._remote_preferred_address is None)
+                and self._quiet(self._network_paths[0], now)
+                and not any(_has_something(s) for s in self._streams_queue)):
+            self._pacing_at = self._loss._pacer.next_send_time(now=now)
+            return []
+        return super().datagrams_to_send(now)
+
+    def _quiet(self, network_path, now: float) -> bool:
+        """Nothing but stream data can be due on the 1-RTT space now: no ACK, no
+        limit to raise, no challenge, connection id, ping, probe, datagram, key
+        update or crypto data (whatever aioquic might write first or alone)."""
         if not (self._handshake_complete and network_path.is_validated
-                and builder._quic_logger is None and builder._packet is None
-                and builder._buffer.tell() == 0 and not builder._datagram_needs_padding
-                and builder.max_total_bytes is None
                 and not self._handshake_done_pending and not network_path.remote_challenges
                 and not self._retire_connection_ids and not self._streams_blocked_pending
                 and not self._ping_pending and not self._probe_pending
-                and not self._datagrams_pending and len(self._streams_queue) == 1):
-            return None
-        space = self._spaces[ONE_RTT]
+                and not self._datagrams_pending):
+            return False
+        space = self._fast_space or self._bind_one_rtt()
         if space.ack_at is not None and space.ack_at <= now:
-            return None  # an ACK goes in the first packet: aioquic's
-        crypto = self._cryptos[ONE_RTT]
+            return False  # an ACK goes in the first packet: aioquic's
+        crypto = self._fast_pair
         if not crypto.send.is_valid() or crypto._update_key_requested:
-            return None
+            return False
         if not self._crypto_streams[ONE_RTT].sender.buffer_is_empty:
-            return None
+            return False
         if not all(cid.was_sent for cid in self._host_cids):
-            return None
+            return False
         max_data = self._local_max_data
         if max_data.used * 2 > max_data.value:
-            return None
+            return False
         for limit in (max_data, self._local_max_streams_bidi, self._local_max_streams_uni):
             if limit.value != limit.sent:
-                return None
+                return False
         for s in self._streams.values():
             local = s.max_stream_data_local
             if (local and s.receiver.highest_offset * 2 > local) \
                     or s.max_stream_data_local_sent != local:
-                return None
+                return False
+        return True
+
+    def _bulk_stream(self, builder, network_path, now: float):
+        """The one stream whose data is all there is to send now, or None when
+        anything else is due (then aioquic writes the packets)."""
+        if not (builder._quic_logger is None and builder._packet is None
+                and builder._buffer.tell() == 0 and not builder._datagram_needs_padding
+                and builder.max_total_bytes is None and len(self._streams_queue) == 1
+                and self._quiet(network_path, now)):
+            return None
         stream = self._streams_queue[0]
         if type(stream.sender) is QuicStreamSender:
             BulkStreamSender.adopt(stream.sender)
@@ -524,3 +545,9 @@ class DattuiConnection(QuicConnection):
                 or stream.is_blocked or stream.sender.buffer_is_empty):
             return None
         return stream
+
+
+def _has_something(stream) -> bool:
+    """aioquic's `_write_application` would write for this stream (or drop it)."""
+    return (stream.is_finished or stream.receiver.stop_pending or stream.sender.reset_pending
+            or not (stream.is_blocked or stream.sender.buffer_is_empty))
