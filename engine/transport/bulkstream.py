@@ -13,6 +13,7 @@ aioquic's own.
 
 from __future__ import annotations
 
+from aioquic.buffer import size_uint_var
 from aioquic.quic.packet import QuicStreamFrame
 from aioquic.quic.packet_builder import QuicDeliveryState
 from aioquic.quic.stream import QuicStreamSender
@@ -60,17 +61,21 @@ class BulkStreamSender(QuicStreamSender):
             self._pending_eof = False
         return frame
 
-    def take(self, max_size: int, max_offset: int) -> tuple[bytes | bytearray, int, int] | None:
+    def take(self, room: int, max_offset: int) -> tuple[bytes | bytearray, int, int] | None:
         """`get_frame` for the fast send path: (data, offset, FIN bit) or None,
-        the same bytes and state changes, without a frame object."""
-        if max_size < 0:
-            return None
+        the same bytes and state changes, without a frame object. `room` is
+        what the frame's offset field and data may take (`get_frame`'s
+        max_size plus the size of the offset field of `next_offset`)."""
         ranges = self._pending._RangeSet__ranges
         if not ranges:  # nothing left, or only the FIN: aioquic's own steps
-            frame = self.get_frame(max_size, max_offset)
+            max_size = room - (size_uint_var(self._buffer_stop) if self._buffer_stop else 0)
+            frame = self.get_frame(max_size, max_offset) if max_size >= 0 else None
             return None if frame is None else (frame.data, frame.offset, 1 if frame.fin else 0)
         r = ranges[0]
         start = r.start
+        max_size = room - (size_uint_var(start) if start else 0)
+        if max_size < 0:
+            return None
         stop = r.stop
         if stop > start + max_size:
             stop = start + max_size

@@ -36,6 +36,7 @@ import functools
 from aioquic import tls
 from aioquic.buffer import UINT_VAR_MAX, Buffer, BufferReadError, size_uint_var
 from aioquic.quic import events
+from aioquic.quic.congestion.cubic import CubicCongestionControl
 from aioquic.quic.connection import (
     QuicConnection,
     QuicConnectionError,
@@ -51,8 +52,13 @@ from aioquic.quic.packet import (
     QuicStreamFrame,
 )
 from aioquic.quic.packet_builder import QuicPacketBuilder, QuicSentPacket
-from aioquic.quic.recovery import MAX_ACK_RANGES
-from aioquic.quic.stream import FinalSizeError, QuicStreamSender, StreamFinishedError
+from aioquic.quic.recovery import MAX_ACK_RANGES, QuicPacketSpace
+from aioquic.quic.stream import (
+    FinalSizeError,
+    QuicStreamReceiver,
+    QuicStreamSender,
+    StreamFinishedError,
+)
 
 from . import shortcrypto
 from .bulkstream import BulkStreamSender
@@ -98,7 +104,11 @@ def _aioquic_fits() -> bool:
     """What does not change per connection: checked once per process."""
     builder = QuicPacketBuilder(host_cid=b"", peer_cid=b"", version=1, is_client=True,
                                 max_datagram_size=1200)
+    receiver = QuicStreamReceiver(stream_id=0, readable=True)
+    window = getattr(QuicPacketSpace(), "received_packets", None)
     return all(hasattr(builder, name) for name in _BUILDER_FIELDS) \
+        and all(hasattr(receiver, name) for name in _RECEIVER_FIELDS) \
+        and hasattr(window, "_lower") and hasattr(window, "_received") \
         and [f.name for f in dataclasses.fields(QuicSentPacket)] == list(_SENT_PACKET_FIELDS) \
         and all(hasattr(QuicConnection, name) for name in (
             "_idle_timeout", "_handle_stream_frame", "_write_application"))
@@ -161,7 +171,8 @@ class DattuiConnection(QuicConnection):
         except CryptoError:
             return  # undecryptable: dropped, as aioquic drops it
         plain_header, payload, pn = opened
-        if pn in space.received_packets:
+        window = space.received_packets  # aioquic's QuicPacketNumberWindow, its test inline
+        if pn < window._lower or pn in window._received:
             return  # duplicate (RFC 9000 section 12.3)
         first = plain_header[0]
         if first & 0x18:
@@ -415,7 +426,12 @@ class DattuiConnection(QuicConnection):
         # `_flush_builder`, which then finds none of them in the builder)
         sent_packets = space.sent_packets
         loss = self._loss
-        on_sent = loss._cc.on_packet_sent
+        cc = loss._cc
+        on_sent = cc.on_packet_sent
+        # CUBIC's on_packet_sent adds to bytes in flight and resets the window
+        # after an idle spell, judged by the packet's send time: all of these go
+        # at `now`, so the first packet's call decides for all of them
+        cubic_sent = type(cc).on_packet_sent is CubicCongestionControl.on_packet_sent
         arms_pto = loss.handshake_confirmed or not space.is_application_data
         # the pacer's bucket, spent here packet by packet as `next_send_time` and
         # `update_after_send` would (the clock does not move within this call)
@@ -440,10 +456,8 @@ class DattuiConnection(QuicConnection):
                     capacity = max_flight - flight_bytes
                 if stream.is_blocked or sender.buffer_is_empty:
                     break
-                next_offset = sender.next_offset
-                overhead = 3 + id_size + (size_uint_var(next_offset) if next_offset else 0)
                 highest = sender.highest_offset
-                piece = take(capacity - header_size - 16 - overhead,
+                piece = take(capacity - header_size - 16 - 3 - id_size,
                              min(highest + self._remote_max_data - self._remote_max_data_used,
                                  stream.max_stream_data_remote))
                 if piece is None:
@@ -466,7 +480,10 @@ class DattuiConnection(QuicConnection):
                 pn += 1
                 self._remote_max_data_used += sender.highest_offset - highest
                 sent_packets[packet.packet_number] = packet
-                on_sent(packet=packet)
+                if count and cubic_sent:
+                    cc.bytes_in_flight += size
+                else:
+                    on_sent(packet=packet)
                 count += 1
                 if packet_time is not None:
                     bucket = 0.0 if bucket < packet_time else bucket - packet_time
