@@ -168,7 +168,14 @@ def test_take_is_get_frame_without_the_frame():
 
 
 @pytest.mark.parametrize("loss,dup,reorder", [(0.0, 0.0, False), (0.03, 0.03, True)])
-def test_same_trace_as_aioquic(loss, dup, reorder):
+def test_same_trace_as_aioquic(loss, dup, reorder, monkeypatch):
+    built = []  # datagrams_to_send calls of the fast receiver that built packets
+    inner_send = QuicConnection.datagrams_to_send
+
+    def counted_send(self, now):
+        built.append(self)
+        return inner_send(self, now)
+    monkeypatch.setattr(QuicConnection, "datagrams_to_send", counted_send)
     plain = Pair(QuicConnection, loss=loss, dup=dup, reorder=reorder)
     plain.run(PAYLOAD)
     fast = Pair(fastconn.DattuiConnection, loss=loss, dup=dup, reorder=reorder,
@@ -196,6 +203,9 @@ def test_same_trace_as_aioquic(loss, dup, reorder):
     assert fast.trace == plain.trace
     assert calls > len(PAYLOAD) // 1452  # the bulk of the packets took the fast path
     assert bulk_writes > 100  # and were written by it
+    steps = sum(1 for entry in fast.trace if entry[0] == "up")
+    idle = steps - sum(1 for conn in built if conn is fast.rx)
+    assert idle > steps // 3  # the receiver's many calls with nothing to send built nothing
     assert fast.rx._local_max_data.used == plain.rx._local_max_data.used == len(PAYLOAD)
 
 
