@@ -69,10 +69,33 @@ def test_lost_probes_are_retried_then_the_next_candidate_is_tried():
         sizes.append(_msg(probe).size)
     assert sizes == [16000] * 3 + [8952] * 3 + [4052] * 3
     assert s.size == 1452 and s.state is SearchState.COMPLETE
-    # after RAISE_INTERVAL it searches again
-    assert s.next_timer() == now + pmtu.RAISE_INTERVAL
-    again = s.on_timer(now + pmtu.RAISE_INTERVAL, rtt=0.01)
-    assert _msg(again).size == 16000
+    # nothing was answered (a busy peer, a lossy moment, or a real limit): the next
+    # search comes soon, and then less and less often, up to RAISE_INTERVAL
+    waits = []
+    for _ in range(9):
+        waits.append(round(s.next_timer() - now, 6))
+        now = s.next_timer()
+        probe = s.on_timer(now, rtt=0.01)
+        assert _msg(probe).size == 16000
+        while probe is not None:  # unanswered again
+            now = s.next_timer()
+            probe = s.on_timer(now, rtt=0.01)
+    assert waits == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0]
+    # an answer ends the quick retries
+    m = _msg(s.on_timer(s.next_timer(), rtt=0.01))
+    assert s.on_ack(m.nonce, m.size, s.next_timer() - 0.05) and s.size == 16000
+
+
+def test_a_search_that_found_a_size_retries_larger_only_after_raise_interval():
+    s = PmtuSearch(1452, random=_nonces())
+    probe, now = s.start(0.0, rtt=0.01), 0.0
+    for _ in range(3):  # 16000 goes unanswered three times
+        now = s.next_timer()
+        probe = s.on_timer(now, rtt=0.01)
+    m = _msg(probe)
+    assert m.size == 8952
+    assert s.on_ack(m.nonce, 8952, now + 0.01) and s.size == 8952
+    assert s.next_timer() == now + 0.01 + pmtu.RAISE_INTERVAL
 
 
 def test_probe_timeout_follows_rtt_within_bounds():

@@ -12,9 +12,14 @@ Candidates are tried largest first - aioquic's ceiling (16,000: its packet
 length field breaks above 16,383), jumbo frames (8,952 fits an MTU of 9,000
 with IPv6 headers), 4,052 - each up to MAX_PROBES times; the first confirmed
 one ends the search. A probe the local stack refuses (EMSGSIZE: larger than
-the interface) fails at once. When the connection then stops getting
-acknowledgements (a black hole: the path shrank), it drops back to the base
-size and searches again after RAISE_INTERVAL.
+the interface) fails at once. A larger size is tried again after
+RAISE_INTERVAL; but when no probe of a search was answered at all (the peer
+may only have been busy: a clone setting up its files, an event loop held
+for a moment) the next search comes after RETRY_FIRST seconds, doubling up to
+RAISE_INTERVAL, so a transfer does not spend a minute at the base size for
+a moment's silence. When the connection stops getting acknowledgements (a
+black hole: the path shrank), it drops back to the base size and searches
+again after RAISE_INTERVAL.
 
 Probe and acknowledgement on the wire (`MAGIC` keeps them apart from QUIC,
 STUN, DHT and rendezvous datagrams on the node's one socket):
@@ -44,6 +49,7 @@ MAX_PROBES = 3
 MIN_PROBE_TIMEOUT = 0.1
 MAX_PROBE_TIMEOUT = 1.0
 RAISE_INTERVAL = 60.0
+RETRY_FIRST = 1.0  # after a search with no probe answered; doubles up to RAISE_INTERVAL
 
 
 def is_pmtu(data: bytes) -> bool:
@@ -103,6 +109,8 @@ class PmtuSearch:
         self._raise_at: float | None = None
         self.state = SearchState.SEARCHING if self._todo else SearchState.COMPLETE
         self.black_holes = 0
+        self._unanswered = 0  # searches in a row in which probes went unanswered
+        self._silent = False  # a probe of this search timed out
 
     # ---- what the owner asks ----------------------------------------------------
     def next_timer(self) -> float | None:
@@ -117,11 +125,13 @@ class PmtuSearch:
         or None."""
         if self._deadline is not None and now >= self._deadline:
             self._deadline = None
+            self._silent = True
             if self._tries >= MAX_PROBES:
                 self._give_up_on_candidate()
             return self._next_probe(now, rtt)
         if self._raise_at is not None and now >= self._raise_at:
             self._raise_at = None
+            self._silent = False
             self._todo = [c for c in self._all if c > self.size]
             self.state = SearchState.SEARCHING if self._todo else SearchState.COMPLETE
             return self._next_probe(now, rtt)
@@ -143,6 +153,8 @@ class PmtuSearch:
         if raised:
             self.size = size
         self._todo = []  # largest first: the first confirmed candidate is the answer
+        self._unanswered = 0
+        self._silent = False
         self._finish(now)
         return raised
 
@@ -156,6 +168,7 @@ class PmtuSearch:
         self._nonce = b""
         self._deadline = None
         self._todo = []
+        self._silent = False  # the path shrank: no quick retry
         self._finish(now)
         return True
 
@@ -168,7 +181,14 @@ class PmtuSearch:
 
     def _finish(self, now: float) -> None:
         self.state = SearchState.COMPLETE
-        self._raise_at = now + RAISE_INTERVAL if any(c > self.size for c in self._all) else None
+        if not any(c > self.size for c in self._all):
+            self._raise_at = None
+            return
+        interval = RAISE_INTERVAL
+        if self._silent:  # nothing answered: try again soon, then less and less often
+            interval = min(RAISE_INTERVAL, RETRY_FIRST * 2 ** self._unanswered)
+            self._unanswered += 1
+        self._raise_at = now + interval
 
     def _next_probe(self, now: float, rtt: float) -> bytes | None:
         while self._todo and self._todo[0] <= self.size:
