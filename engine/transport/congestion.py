@@ -70,9 +70,7 @@ class LossTolerantCubic(CubicCongestionControl):
         steady = None
         for packet in packets:
             self.acked += 1
-            if self.acked + self.lost > WINDOW:
-                self.acked /= 2
-                self.lost /= 2
+            self._decay()
             cwnd = self.congestion_window
             if self.ssthresh is None or cwnd < self.ssthresh:  # slow start
                 self.bytes_in_flight -= packet.sent_bytes
