@@ -314,15 +314,10 @@ class QuicEndpoint:
     def datagram(self, data: bytes, addr: Address, via=None) -> None:
         """A QUIC datagram from `addr`: straight from the node's socket when `via`
         is None, else through the path `via` (a relay or a helper socket)."""
-        now = self._batch_now  # one clock reading per read batch (cleared by `flush`)
-        if now is None:
-            now = self._batch_now = self.loop.time()
-        if via is None and not data[0] & 0x80:
-            # short header (1-RTT): the destination connection id follows the first
-            # byte; the common case of a bulk transfer skips the full header parse
-            link = self._links.get(data[1:1 + CID_LENGTH])
-            path = link.path if link is not None else None
-            if type(path) is DirectPath and path.addr == addr and path.same_socket(self._sendto):
+        now = self._now()
+        if via is None:
+            link = self._direct_link(data, addr)
+            if link is not None:
                 link.datagram(data, now)
                 self._received.add(link)
                 self.mark_dirty(link)
@@ -379,15 +374,12 @@ class QuicEndpoint:
         packets of the link the first belongs to, on its direct path, go straight
         to its connection; anything else takes `datagram`'s way."""
         first = run[0]
-        link = None if first[0] & 0x80 else self._links.get(first[1:1 + CID_LENGTH])
-        path = link.path if link is not None else None
-        if not (type(path) is DirectPath and path.addr == addr and path.same_socket(self._sendto)):
+        link = self._direct_link(first, addr)
+        if link is None:
             for data in run:
                 self.datagram(data, addr)
             return
-        now = self._batch_now
-        if now is None:
-            now = self._batch_now = self.loop.time()
+        now = self._now()
         cid = first[1:1 + CID_LENGTH]
         receive, vaddr = link.conn.receive_datagram, link.vaddr
         for data in run:
@@ -397,6 +389,27 @@ class QuicEndpoint:
                 receive(data, vaddr, now)
         self._received.add(link)
         self.mark_dirty(link)
+
+    def _now(self) -> float:
+        """One clock reading per read batch (`flush` clears it)."""
+        if self._batch_now is None:
+            self._batch_now = self.loop.time()
+        return self._batch_now
+
+    def _direct_link(self, data: bytes, addr: Address) -> QuicLink | None:
+        """The link a short-header (1-RTT) packet from `addr` belongs to, when it
+        runs on a direct path from that address over the node's socket: the common
+        case of a bulk transfer, which skips the full header parse (the
+        destination connection id follows the first byte)."""
+        if data[0] & 0x80:
+            return None
+        link = self._links.get(data[1:1 + CID_LENGTH])
+        if link is None:
+            return None
+        path = link.path
+        if type(path) is DirectPath and path.addr == addr and path.same_socket(self._sendto):
+            return link
+        return None
 
     def mark_dirty(self, link: QuicLink) -> None:
         self._dirty.add(link)
