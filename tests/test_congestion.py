@@ -23,6 +23,16 @@ def _packet(pn: int, now: float) -> QuicSentPacket:
                           packet_type=QuicPacketType.ONE_RTT, sent_time=now, sent_bytes=MDS)
 
 
+def _settle(cc, sent: list, rng: random.Random, loss: float, now: float) -> None:
+    """Each of `sent` lost with probability `loss`, the rest acknowledged."""
+    lost = [p for p in sent if rng.random() < loss]
+    for p in sent:
+        if p not in lost:
+            cc.on_packet_acked(now=now, packet=p)
+    if lost:
+        cc.on_packets_lost(now=now, packets=lost)
+
+
 def _run(cc, loss: float, packets: int = 20000, seed: int = 1) -> list[int]:
     """Send `packets` one RTT-window at a time; each is acked or lost at random.
     Returns the congestion window after every round."""
@@ -38,12 +48,7 @@ def _run(cc, loss: float, packets: int = 20000, seed: int = 1) -> list[int]:
             flight.append(p)
             pn += 1
         now += rtt
-        lost = [p for p in flight if rng.random() < loss]
-        for p in flight:
-            if p not in lost:
-                cc.on_packet_acked(now=now, packet=p)
-        if lost:
-            cc.on_packets_lost(now=now, packets=lost)
+        _settle(cc, flight, rng, loss, now)
         cc.on_rtt_measurement(now=now, rtt=rtt)
         windows.append(cc.congestion_window)
     return windows
@@ -113,12 +118,7 @@ def _stream(cc, loss: float, packets: int, seed: int, ack_every: int = 16) -> in
             group.append(p)
             pn += 1
         now += 0.0005
-        lost = [p for p in group if rng.random() < loss]
-        for p in group:
-            if p not in lost:
-                cc.on_packet_acked(now=now, packet=p)
-        if lost:
-            cc.on_packets_lost(now=now, packets=lost)
+        _settle(cc, group, rng, loss, now)
         if early is None and pn >= congestion.MIN_SAMPLE:
             early = cc.congestion_events
     return cc.congestion_events - early
