@@ -12,8 +12,8 @@ mean one thing (short header, the connection's current id, the validated
 primary path, an established connection, no qlog) straight to decryption. A
 packet that is one STREAM frame carrying the next bytes of an open stream is
 taken whole, and the bytes of consecutive such packets go out as one
-StreamDataReceived event (joined when the event is taken); other STREAM frames
-are handled inline, every other frame goes through aioquic's handlers.
+StreamDataReceived event (joined when the event is taken); the frames of any
+other packet go through aioquic's handlers.
 Sending: when nothing but one stream's data is due, `_write_application`
 writes each packet in one piece (header, STREAM frame, encryption) into the
 builder's output and registers it for recovery at once, spending the pacer's
@@ -34,7 +34,7 @@ import dataclasses
 import functools
 
 from aioquic import tls
-from aioquic.buffer import UINT_VAR_MAX, Buffer, BufferReadError, size_uint_var
+from aioquic.buffer import Buffer, BufferReadError, size_uint_var
 from aioquic.quic import events
 from aioquic.quic.congestion.cubic import CubicCongestionControl
 from aioquic.quic.connection import (
@@ -49,12 +49,10 @@ from aioquic.quic.packet import (
     QuicErrorCode,
     QuicFrameType,
     QuicPacketType,
-    QuicStreamFrame,
 )
 from aioquic.quic.packet_builder import QuicPacketBuilder, QuicSentPacket
 from aioquic.quic.recovery import MAX_ACK_RANGES, QuicPacketSpace
 from aioquic.quic.stream import (
-    FinalSizeError,
     QuicStreamReceiver,
     QuicStreamSender,
     StreamFinishedError,
@@ -111,7 +109,7 @@ def _aioquic_fits() -> bool:
         and hasattr(window, "_lower") and hasattr(window, "_received") \
         and [f.name for f in dataclasses.fields(QuicSentPacket)] == list(_SENT_PACKET_FIELDS) \
         and all(hasattr(QuicConnection, name) for name in (
-            "_idle_timeout", "_handle_stream_frame", "_write_application"))
+            "_idle_timeout", "_write_application"))
 
 
 class DattuiConnection(QuicConnection):
@@ -296,8 +294,9 @@ class DattuiConnection(QuicConnection):
         self._rx_event = self._rx_pieces = None
 
     def _frames(self, path, now: float, plain: bytes) -> bool:
-        """aioquic's `_payload_received` for a 1-RTT packet, STREAM frames inline.
-        Returns whether the packet was ack-eliciting."""
+        """aioquic's `_payload_received` for a 1-RTT packet that is not one in-order
+        STREAM frame: every frame through aioquic's handlers. Returns whether the
+        packet was ack-eliciting."""
         context = None  # made when a frame goes to aioquic's handlers
         buf = Buffer(data=plain)
         handlers = self._QuicConnection__frame_handlers
@@ -310,24 +309,22 @@ class DattuiConnection(QuicConnection):
                 raise QuicConnectionError(error_code=QuicErrorCode.FRAME_ENCODING_ERROR,
                                           frame_type=None, reason_phrase="Malformed frame type")
             found = True
-            if 0x08 <= frame_type <= 0x0F:
-                handler, first = self._stream_frame, (path, now)  # inline, no context
-            else:
-                try:
-                    handler, epochs = handlers[frame_type]
-                except KeyError:
-                    raise QuicConnectionError(error_code=QuicErrorCode.FRAME_ENCODING_ERROR,
-                                              frame_type=frame_type,
-                                              reason_phrase="Unknown frame type")
-                if ONE_RTT not in epochs:
-                    raise QuicConnectionError(error_code=QuicErrorCode.PROTOCOL_VIOLATION,
-                                              frame_type=frame_type,
-                                              reason_phrase="Unexpected frame type")
-                if context is None:
-                    context = self._context(path, now)
-                first = (context,)
             try:
-                handler(*first, frame_type, buf)
+                handler, epochs = handlers[frame_type]
+            except KeyError:
+                raise QuicConnectionError(error_code=QuicErrorCode.FRAME_ENCODING_ERROR,
+                                          frame_type=frame_type,
+                                          reason_phrase="Unknown frame type")
+            if ONE_RTT not in epochs:
+                raise QuicConnectionError(error_code=QuicErrorCode.PROTOCOL_VIOLATION,
+                                          frame_type=frame_type,
+                                          reason_phrase="Unexpected frame type")
+            if context is None:
+                context = QuicReceiveContext(epoch=ONE_RTT, host_cid=self.host_cid,
+                                             network_path=path, quic_logger_frames=None,
+                                             time=now, version=None)
+            try:
+                handler(context, frame_type, buf)
             except BufferReadError:
                 raise QuicConnectionError(error_code=QuicErrorCode.FRAME_ENCODING_ERROR,
                                           frame_type=frame_type,
@@ -341,59 +338,6 @@ class DattuiConnection(QuicConnection):
                                       frame_type=QuicFrameType.PADDING,
                                       reason_phrase="Packet contains no frames")
         return is_ack_eliciting
-
-    def _context(self, path, now: float) -> QuicReceiveContext:
-        return QuicReceiveContext(epoch=ONE_RTT, host_cid=self.host_cid, network_path=path,
-                                  quic_logger_frames=None, time=now, version=None)
-
-    def _stream_frame(self, path, now: float, frame_type: int, buf: Buffer) -> None:
-        start = buf.tell()
-        stream_id = buf.pull_uint_var()
-        stream = self._streams.get(stream_id)
-        if stream is None or stream_id & 2:
-            # a new stream, or a unidirectional one: aioquic's checks and creation
-            buf.seek(start)
-            self._handle_stream_frame(self._context(path, now), frame_type, buf)
-            return
-        offset = buf.pull_uint_var() if frame_type & 4 else 0
-        length = buf.pull_uint_var() if frame_type & 2 else buf.capacity - buf.tell()
-        if offset + length > UINT_VAR_MAX:
-            raise QuicConnectionError(error_code=QuicErrorCode.FRAME_ENCODING_ERROR,
-                                      frame_type=frame_type,
-                                      reason_phrase="offset + length cannot exceed 2^62 - 1")
-        data = buf.pull_bytes(length)
-        end = offset + length
-        if end > stream.max_stream_data_local:
-            raise QuicConnectionError(error_code=QuicErrorCode.FLOW_CONTROL_ERROR,
-                                      frame_type=frame_type, reason_phrase="Over stream data limit")
-        receiver = stream.receiver
-        newly_received = end - receiver.highest_offset
-        if newly_received < 0:
-            newly_received = 0
-        limit = self._local_max_data
-        if limit.used + newly_received > limit.value:
-            raise QuicConnectionError(error_code=QuicErrorCode.FLOW_CONTROL_ERROR,
-                                      frame_type=frame_type,
-                                      reason_phrase="Over connection data limit")
-        fin = frame_type & 1
-        if (not fin and length and offset == receiver._buffer_start and not receiver._buffer
-                and receiver._final_size is None and not receiver.is_finished):
-            # the next bytes in order with nothing waiting: aioquic's own fast path
-            if end > receiver.highest_offset:
-                receiver.highest_offset = end
-            receiver._buffer_start = end
-            self._events.append(StreamDataReceived(data=data, end_stream=False,
-                                                   stream_id=stream_id))
-        else:
-            try:
-                event = receiver.handle_frame(QuicStreamFrame(offset=offset, data=data,
-                                                              fin=bool(fin)))
-            except FinalSizeError as exc:
-                raise QuicConnectionError(error_code=QuicErrorCode.FINAL_SIZE_ERROR,
-                                          frame_type=frame_type, reason_phrase=str(exc))
-            if event is not None:
-                self._events.append(event)
-        limit.used += newly_received
 
     # ---- sending --------------------------------------------------------------------
     def _write_application(self, builder, network_path, now: float) -> None:
