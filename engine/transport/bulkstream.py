@@ -37,29 +37,17 @@ class BulkStreamSender(QuicStreamSender):
     def get_frame(self, max_size: int, max_offset: int | None = None) -> QuicStreamFrame | None:
         if max_size < 0:
             return None
-        try:
-            r = self._pending[0]
-        except IndexError:
-            if self._pending_eof:
+        if not self._pending._RangeSet__ranges:
+            if self._pending_eof:  # FIN only
                 self._pending_eof = False
                 return QuicStreamFrame(fin=True, offset=self._buffer_fin)
             self.buffer_is_empty = True
             return None
-        start = r.start
-        stop = min(r.stop, start + max_size)
-        if max_offset is not None and stop > max_offset:
-            stop = max_offset
-        if stop <= start:
+        piece = self._cut(max_size, max_offset)
+        if piece is None:
             return None
-        base = self._buffer_start - self._dead
-        frame = QuicStreamFrame(data=bytes(self._buffer[start - base:stop - base]), offset=start)
-        self._pending.subtract(start, stop)
-        if stop > self.highest_offset:
-            self.highest_offset = stop
-        if self._buffer_fin == stop:
-            frame.fin = True
-            self._pending_eof = False
-        return frame
+        data, start, fin = piece
+        return QuicStreamFrame(data=bytes(data), offset=start, fin=bool(fin))
 
     def take(self, room: int, max_offset: int) -> tuple[bytes | bytearray, int, int] | None:
         """`get_frame` for the fast send path: (data, offset, FIN bit) or None,
@@ -67,25 +55,31 @@ class BulkStreamSender(QuicStreamSender):
         what the frame's offset field and data may take (`get_frame`'s
         max_size plus the size of the offset field of `next_offset`)."""
         ranges = self._pending._RangeSet__ranges
-        if not ranges:  # nothing left, or only the FIN: aioquic's own steps
+        if not ranges:  # nothing left, or only the FIN
             max_size = room - (size_uint_var(self._buffer_stop) if self._buffer_stop else 0)
-            frame = self.get_frame(max_size, max_offset) if max_size >= 0 else None
+            frame = self.get_frame(max_size, max_offset)
             return None if frame is None else (frame.data, frame.offset, 1 if frame.fin else 0)
-        r = ranges[0]
-        start = r.start
-        max_size = room - (size_uint_var(start) if start else 0)
+        start = ranges[0].start
+        return self._cut(room - (size_uint_var(start) if start else 0), max_offset)
+
+    def _cut(self, max_size: int, max_offset: int | None) -> tuple[bytearray, int, int] | None:
+        """Up to `max_size` bytes (not past `max_offset`) from the front of the
+        pending ranges, which is not empty: (data, offset, FIN bit) or None."""
         if max_size < 0:
             return None
+        ranges = self._pending._RangeSet__ranges
+        r = ranges[0]
+        start = r.start
         stop = r.stop
         if stop > start + max_size:
             stop = start + max_size
-        if stop > max_offset:
+        if max_offset is not None and stop > max_offset:
             stop = max_offset
         if stop <= start:
             return None
         base = self._buffer_start - self._dead
-        data = self._buffer[start - base:stop - base]  # a copy (the caller adds the header)
-        if stop == r.stop:  # the front of the pending ranges, sent whole or in part
+        data = self._buffer[start - base:stop - base]  # a copy
+        if stop == r.stop:  # the front range, sent whole or in part
             del ranges[0]
         else:
             ranges[0] = range(stop, r.stop)
