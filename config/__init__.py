@@ -72,6 +72,7 @@ class TransferConfig:
     max_inflight_bytes: int
     max_inflight_requests: int
     upload: bool
+    lanes: int
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,7 @@ _CHECKS: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
     ("transfer", "block_size"): (lambda v: v > 0, "a positive integer (bytes)"),
     ("transfer", "max_inflight_bytes"): (lambda v: v > 0, "a positive integer (bytes)"),
     ("transfer", "max_inflight_requests"): (lambda v: v > 0, "a positive integer"),
+    ("transfer", "lanes"): (lambda v: -1 <= v <= 8, "-1 (as many as the cores allow), 0 (none) or 1-8"),
     ("clone", "find_timeout"): (lambda v: v > 0, "a positive number of seconds"),
     ("tui", "refresh_hz"): (lambda v: 0 < v <= 1000, "a number above 0 (redraws per second)"),
 }

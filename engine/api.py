@@ -27,6 +27,7 @@ from .events import CloneCompleted, Event, Logged, State, TransferFailed, Transf
 from .manifest import DEFAULT_BLOCK_SIZE
 from .node import Node
 from .share import ShareSwarm
+from .lanes import lanes_for
 from .statedir import state_dir
 from .store import CloneDB, ShareDB, db_path
 from .transport.identity import NodeIdentity
@@ -44,6 +45,7 @@ class EngineOptions:
     max_inflight_bytes: int = 16 * 1024 * 1024
     max_inflight_requests: int = 256
     upload: bool = True  # clones serve the files they have verified to other clones
+    lanes: int = -1  # worker processes per large transfer (engine/lanes/); -1: by the cores
     max_datagram_size: int = 1452
     path_mtu_discovery: bool = True
     udp_offload: bool = True
@@ -63,7 +65,7 @@ class EngineOptions:
             block_size=cfg.transfer.block_size,
             max_inflight_bytes=cfg.transfer.max_inflight_bytes,
             max_inflight_requests=cfg.transfer.max_inflight_requests,
-            upload=cfg.transfer.upload, include_hidden=cfg.share.include_hidden,
+            upload=cfg.transfer.upload, lanes=cfg.transfer.lanes, include_hidden=cfg.share.include_hidden,
             dht=cfg.discovery.dht, dht_bootstrap=tuple(cfg.discovery.dht_bootstrap),
             rendezvous=tuple(cfg.discovery.rendezvous))
         base.update(overrides)
@@ -84,6 +86,17 @@ class Engine:
         self.pex = None
         self._done: dict[str, asyncio.Future] = {}
         self._log: collections.deque[str] = collections.deque(maxlen=2000)
+
+    @property
+    def lane_count(self) -> int:
+        return lanes_for(self.options.lanes)
+
+    @property
+    def lane_options(self) -> dict:
+        """What a lane process needs to know of this node's settings."""
+        o = self.options
+        return {"host": o.host, "max_datagram_size": o.max_datagram_size,
+                "path_mtu_discovery": o.path_mtu_discovery, "udp_offload": o.udp_offload}
 
     # ---- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
@@ -228,7 +241,8 @@ class Engine:
         swarm = ShareSwarm(folder, key, ShareDB(folder), self._emit,
                            block_size=self.options.block_size,
                            include_hidden=self.options.include_hidden if include_hidden is None else include_hidden,
-                           rescan_interval=self.options.rescan_interval)
+                           rescan_interval=self.options.rescan_interval,
+                           lanes=self.lane_count, lane_options=self.lane_options)
         swarm.pex = self.pex
         self.swarms[tid] = swarm
         try:
@@ -254,7 +268,8 @@ class Engine:
         swarm = CloneSwarm(public, folder, db, self._emit, sync=sync,
                            max_inflight_bytes=self.options.max_inflight_bytes,
                            max_inflight_requests=self.options.max_inflight_requests,
-                           upload=self.options.upload)
+                           upload=self.options.upload,
+                           lanes=self.lane_count, lane_options=self.lane_options)
         swarm.pex = self.pex
         self.swarms[swarm.tid] = swarm
         self._done[swarm.tid] = self.node.loop.create_future()

@@ -48,6 +48,7 @@ verify is disconnected and its requests go back to the queue.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import re
 import time
@@ -63,9 +64,11 @@ from .blocksource import FileBlockSource
 from .clonefs import TargetFolder
 from .serve import BlockServer, send_manifest
 from .errors import DattuiError, ProtocolError, UnsafeManifest
-from .events import (BadBlockReceived, CloneCompleted, FileCompleted, FileProgress,
+from .events import (BadBlockReceived, CloneCompleted, FileCompleted, FileProgress, Logged,
                      ManifestReceived, Role, State, TransferFailed, TransferStatus)
-from .peer import ERR_BAD_BLOCK, ERR_PROTOCOL, PeerConnection
+from .lanes import share_lanes as lanes_policy
+from .lanes.lane_peer import LanePeer
+from .peer import ERR_BAD_BLOCK, ERR_GONE, ERR_PROTOCOL, PeerConnection
 from .store import CloneDB
 from .swarmbase import SwarmBase
 
@@ -158,7 +161,8 @@ class CloneSwarm(SwarmBase):
     def __init__(self, public_key: bytes, folder: Path, db: CloneDB, emit: Callable, *,
                  sync: bool = False, max_inflight_bytes: int = 16 * 1024 * 1024,
                  max_inflight_requests: int = 256, upload: bool = True,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, lanes: int = 0,
+                 lane_options: dict | None = None) -> None:
         super().__init__(public_key, folder, emit)
         self.db = db
         self.sync = sync
@@ -207,6 +211,10 @@ class CloneSwarm(SwarmBase):
         self.completed = False
         self.completed_at: float | None = None
         self.contacted = False  # a peer has answered with the share's manifest in this run
+        self.lanes = lanes  # at most this many lane processes (engine/lanes/) per version
+        self.lane_options = lane_options or {}
+        self.lane_peers: list[LanePeer] = []
+        self._lane_count = 0
         self._load()
 
     # ---- state from disk -------------------------------------------------------
@@ -308,6 +316,8 @@ class CloneSwarm(SwarmBase):
         self.done = {keep[f] for f in self.done if f in keep}
         self._unprovable = {(keep[f], b) for f, b in self._unprovable if f in keep}
         self._forget_requests()
+        for lp in list(self.lane_peers):  # they verify against the version being left
+            lp.close(ERR_GONE, "a new version")
         self._set_manifest(m, encoded, sig)
         self.completed = False
         self._recount()
@@ -810,6 +820,7 @@ class CloneSwarm(SwarmBase):
         if self._closed or self.failed or self.completed or not self.peers:
             return
         self._kick()
+        self._maybe_lanes()
         self._ensure_tick()
 
     # ---- peers -------------------------------------------------------------------
@@ -817,6 +828,9 @@ class CloneSwarm(SwarmBase):
         if peer.closed_reason:
             return  # closing already (a duplicate connection to a peer we have)
         super().attach(peer)
+        self._start_peer(peer)
+
+    def _start_peer(self, peer) -> None:
         peer.app["inflight"] = {}
         peer.app["inflight_bytes"] = 0
         peer.app["have"] = None
@@ -892,6 +906,9 @@ class CloneSwarm(SwarmBase):
                 if self.manifest is not None and self.upload:
                     send_manifest(peer, self.version, self.encoded, self.signature,
                                   frame.have_version, self._summary_frames())
+            elif isinstance(frame, wire.Lanes):
+                peer.app["lane_ports"] = frame.ports
+                self._maybe_lanes()
             else:
                 self.common_frame(peer, frame)
         except UnsafeManifest as exc:
@@ -944,7 +961,9 @@ class CloneSwarm(SwarmBase):
                     p.send(wire.NewVersion(self.version))
                 p.send(wire.GetManifest(self.version))
 
-    def _on_data(self, peer: PeerConnection, f: wire.Data) -> None:
+    def _claim(self, peer, f) -> bool | None:
+        """A block arrived from `peer`: None when it was not asked of it (or
+        not any more); else whether this was the only request out for it."""
         key = (f.file, f.block)
         mine = peer.app.get("inflight", {})
         if key not in mine or f.version != self.version:
@@ -952,27 +971,47 @@ class CloneSwarm(SwarmBase):
             if (f.version, f.file, f.block) in cancelled:
                 del cancelled[(f.version, f.file, f.block)]
                 self.bytes_wasted += len(f.data)  # a copy already on its way when cancelled
-                return
+                return None
             peer.app["unsolicited"] = peer.app.get("unsolicited", 0) + 1
             if peer.app["unsolicited"] > MAX_UNSOLICITED:
                 peer.close(ERR_PROTOCOL, "too many unrequested blocks")
-            return
-        alone = self._release(peer, key)
+            return None
         if "first_data" not in peer.app:
             peer.app["first_data"] = time.monotonic()
+        return self._release(peer, key)
+
+    def _on_data(self, peer: PeerConnection, f: wire.Data) -> None:
+        alone = self._claim(peer, f)
+        if alone is None:
+            return
+        leaf = mf.block_leaf(self.manifest, f.file, f.block, f.data, f.proof)
+        if leaf is None:
+            if alone:
+                self.retry[(f.file, f.block)] = None
+            self._bad_block(peer, f.file, f.block)
+            return
+        self._store(peer, f, leaf, alone)
+
+    def on_verified(self, peer, f) -> None:
+        """A block a lane checked against the signed tree already."""
+        alone = self._claim(peer, f)
+        if alone is not None:
+            try:
+                self._store(peer, f, f.leaf, alone)
+            except DattuiError as exc:
+                self._fail(exc)
+
+    def _bad_block(self, peer, file: int, block: int) -> None:
+        self.emit(BadBlockReceived(self.tid, peer.peer_id, self.manifest.entries[file].path, block))
+        peer.close(ERR_BAD_BLOCK, "sent a block that does not match the signed tree")
+
+    def _store(self, peer, f, leaf: bytes, alone: bool) -> None:
+        """Write a verified block and tell whoever should know."""
         m = self.manifest
         e = m.entries[f.file]
         data = f.data
-        leaf = merkle.leaf_hash(data)
-        ok = len(data) == self._block_size(*key) and merkle.verify_proof(
-            leaf, f.block, e.blocks(m.block_size), list(f.proof), e.root)
-        if not ok:
-            if alone:
-                self.retry[key] = None
-            self.emit(BadBlockReceived(self.tid, peer.peer_id, e.path, f.block))
-            peer.close(ERR_BAD_BLOCK, "sent a block that does not match the signed tree")
-            return
         if not alone:  # endgame: the other copies are not needed any more
+            key = (f.file, f.block)
             for other in list(self.inflight.get(key, ())):
                 other.send(wire.Cancel(self.version, f.file, f.block))
                 self._remember_cancel(other, key)
@@ -1001,6 +1040,59 @@ class CloneSwarm(SwarmBase):
             self._kick()  # endgame: every peer with room takes copies
         else:
             self._schedule(peer)
+
+    # ---- lanes: more connections to a share, in processes of their own ----------------
+    def _maybe_lanes(self) -> None:
+        """Start lanes to a seed that offers them, on a direct path, when enough
+        is left to fetch; one set per version."""
+        m = self.manifest
+        if self.lanes <= 0 or m is None or self._closed or self.failed or self.completed \
+                or self.lane_peers or m.total_bytes - self.bytes_have < lanes_policy.MIN_BYTES:
+            return
+        for p in self.peers:
+            ports = p.app.get("lane_ports")
+            if not ports or p.app.get("have") is not True or p.app.get("version") != self.version \
+                    or p.app.get("lanes_tried") == self.version or p.link.closed \
+                    or not lanes_policy.lane_path_ok(p):
+                continue
+            p.app["lanes_tried"] = self.version
+            frames = lanes_policy.manifest_frames(self.version, self.encoded, self.signature)
+            for port in ports[:self.lanes]:
+                self._lane_count += 1
+                lp = LanePeer(self, self._lane_count, (p.link.addr[0], port), p.path)
+                self.lane_peers.append(lp)
+                config = {"role": "clone", "public_key": self.public_key.hex(),
+                          "peer_host": p.link.addr[0], "peer_port": port, "path": p.path.value,
+                          **self.lane_options}
+                asyncio.ensure_future(self._start_lane(lp, config, frames))
+            return
+
+    async def _start_lane(self, lp: LanePeer, config: dict, frames: list) -> None:
+        try:
+            await lp.start(config, frames)
+        except OSError as exc:
+            self.emit(Logged(self.tid, "warning", f"cannot start a lane process: {exc}"))
+            lp._exited()
+
+    def lane_ready(self, lp: LanePeer) -> None:
+        if self._closed or lp.link.closed:
+            return
+        self.peers.append(lp)  # not SwarmBase.attach: a lane is no peer for peer exchange
+        self._start_peer(lp)
+        self.emit(Logged(self.tid, "info", f"lane {lp.index} connected to {lp.address} "
+                                           f"in {lp.connect_seconds:.2f} s"))
+
+    def lane_bad_block(self, lp: LanePeer, file: int, block: int) -> None:
+        if self.manifest is not None and 0 <= file < len(self.manifest.entries):
+            self._bad_block(lp, file, block)
+
+    def lane_closed(self, lp: LanePeer, was_ready: bool) -> None:
+        if lp in self.lane_peers:
+            self.lane_peers.remove(lp)
+        if was_ready:
+            self.detach(lp, lp.closed_reason)
+            if not self._closed and not self.completed:
+                self.emit(Logged(self.tid, "info", f"lane {lp.index} closed: {lp.closed_reason}"))
 
     def _file_complete(self, idx: int, had_partial: bool = True) -> None:
         e = self.manifest.entries[idx]
@@ -1086,6 +1178,7 @@ class CloneSwarm(SwarmBase):
         if self._tick_handle is not None:
             self._tick_handle.cancel()
             self._tick_handle = None
+        await asyncio.gather(*(lp.process.stop() for lp in self.lane_peers), return_exceptions=True)
         await super().close()
         self.blocks.close()
         self.target.close()

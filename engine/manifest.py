@@ -18,7 +18,7 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
-from . import keys
+from . import keys, merkle
 from .errors import UnsafeManifest
 
 FORMAT = 1
@@ -187,3 +187,19 @@ def decode(data: bytes) -> Manifest:
     if name in ("", ".", ".."):
         name = ""
     return Manifest(version, block_size, name, tuple(entries))
+
+
+def block_leaf(m: Manifest, file: int, block: int, data, proof) -> bytes | None:
+    """The leaf hash of `data` when it is block `block` of entry `file` under
+    the signed tree (with `proof`, its siblings up to the file's root); None
+    when it is not, or when no such block exists."""
+    if not 0 <= file < len(m.entries):
+        return None
+    e = m.entries[file]
+    if e.kind != Kind.FILE:
+        return None
+    n = e.blocks(m.block_size)
+    if not 0 <= block < n or len(data) != min(m.block_size, e.size - block * m.block_size):
+        return None
+    leaf = merkle.leaf_hash(data)
+    return leaf if merkle.verify_proof(leaf, block, n, list(proof), e.root) else None

@@ -12,8 +12,9 @@ from pathlib import Path
 from . import manifest as mf
 from . import scan, wire
 from .blocksource import FileBlockSource
-from .events import (FileProgress, Role, ScanProgressed, State, SymlinkSkipped, TransferStatus, VersionPublished,
-                     Logged)
+from .events import (FileProgress, Logged, PeerStatus, Role, ScanProgressed, State, SymlinkSkipped,
+                     TransferStatus, VersionPublished)
+from .lanes.share_lanes import ShareLanes
 from .keys import ShareKey
 from .peer import PeerConnection
 from .serve import BlockServer, send_manifest
@@ -22,33 +23,77 @@ from .swarmbase import SwarmBase
 
 
 
-class ShareSwarm(SwarmBase):
+class ShareServer(SwarmBase):
+    """Serving one signed version of a shared folder to authenticated peers:
+    the share itself, and each of its lane processes (engine/lanes/)."""
+
     role = Role.SHARE
 
-    def __init__(self, folder: Path, key: ShareKey, db: ShareDB, emit: Callable, *,
-                 block_size: int = mf.DEFAULT_BLOCK_SIZE, include_hidden: bool = False,
-                 rescan_interval: float = 10.0) -> None:
-        super().__init__(key.public, folder, emit)
-        self.key = key
+    def __init__(self, public_key: bytes, folder: Path, db: ShareDB, emit: Callable,
+                 changed: Callable[[], None] = lambda: None) -> None:
+        super().__init__(public_key, folder, emit)
         self.db = db
-        self.block_size = block_size
-        self.include_hidden = include_hidden
-        self.rescan_interval = rescan_interval
-        self.state = State.SCANNING
         self.version = 0
         self.manifest: mf.Manifest | None = None
         self.encoded = b""
         self.signature = b""
+        self.blocks = FileBlockSource(self._open, lambda i, e: self.db.leaves(e.path), changed)
+        self.server = BlockServer(self)
+
+    def _set_manifest(self, m: mf.Manifest, encoded: bytes, sig: bytes) -> None:
+        self.manifest, self.encoded, self.signature, self.version = m, encoded, sig, m.version
+        self.blocks.reset()
+
+    def _open(self, path: str) -> int:
+        return os.open(self.folder / path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+
+    def read_block(self, version: int, file: int, block: int) -> tuple[bytes, list[bytes]] | None:
+        if self.manifest is None or version != self.version:
+            return None
+        return self.blocks.read(self.manifest, file, block)
+
+    def on_frame(self, peer: PeerConnection, frame) -> None:
+        if isinstance(frame, wire.Request):
+            if type(frame) is wire.Cancel:
+                self.server.cancel(peer, frame)
+            elif type(frame) is wire.Request:
+                self.server.request(peer, frame)
+        elif isinstance(frame, wire.GetManifest):
+            self.send_manifest(peer, frame.have_version)
+        else:
+            self.common_frame(peer, frame)
+
+    def on_writable(self, peer: PeerConnection) -> None:
+        self.server.pump(peer)
+
+    def send_manifest(self, peer: PeerConnection, have_version: int) -> None:
+        if self.manifest is not None:  # still scanning: peers hear NewVersion when published
+            send_manifest(peer, self.version, self.encoded, self.signature, have_version)
+
+    async def close(self) -> None:
+        self.blocks.close()
+        await super().close()
+        self.db.close()
+
+
+class ShareSwarm(ShareServer):
+    def __init__(self, folder: Path, key: ShareKey, db: ShareDB, emit: Callable, *,
+                 block_size: int = mf.DEFAULT_BLOCK_SIZE, include_hidden: bool = False,
+                 rescan_interval: float = 10.0, lanes: int = 0, lane_options: dict | None = None) -> None:
+        self._rescan_soon = asyncio.Event()
+        super().__init__(key.public, folder, db, emit, self._rescan_soon.set)
+        self.key = key
+        self.block_size = block_size
+        self.include_hidden = include_hidden
+        self.rescan_interval = rescan_interval
+        self.state = State.SCANNING
         self._scan_lock = asyncio.Lock()
         self._cancel = threading.Event()
         self._rescan_task: asyncio.Task | None = None
-        self._rescan_soon = asyncio.Event()
-        self.blocks = FileBlockSource(self._open, lambda i, e: self.db.leaves(e.path),
-                                      self._rescan_soon.set)
-        self.server = BlockServer(self)
         self.scan_progress = (0, 0)
         self.symlinks: list[str] = []
         self._published = False
+        self.lanes = ShareLanes(self, lanes, lane_options or {}) if lanes > 0 else None
 
     # ---- scanning and publishing ---------------------------------------------------
     async def publish(self) -> bool:
@@ -94,6 +139,8 @@ class ShareSwarm(SwarmBase):
                 self.db.replace_scanned([(f.path, f.size, f.mode, f.mtime_ns, f.root, f.leaves)
                                          for f in result.files])
             self._set_manifest(m, encoded, sig)
+            if self.lanes is not None and changed:
+                self.lanes.publish(version, encoded, sig)
             self.state = State.SEEDING
             first = not self._published
             self._published = True
@@ -102,10 +149,6 @@ class ShareSwarm(SwarmBase):
                 for peer in self.peers:
                     peer.send(wire.NewVersion(m.version))
             return changed
-
-    def _set_manifest(self, m: mf.Manifest, encoded: bytes, sig: bytes) -> None:
-        self.manifest, self.encoded, self.signature, self.version = m, encoded, sig, m.version
-        self.blocks.reset()
 
     def start_rescans(self) -> None:
         if self._rescan_task is None and self.rescan_interval > 0:
@@ -125,33 +168,11 @@ class ShareSwarm(SwarmBase):
             except Exception as exc:  # keep serving the last good version
                 self.emit(Logged(self.tid, "error", f"rescan failed: {exc}"))
 
-    # ---- serving -------------------------------------------------------------------
-    def _open(self, path: str) -> int:
-        return os.open(self.folder / path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-
-    def read_block(self, version: int, file: int, block: int) -> tuple[bytes, list[bytes]] | None:
-        if self.manifest is None or version != self.version:
-            return None
-        return self.blocks.read(self.manifest, file, block)
-
-    # ---- peers ---------------------------------------------------------------------
-    def on_frame(self, peer: PeerConnection, frame) -> None:
-        if isinstance(frame, wire.Request):
-            if type(frame) is wire.Cancel:
-                self.server.cancel(peer, frame)
-            elif type(frame) is wire.Request:
-                self.server.request(peer, frame)
-        elif isinstance(frame, wire.GetManifest):
-            self.send_manifest(peer, frame.have_version)
-        else:
-            self.common_frame(peer, frame)
-
-    def on_writable(self, peer: PeerConnection) -> None:
-        self.server.pump(peer)
-
-    def send_manifest(self, peer: PeerConnection, have_version: int) -> None:
-        if self.manifest is not None:  # still scanning: peers hear NewVersion when published
-            send_manifest(peer, self.version, self.encoded, self.signature, have_version)
+    # ---- lanes ---------------------------------------------------------------------
+    def attach(self, peer: PeerConnection) -> None:
+        super().attach(peer)
+        if self.lanes is not None and self.manifest is not None:
+            self.lanes.offer(peer)
 
     def file_progress(self) -> list[FileProgress]:
         m = self.manifest
@@ -162,12 +183,17 @@ class ShareSwarm(SwarmBase):
         files, nbytes = (len(m.files), m.total_bytes) if m else self.scan_progress
         return self._status(
             state=self.state, version=self.version, files_total=files, files_done=files,
-            bytes_total=nbytes, bytes_have=nbytes, bytes_sent=self.server.bytes_sent)
+            bytes_total=nbytes, bytes_have=nbytes,
+            bytes_sent=self.server.bytes_sent + (self.lanes.bytes_sent if self.lanes else 0))
+
+    def peer_statuses(self) -> tuple[PeerStatus, ...]:
+        mine = super().peer_statuses()
+        return mine + self.lanes.peer_statuses() if self.lanes else mine
 
     async def close(self) -> None:
         self._cancel.set()
         if self._rescan_task:
             self._rescan_task.cancel()
-        self.blocks.close()
+        if self.lanes is not None:
+            await self.lanes.close()
         await super().close()
-        self.db.close()

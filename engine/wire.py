@@ -23,6 +23,7 @@ MAX_PROOF = 64
 MAX_RANGES = 512    # block ranges in one HAVE_BLOCKS frame
 MAX_PEX_PEERS = 32  # peers in one PEX frame
 MAX_PEX_ADDRS = 4   # candidate addresses per peer in PEX and PUNCH_INTRO
+MAX_LANES = 8       # ports in one LANES frame
 
 _LEN = struct.Struct(">IB")
 _HELLO = struct.Struct(">6sH32s32s32s")
@@ -151,6 +152,7 @@ class NoData(Request):
 @dataclass(frozen=True)
 class Data:
     TYPE = 0x09
+    BULK = True  # parsed in place: its block is a view of the bytes fed
     version: int
     file: int
     block: int
@@ -433,10 +435,34 @@ class PunchIntro:
         return cls(session, node, addrs)
 
 
+@dataclass(frozen=True)
+class Lanes:
+    """From a share to a peer on a direct path: more UDP ports of the sender's
+    host, each served by a worker process (a lane) that answers the same
+    handshake and requests, so a clone can spread a transfer over several
+    connections and cores (engine/lanes/)."""
+
+    TYPE = 0x15
+    ports: tuple[int, ...]
+
+    def payload(self) -> bytes:
+        return struct.pack(f">B{len(self.ports)}H", len(self.ports), *self.ports)
+
+    @classmethod
+    def parse(cls, p: memoryview) -> "Lanes":
+        (n,) = struct.unpack_from(">B", p)
+        if n > MAX_LANES or len(p) != 1 + 2 * n:
+            raise ProtocolError(f"LANES of {len(p)} bytes for {n} ports")
+        ports = struct.unpack_from(f">{n}H", p, 1)
+        if 0 in ports:
+            raise ProtocolError("lane port 0")
+        return cls(tuple(ports))
+
+
 FRAME_TYPES = {c.TYPE: c for c in (Hello, Auth, GetManifest, ManifestPart, ManifestSignature,
                                    Request, Cancel, NoData, Data, NewVersion, Ping, Pong, Close,
                                    Have, HaveAll, Bitfield, HaveBlocks, Pex, PunchRequest,
-                                   PunchIntro)}
+                                   PunchIntro, Lanes)}
 
 
 def encode(frame) -> bytes:
@@ -457,9 +483,10 @@ class FrameDecoder:
     block is a memoryview of that piece, no copy); only a frame split across
     pieces is assembled in the buffer."""
 
-    def __init__(self, max_frame: int = MAX_FRAME) -> None:
+    def __init__(self, max_frame: int = MAX_FRAME, types: dict | None = None) -> None:
         self._buf = bytearray()
         self._max = max_frame
+        self._types = FRAME_TYPES if types is None else types
 
     def feed(self, data: bytes) -> list:
         frames: list = []
@@ -499,12 +526,11 @@ class FrameDecoder:
         if length == 0 or length > self._max:
             raise ProtocolError(f"frame length {length} out of bounds")
 
-    @staticmethod
-    def _frame(ftype: int, body: memoryview, frames: list) -> None:
-        cls = FRAME_TYPES.get(ftype)
+    def _frame(self, ftype: int, body: memoryview, frames: list) -> None:
+        cls = self._types.get(ftype)
         if cls is None:
             return  # a later version's frame: skip
-        if cls is not Data:
+        if not getattr(cls, "BULK", False):
             body = memoryview(bytes(body))  # small frames own their bytes
         try:
             frames.append(cls.parse(body))

@@ -37,6 +37,12 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="a rendezvous server to meet peers through (repeatable)")
 
 
+def _lanes(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lanes", type=int, default=None, choices=range(0, 9), metavar="N",
+                   help="worker processes with a connection each, to spread a large transfer over "
+                        "N more cores (0-8; default: by the cores, none with fewer than 3)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dattui", description=USAGE,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -47,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--include-hidden", action="store_true", help="share hidden files too")
     p.add_argument("--background", action="store_true",
                    help="hand the share to the background daemon and return")
+    _lanes(p)
     _common(p)
 
     p = sub.add_parser("clone", help="download a share into a folder")
@@ -62,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds to wait for a peer before giving up (default 60)")
     p.add_argument("--background", action="store_true",
                    help="hand the clone to the background daemon and return")
+    _lanes(p)
     _common(p)
 
     p = sub.add_parser("rendezvous", help="run a rendezvous server (STUN, meeting point, relay)")

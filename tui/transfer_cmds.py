@@ -28,6 +28,7 @@ def engine_options(args, cfg) -> EngineOptions:
         port=args.port if args.port is not None else cfg.node.port,
         lan=cfg.discovery.lan and not args.no_lan,
         upload=cfg.transfer.upload and not getattr(args, "no_upload", False),
+        lanes=args.lanes if getattr(args, "lanes", None) is not None else cfg.transfer.lanes,
         include_hidden=getattr(args, "include_hidden", False) or cfg.share.include_hidden,
         dht=cfg.discovery.dht and not args.no_dht,
         dht_bootstrap=tuple(args.dht_bootstrap.split(",")) if args.dht_bootstrap

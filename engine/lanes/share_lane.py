@@ -1,0 +1,63 @@
+"""A share's lane process: serves, on its own UDP port, the version its share
+tells it (as ManifestPart/ManifestSignature frames over the pipe), to any peer
+that proves it knows the link, exactly as the share would. It reads the files
+and their leaf hashes (the share's state database, read-only) itself."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+
+from .. import manifest as mf
+from .. import wire
+from ..events import State
+from ..share import ShareServer
+from ..store import ShareDB
+from . import pipe
+from .worker import STATS_INTERVAL, lane_node
+
+
+class LaneShare(ShareServer):
+    def __init__(self, public_key: bytes, folder: Path, db: ShareDB) -> None:
+        super().__init__(public_key, folder, db, lambda e: None)
+        self.state = State.SEEDING
+        self._parts = bytearray()
+
+    def told(self, msg) -> None:
+        """A message from the share: the parts of a version, then its signature."""
+        if isinstance(msg, wire.ManifestPart):
+            if msg.offset == 0:
+                self._parts = bytearray()
+            self._parts += msg.chunk
+        elif isinstance(msg, wire.ManifestSignature):
+            encoded = bytes(self._parts)
+            newer = self.manifest is not None and msg.version != self.version
+            self._set_manifest(mf.decode(encoded), encoded, msg.signature)
+            if newer:
+                for peer in self.peers:
+                    peer.send(wire.NewVersion(self.version))
+
+    def stats(self) -> dict:
+        return {"bytes_sent": self.server.bytes_sent, "blocks_sent": self.server.blocks_sent,
+                "peers": [dataclasses.asdict(p) for p in self.peer_statuses()]}
+
+
+async def run(config: dict, end, inbox) -> None:
+    folder = Path(config["folder"])
+    swarm = LaneShare(bytes.fromhex(config["public_key"]), folder, ShareDB(folder, create=False))
+    inbox.take(swarm.told)
+    node = lane_node(config, config.get("host", "0.0.0.0"))
+    await node.start()
+    try:
+        node.add_swarm(swarm)
+        end.send(pipe.LaneListening(node.port))
+        while not inbox.gone.is_set():
+            try:
+                await asyncio.wait_for(inbox.gone.wait(), STATS_INTERVAL)
+            except asyncio.TimeoutError:
+                pass
+            end.send(pipe.LaneStats(swarm.stats()))
+    finally:
+        await swarm.close()
+        await node.close()

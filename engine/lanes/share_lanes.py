@@ -1,0 +1,133 @@
+"""A share's lane processes, seen from the share: started when the first peer
+that can use them attaches, told every version the share publishes, and
+offered (LANES) to peers on direct paths once they listen."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+
+from .. import wire
+from ..events import Logged, PathKind, PeerStatus
+from ..serve import MANIFEST_CHUNK
+from . import pipe
+from .process import LaneProcess
+
+log = logging.getLogger("dattui.lanes")
+
+MIN_BYTES = 64 * 1024 * 1024  # a share smaller than this is not worth a process per lane
+LANE_PATHS = (PathKind.LAN, PathKind.DIRECT)  # a lane's port is reachable only where the share's is
+START_TIMEOUT = 10.0
+
+
+def manifest_frames(version: int, encoded: bytes, signature: bytes) -> list:
+    """A version as the frames a lane is told it with."""
+    out = [wire.ManifestPart(version, len(encoded), off, encoded[off:off + MANIFEST_CHUNK])
+           for off in range(0, max(len(encoded), 1), MANIFEST_CHUNK)]
+    out.append(wire.ManifestSignature(version, signature))
+    return out
+
+
+def lane_path_ok(peer) -> bool:
+    return peer.path in LANE_PATHS and not getattr(peer.link.path, "relayed", False)
+
+
+class ShareLanes:
+    def __init__(self, swarm, count: int, options: dict) -> None:
+        self.swarm = swarm
+        self.count = count
+        self.options = options
+        self.procs: list[LaneProcess] = []
+        self.ports: dict[LaneProcess, int] = {}
+        self.stats: dict[LaneProcess, dict] = {}
+        self._gone_bytes = 0      # served by lanes that have exited
+        self._waiting: list = []  # peers to tell once the lanes listen
+        self._start: asyncio.Task | None = None
+        self._ready = False
+
+    # ---- the share's calls -----------------------------------------------------
+    def offer(self, peer) -> None:
+        m = self.swarm.manifest
+        if not lane_path_ok(peer) or m is None or m.total_bytes < MIN_BYTES:
+            return
+        if self._ready:
+            self._tell(peer)
+            return
+        self._waiting.append(peer)
+        if self._start is None:
+            self._start = asyncio.ensure_future(self._start_all())
+
+    def publish(self, version: int, encoded: bytes, signature: bytes) -> None:
+        for proc in self.procs:
+            for f in manifest_frames(version, encoded, signature):
+                proc.send(f)
+
+    @property
+    def bytes_sent(self) -> int:
+        return self._gone_bytes + sum(s.get("bytes_sent", 0) for s in self.stats.values())
+
+    def peer_statuses(self) -> tuple[PeerStatus, ...]:
+        out = []
+        for proc, st in self.stats.items():
+            for p in st.get("peers", ()):
+                try:
+                    out.append(PeerStatus(**{**p, "path": PathKind(p["path"])}))
+                except (TypeError, ValueError, KeyError):
+                    continue
+        return tuple(out)
+
+    async def close(self) -> None:
+        if self._start is not None:
+            self._start.cancel()
+        await asyncio.gather(*(p.stop() for p in self.procs), return_exceptions=True)
+
+    # ---- lanes -----------------------------------------------------------------
+    def _tell(self, peer) -> None:
+        ports = tuple(self.ports.values())[:wire.MAX_LANES]
+        if ports and not peer.link.closed:
+            peer.send(wire.Lanes(ports))
+
+    async def _start_all(self) -> None:
+        sw = self.swarm
+        config = {"role": "share", "folder": str(sw.folder), "public_key": sw.public_key.hex(),
+                  **self.options}
+        for _ in range(self.count):
+            proc = LaneProcess()
+            proc.on_message = functools.partial(self._message, proc)
+            proc.on_exit = functools.partial(self._exited, proc)
+            try:
+                await proc.start(config)
+            except OSError as exc:
+                sw.emit(Logged(sw.tid, "warning", f"cannot start a lane process: {exc}"))
+                break
+            self.procs.append(proc)
+            self.publish_to(proc)
+        deadline = time.monotonic() + START_TIMEOUT
+        while len(self.ports) < len(self.procs) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        self._ready = True
+        if self.ports:
+            sw.emit(Logged(sw.tid, "info", f"{len(self.ports)} lane processes serve on UDP ports "
+                                           + ", ".join(map(str, self.ports.values()))))
+        for peer in self._waiting:
+            self._tell(peer)
+        self._waiting.clear()
+
+    def publish_to(self, proc: LaneProcess) -> None:
+        sw = self.swarm
+        for f in manifest_frames(sw.version, sw.encoded, sw.signature):
+            proc.send(f)
+
+    def _message(self, proc: LaneProcess, msg) -> None:
+        if isinstance(msg, pipe.LaneListening):
+            self.ports[proc] = msg.port
+        elif isinstance(msg, pipe.LaneStats):
+            self.stats[proc] = msg.body
+
+    def _exited(self, proc: LaneProcess) -> None:
+        self.ports.pop(proc, None)
+        self._gone_bytes += self.stats.pop(proc, {}).get("bytes_sent", 0)
+        if proc in self.procs:
+            self.procs.remove(proc)
