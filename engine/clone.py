@@ -1072,7 +1072,7 @@ class CloneSwarm(SwarmBase):
             await lp.start(config, frames)
         except OSError as exc:
             self.emit(Logged(self.tid, "warning", f"cannot start a lane process: {exc}"))
-            lp._exited()
+            lp.close(0, f"cannot start: {exc}")
 
     def lane_ready(self, lp: LanePeer) -> None:
         if self._closed or lp.link.closed:

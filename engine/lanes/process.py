@@ -60,11 +60,19 @@ class PipeEnd:
         self._out: asyncio.WriteTransport | None = None
         self._in: asyncio.ReadTransport | None = None
         self.closed = False
+        self._told_eof = False
 
     async def connect(self, read_fd: int, write_fd: int) -> None:
+        """Owns both descriptors from now on, even when this fails."""
         loop = asyncio.get_running_loop()
-        self._in, _ = await loop.connect_read_pipe(lambda: _Reader(self), os.fdopen(read_fd, "rb", 0))
-        self._out, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(write_fd, "wb", 0))
+        rfile, wfile = os.fdopen(read_fd, "rb", 0), os.fdopen(write_fd, "wb", 0)
+        try:
+            self._in, _ = await loop.connect_read_pipe(lambda: _Reader(self), rfile)
+            self._out, _ = await loop.connect_write_pipe(asyncio.Protocol, wfile)
+        except BaseException:
+            rfile.close()
+            wfile.close()
+            raise
 
     def send(self, frame) -> None:
         self.send_raw(wire.encode(frame))
@@ -96,12 +104,17 @@ class PipeEnd:
             self.on_message(frame)
 
     def _eof(self) -> None:
-        if not self.closed:
-            self.closed = True
+        """Once, whichever side closed the pipe."""
+        self.closed = True
+        if not self._told_eof:
+            self._told_eof = True
             self.on_eof()
 
     def close(self) -> None:
+        """Nothing more is delivered; on_eof follows once the pipe is closed."""
         self.closed = True
+        if self._in is None:
+            self._eof()
         for t in (self._out, self._in):
             if t is not None:
                 t.close()
@@ -134,10 +147,23 @@ class LaneProcess:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "engine.lanes.worker", stdin=to_lane_r, stdout=from_lane_w,
                 stderr=asyncio.subprocess.DEVNULL, env=env, start_new_session=True)
+        except BaseException:
+            os.close(from_lane_r)
+            os.close(to_lane_w)
+            raise
         finally:
             os.close(to_lane_r)
             os.close(from_lane_w)
-        await self.pipe.connect(from_lane_r, to_lane_w)
+        if self.pipe.closed:  # stopped while it started
+            os.close(from_lane_r)
+            os.close(to_lane_w)
+            self.kill()
+            return
+        try:
+            await self.pipe.connect(from_lane_r, to_lane_w)
+        except BaseException:
+            self.kill()  # no lane runs on without its pipe
+            raise
         self.pipe.send(pipe.LaneConfig(config))
 
     @property
