@@ -380,14 +380,18 @@ def run_tcp(ctx: Ctx, data: Path, manifest, nbytes: int, tag: str) -> dict:
 class DattuiVariant:
     """How to run one dattui: the work tree (default) or a git revision's worktree."""
 
-    def __init__(self, name: str, tree: Path, rev: str | None, describe: str):
+    def __init__(self, name: str, tree: Path, rev: str | None, describe: str,
+                 extra: tuple[str, ...] = ()):
         self.name, self.tree, self.rev, self.describe = name, tree, rev, describe
+        self.extra = list(extra)  # flags for share and clone (e.g. --lanes 2)
         py = ROOT / ".venv" / "bin" / "python"
         self.python = str(py if py.exists() else Path(sys.executable))
         self.no_dht_flag = False
 
     def cmd(self, *args: str) -> list[str]:
         extra = ["--no-dht"] if self.no_dht_flag else []
+        if args and args[0] in ("share", "clone"):
+            extra += self.extra
         return [self.python, "-m", "tui.main", *args, *extra]
 
     def env(self, home: Path) -> dict[str, str]:
@@ -776,6 +780,9 @@ def main(argv=None) -> int:
                     help=f"comma list of {','.join(ALL_TOOLS)} (default all)")
     ap.add_argument("--dattui-rev", action="append", default=[], metavar="REV",
                     help="also run dattui from this git revision (repeatable or comma list)")
+    ap.add_argument("--dattui-lanes", action="append", default=[], metavar="N",
+                    help="also run the work tree with --lanes N on both sides (repeatable; "
+                         "lane processes: engine/lanes/)")
     ap.add_argument("--rate", help="tbf rate limit on the link, each direction, e.g. 100mbit")
     ap.add_argument("--loss", type=float, default=0.0, help="random loss probability, e.g. 0.01")
     ap.add_argument("--loss-where", choices=("both", "recv"), default="both",
@@ -827,6 +834,9 @@ def main(argv=None) -> int:
     try:
         if "dattui" in tools:
             variants.append(DattuiVariant("dattui", ROOT, None, f"work tree @ {work_tree_label()}"))
+            for n in split_list(args.dattui_lanes):
+                variants.append(DattuiVariant(f"dattui+lanes{n}", ROOT, None,
+                                              f"work tree, --lanes {n} on both sides", ("--lanes", n)))
             for rev in split_list(args.dattui_rev):
                 try:
                     path, short = worktree_for(rev)

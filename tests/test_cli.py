@@ -61,6 +61,17 @@ def test_malformed_link_is_one_line_error(tmp_path, link):
     assert not (tmp_path / "dst").exists()
 
 
+@pytest.mark.parametrize("args,code,words", [
+    (("--lanes", "9"), 2, "invalid choice"),
+    (("--lanes", "2", "--background"), 2, "transfer.lanes"),
+])
+def test_lanes_flag_errors_say_what_to_do(tmp_path, args, code, words):
+    p = subprocess.run(cmd("clone", "dat://" + "ab" * 32, tmp_path / "dst", "--no-lan", *args),
+                       capture_output=True, text=True, env=env(tmp_path / "h"))
+    assert p.returncode == code and words in p.stderr.splitlines()[-1]
+    assert not (tmp_path / "dst").exists()
+
+
 def test_share_not_found_is_one_line_error(tmp_path):
     p, _ = run_clone("dat://" + "cd" * 32, tmp_path / "dst", tmp_path / "h", "--timeout", "1.5",
                      "--peer", "127.0.0.1:9")

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from engine.daemon.client import DaemonClient, daemon_running, ensure_daemon
-from engine.errors import DattuiError
+from engine.errors import DattuiError, UsageError
 from engine.keys import parse_link
 from engine.statedir import state_dir
 
@@ -41,6 +41,9 @@ async def run_daemon_command(args, cfg) -> int:
         print("no daemon is running: `dattui` or `dattui share DIR --background` starts one",
               file=sys.stderr)
         return 0
+    if getattr(args, "lanes", None) is not None:
+        raise UsageError("--lanes applies to a share or clone run in the foreground; for the "
+                         "background daemon set transfer.lanes in config.toml")
     client = await ensure_daemon(state, _daemon_args(args))
     try:
         if args.command == "dashboard":
