@@ -75,6 +75,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -171,6 +172,46 @@ def tree_cpu(root: int) -> float | None:
         total += sum(int(x) for x in f[11:15]) / tck  # utime stime cutime cstime
         todo.extend(kids.get(pid, []))
     return total
+
+
+class ProcSampler:
+    """CPU of each process in some trees, sampled from /proc until stopped (the
+    last reading of a process that exited stays): where a side's work ran,
+    the main process or its lane processes (engine/lanes/)."""
+
+    def __init__(self, roots: dict[str, int], every: float = 0.2):
+        self.roots, self.every = roots, every
+        self.cpu: dict[str, dict[int, tuple[bool, float]]] = {k: {} for k in roots}
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        tck = os.sysconf("SC_CLK_TCK")
+        while not self._stop.is_set():
+            kids = _proc_table()
+            for name, root in self.roots.items():
+                todo = list(kids.get(root, []))  # below the launcher
+                while todo:
+                    pid = todo.pop()
+                    try:
+                        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                        lane = b"engine.lanes.worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+                    except OSError:
+                        continue
+                    self.cpu[name][pid] = (lane, sum(int(x) for x in f[11:13]) / tck)
+                    todo.extend(kids.get(pid, []))
+            self._stop.wait(self.every)
+
+    def stop(self) -> dict:
+        """Per tree: CPU s of the busiest non-lane process and of each lane."""
+        self._stop.set()
+        self._t.join()
+        out = {}
+        for name, procs in self.cpu.items():
+            out[f"{name}_main_cpu_s"] = max((c for lane, c in procs.values() if not lane), default=None)
+            out[f"{name}_lanes_cpu_s"] = sorted((c for lane, c in procs.values() if lane), reverse=True)
+        return out
 
 
 class Side:
@@ -446,9 +487,11 @@ def run_dattui(ctx: Ctx, data: Path, manifest, nbytes: int, tag: str, v: DattuiV
         clone = Side(ctx.rcv, v.cmd("clone", link["link"], str(out), "--json", "--no-lan",
                                     "--peer", f"{SEND_IP}:{link.get('port', PORTS['dattui'])}"),
                      work, "recv", env=v.env(work / "home-recv"), cwd=v.tree)
+        sampler = ProcSampler({"send": share.p.pid, "recv": clone.p.pid}) if v.extra else None
         if not clone.wait(t):
             raise RunError(f"clone timed out after {t:.0f}s; stderr: {clone.tail()}")
         send_cpu = _sender_transfer_cpu(share, before)
+        split = sampler.stop() if sampler else {}
     finally:
         share.stop()
         if clone:
@@ -464,7 +507,7 @@ def run_dattui(ctx: Ctx, data: Path, manifest, nbytes: int, tag: str, v: DattuiV
     return {"wall_s": ru["wall_s"], "send_cpu_s": send_cpu, "send_cpu_total_s": sru.get("cpu_s"),
             "send_prep_s": prep, "recv_cpu_s": ru.get("cpu_s"),
             "recv_rss_mb": (ru.get("maxrss_kib") or 0) / 1024, "done": done,
-            "problems": problems, "_out": out}
+            "problems": problems, "_out": out, **split}
 
 
 def run_hyperdrive(ctx: Ctx, data: Path, manifest, nbytes: int, tag: str) -> dict:
@@ -713,6 +756,20 @@ def fdur(s: float) -> str:
     return f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min"
 
 
+def lanes_split(row: dict, moved: int) -> str:
+    """Where each side's CPU went, for runs with lanes: main process / each lane, s/GiB."""
+    if "recv_lanes_cpu_s" not in row:
+        return ""
+    def per(c):
+        return fnum(c / (moved / GiB) if c is not None else None, ".2f")
+    parts = []
+    for side in ("send", "recv"):
+        lanes = row.get(f"{side}_lanes_cpu_s") or []
+        parts.append(f"{side} main {per(row.get(f'{side}_main_cpu_s'))}"
+                     + (" + lanes " + "/".join(per(c) for c in lanes) if lanes else " (no lanes)"))
+    return "; per process s/GB: " + ", ".join(parts)
+
+
 def markdown(results: list[dict], meta: dict) -> str:
     lines = []
     cond = ", ".join(meta["conditions"]) or "no rate limit, no loss"
@@ -750,6 +807,10 @@ def markdown(results: list[dict], meta: dict) -> str:
                  "tree during the transfer (its preparation, e.g. hashing or import, excluded; "
                  "total in compare.json); helpers (HyperDHT testnet, wormhole mailbox/relay) "
                  "not counted.")
+    for r in results:
+        if not r.get("error") and "recv_lanes_cpu_s" in r:
+            lines.append(f"- {r['label']}, MTU {r['mtu']}, {r['dataset']}: CPU "
+                         + lanes_split(r, r.get("bytes_moved", r["bytes"])).split(": ", 1)[1])
     notes = [f"{k}: {v}" for k, v in TOOL_NOTES.items() if any(r["tool"] == k for r in results)]
     if notes:
         lines.append("Tools: " + "; ".join(notes) + ".")
@@ -930,7 +991,8 @@ def measure(args, kinds, tools, mtus, variants, tmp: Path) -> int:
                                 f"{row['mbps']:.1f} MB/s, CPU s/GB send "
                                 f"{fnum(row.get('send_cpu_s_per_gb'), '.2f')} recv "
                                 f"{fnum(row.get('recv_cpu_s_per_gb'), '.2f')}"
-                                + (f"; PROBLEMS {row['problems'][:3]}" if row["problems"] else ""))
+                                + (f"; PROBLEMS {row['problems'][:3]}" if row["problems"] else "")
+                                + lanes_split(row, moved))
             finally:
                 for h in helpers:
                     h.stop(grace=5)

@@ -67,6 +67,7 @@ from .errors import DattuiError, ProtocolError, UnsafeManifest
 from .events import (BadBlockReceived, CloneCompleted, FileCompleted, FileProgress, Logged,
                      ManifestReceived, Role, State, TransferFailed, TransferStatus)
 from .lanes import share_lanes as lanes_policy
+from .lanes.cpu import CpuGauge
 from .lanes.lane_peer import LanePeer
 from .peer import ERR_BAD_BLOCK, ERR_GONE, ERR_PROTOCOL, PeerConnection
 from .store import CloneDB
@@ -214,6 +215,7 @@ class CloneSwarm(SwarmBase):
         self.lanes = lanes  # at most this many lane processes (engine/lanes/) per version
         self.lane_options = lane_options or {}
         self.lane_peers: list[LanePeer] = []
+        self.cpu = CpuGauge()
         self._lane_count = 0
         self._load()
 
@@ -820,7 +822,9 @@ class CloneSwarm(SwarmBase):
         if self._closed or self.failed or self.completed or not self.peers:
             return
         self._kick()
-        self._maybe_lanes()
+        if self.lanes > 0:
+            self.cpu.sample()
+            self._maybe_lanes()
         self._ensure_tick()
 
     # ---- peers -------------------------------------------------------------------
@@ -908,6 +912,7 @@ class CloneSwarm(SwarmBase):
                                   frame.have_version, self._summary_frames())
             elif isinstance(frame, wire.Lanes):
                 peer.app["lane_ports"] = frame.ports
+                peer.app["lanes_busy"] = frame.busy
                 self._maybe_lanes()
             else:
                 self.common_frame(peer, frame)
@@ -1044,14 +1049,17 @@ class CloneSwarm(SwarmBase):
     # ---- lanes: more connections to a share, in processes of their own ----------------
     def _maybe_lanes(self) -> None:
         """Start lanes to a seed that offers them, on a direct path, when enough
-        is left to fetch; one set per version."""
+        is left to fetch and this process or the seed's is CPU-bound; one set
+        per version."""
         m = self.manifest
         if self.lanes <= 0 or m is None or self._closed or self.failed or self.completed \
                 or self.lane_peers or m.total_bytes - self.bytes_have < lanes_policy.MIN_BYTES:
             return
+        busy = self.cpu.busy()
         for p in self.peers:
             ports = p.app.get("lane_ports")
-            if not ports or p.app.get("have") is not True or p.app.get("version") != self.version \
+            if not ports or not (busy or p.app.get("lanes_busy")) \
+                    or p.app.get("have") is not True or p.app.get("version") != self.version \
                     or p.app.get("lanes_tried") == self.version or p.link.closed \
                     or not lanes_policy.lane_path_ok(p):
                 continue

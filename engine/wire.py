@@ -440,23 +440,25 @@ class Lanes:
     """From a share to a peer on a direct path: more UDP ports of the sender's
     host, each served by a worker process (a lane) that answers the same
     handshake and requests, so a clone can spread a transfer over several
-    connections and cores (engine/lanes/)."""
+    connections and cores (engine/lanes/). `busy`: the sender's own process
+    is CPU-bound (sent again when it becomes so)."""
 
     TYPE = 0x15
     ports: tuple[int, ...]
+    busy: bool = False
 
     def payload(self) -> bytes:
-        return struct.pack(f">B{len(self.ports)}H", len(self.ports), *self.ports)
+        return struct.pack(f">BB{len(self.ports)}H", int(self.busy), len(self.ports), *self.ports)
 
     @classmethod
     def parse(cls, p: memoryview) -> "Lanes":
-        (n,) = struct.unpack_from(">B", p)
-        if n > MAX_LANES or len(p) != 1 + 2 * n:
+        flags, n = struct.unpack_from(">BB", p)
+        if n > MAX_LANES or len(p) != 2 + 2 * n:
             raise ProtocolError(f"LANES of {len(p)} bytes for {n} ports")
-        ports = struct.unpack_from(f">{n}H", p, 1)
+        ports = struct.unpack_from(f">{n}H", p, 2)
         if 0 in ports:
             raise ProtocolError("lane port 0")
-        return cls(tuple(ports))
+        return cls(tuple(ports), bool(flags & 1))
 
 
 FRAME_TYPES = {c.TYPE: c for c in (Hello, Auth, GetManifest, ManifestPart, ManifestSignature,

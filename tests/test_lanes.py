@@ -3,7 +3,9 @@ QUIC connection of its own, over real UDP sockets on loopback.
 
 The share's own connection is held to a few blocks (its block server's pacing
 hook) so that the lanes must carry the rest: whether they do is then not a
-matter of timing."""
+matter of timing. Lanes start only when a side is CPU-bound: these transfers,
+held back, never are, so the threshold is 0 here except where that rule itself
+is tested."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from engine import events as ev
-from engine.lanes import share_lanes
+from engine.lanes import cpu, share_lanes
 from engine.peer import PeerState
 from helpers import engine, tree, until
 
@@ -24,8 +26,10 @@ MAIN_BLOCKS = 4  # blocks the share's own connection serves in each test
 
 
 @pytest.fixture(autouse=True)
-def small_transfers_take_lanes(monkeypatch):
+def small_transfers_take_lanes(monkeypatch, request):
     monkeypatch.setattr(share_lanes, "MIN_BYTES", 1 << 20)
+    if "real_cpu_rule" not in request.keywords:
+        monkeypatch.setattr(cpu, "CPU_BOUND", 0.0)
 
 
 def dataset(root: Path, files: int = 4, size: int = 3 * 1024 * 1024 + 12345) -> Path:
@@ -143,6 +147,25 @@ async def test_a_new_version_gets_new_lanes_that_serve_it(tmp_path):
         assert all(lp.index > 2 for lp in clone.lane_peers) and len(clone.lane_peers) == 2
         again = [p for p in clone.peers if p.peer_id in ("lane3", "lane4")]
         assert sum(p.blocks_down for p in again) > 0  # the share's lanes serve version 2
+    finally:
+        await b.close()
+        await a.close()
+
+
+@pytest.mark.real_cpu_rule
+async def test_no_lanes_while_neither_side_is_cpu_bound(tmp_path):
+    src = dataset(tmp_path / "src", files=2)
+    a, b, share, clone, q = await pair(tmp_path, src)
+    try:
+        await until(lambda: len(share.lanes.ports) == 2, 20)
+        await until(lambda: clone.peers and clone.peers[0].app.get("lane_ports"), 20)
+        await asyncio.sleep(1.5)  # the share's connection is held: both sides idle
+        assert clone.cpu.load() < cpu.CPU_BOUND and clone.lane_peers == []
+        share.server.may_send = lambda peer, now: True
+        share.server.pump(share.peers[0])
+        await asyncio.wait_for(b.wait(clone.tid, find_timeout=10), 60)
+        assert tree(tmp_path / "dst") == tree(src)
+        assert clone.lane_peers == [] and len(clone.peers) == 1
     finally:
         await b.close()
         await a.close()

@@ -12,7 +12,7 @@ from engine import merkle, wire
 from engine.errors import ProtocolError
 from engine.events import PathKind
 from engine.keys import ShareKey
-from engine.lanes import lanes_for, pipe
+from engine.lanes import cpu, lanes_for, pipe
 from engine.lanes.clone_lane import LaneClone
 from engine.lanes.share_lanes import lane_path_ok, manifest_frames
 from engine.transport.paths import DirectPath, RelayPath
@@ -132,3 +132,24 @@ def test_lanes_only_where_the_share_is_reached_directly():
     (-1, 1, 0), (-1, 2, 0), (-1, 3, 2), (-1, 4, 3), (-1, 64, 4), (0, 64, 0), (2, 1, 2), (8, 2, 8)])
 def test_how_many_lanes(setting, cores, want):
     assert lanes_for(setting, cores) == want
+
+
+def test_cpu_gauge_reads_a_full_window_of_load():
+    t = [0.0, 0.0]  # wall, cpu
+    g = cpu.CpuGauge(clock=lambda: t[0], cpu=lambda: t[1])
+    for _ in range(4):  # 0.75 s at 90 % of a core: not a full window yet
+        g.sample()
+        t[0] += 0.25
+        t[1] += 0.225
+    assert g.load() == 0.0 and not g.busy()
+    for _ in range(3):
+        g.sample()
+        t[0] += 0.25
+        t[1] += 0.225
+    assert g.load() == pytest.approx(0.9) and g.busy()
+    for _ in range(8):  # then idle for 2 s: the old samples leave the window
+        g.sample()
+        t[0] += 0.25
+    g.sample()
+    assert g.load() < 0.3 and not g.busy()
+    assert len(g._samples) <= 6

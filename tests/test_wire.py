@@ -32,7 +32,8 @@ GOLDEN = [
     (wire.PunchRequest(b"\x44" * 32), "0000002113" + "44" * 32),
     (wire.PunchIntro(b"\x55" * 16, b"\x66" * 32, (("203.0.113.7", 3282),)),
      "0000003914" + "55" * 16 + "66" * 32 + "01" "04" "cb007107" "0cd2"),
-    (wire.Lanes((3283, 40000)), "0000000615" "02" "0cd3" "9c40"),
+    (wire.Lanes((3283, 40000)), "0000000715" "00" "02" "0cd3" "9c40"),
+    (wire.Lanes((3283,), True), "0000000515" "01" "01" "0cd3"),
     (wire.Close(1, "bye"), "000000060d0001627965"),
 ]
 DATA_HEX = "00000035090000000000000002000000050000000901" + "77" * 32 + "78797a"
@@ -137,9 +138,9 @@ def _frame(ftype: int, payload: bytes) -> bytes:
     ("short punch request", _frame(0x13, bytes(31))),
     ("long punch request", _frame(0x13, bytes(33))),
     ("punch intro with trailing bytes", _frame(0x14, bytes(48) + b"\x00\x00")),
-    ("too many lanes", _frame(0x15, bytes([wire.MAX_LANES + 1]) + b"\x01\x00" * (wire.MAX_LANES + 1))),
-    ("lane count short of its ports", _frame(0x15, b"\x02\x01\x00")),
-    ("lane port 0", _frame(0x15, b"\x01\x00\x00")),
+    ("too many lanes", _frame(0x15, bytes([0, wire.MAX_LANES + 1]) + b"\x01\x00" * (wire.MAX_LANES + 1))),
+    ("lane count short of its ports", _frame(0x15, b"\x00\x02\x01\x00")),
+    ("lane port 0", _frame(0x15, b"\x00\x01\x00\x00")),
 ])
 def test_hostile_swarm_frames_are_protocol_errors(name, raw):
     with pytest.raises(ProtocolError):

@@ -1,6 +1,8 @@
 """A share's lane processes, seen from the share: started when the first peer
 that can use them attaches, told every version the share publishes, and
-offered (LANES) to peers on direct paths once they listen."""
+offered (LANES) to peers on direct paths once they listen, and again, marked
+busy, when the share's process becomes CPU-bound (a clone uses lanes when
+either side is)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from .. import wire
 from ..events import Logged, PathKind, PeerStatus
 from ..serve import MANIFEST_CHUNK
 from . import pipe
+from .cpu import CpuGauge
 from .process import LaneProcess
 
 log = logging.getLogger("dattui.lanes")
@@ -20,6 +23,8 @@ log = logging.getLogger("dattui.lanes")
 MIN_BYTES = 64 * 1024 * 1024  # a share smaller than this is not worth a process per lane
 LANE_PATHS = (PathKind.LAN, PathKind.DIRECT)  # a lane's port is reachable only where the share's is
 START_TIMEOUT = 10.0
+WATCH = 0.25        # how often the share's CPU load is sampled while lanes run
+BUSY_REPEAT = 5.0   # at most this often, peers hear that the share is CPU-bound
 
 
 def manifest_frames(version: int, encoded: bytes, signature: bytes) -> list:
@@ -46,6 +51,8 @@ class ShareLanes:
         self._waiting: list = []  # peers to tell once the lanes listen
         self._start: asyncio.Task | None = None
         self._ready = False
+        self.cpu = CpuGauge()
+        self._busy_told = float("-inf")
 
     # ---- the share's calls -----------------------------------------------------
     def offer(self, peer) -> None:
@@ -81,13 +88,26 @@ class ShareLanes:
     async def close(self) -> None:
         if self._start is not None:
             self._start.cancel()
-        await asyncio.gather(*(p.stop() for p in self.procs), return_exceptions=True)
+        self.procs, procs = [], self.procs
+        await asyncio.gather(*(p.stop() for p in procs), return_exceptions=True)
 
     # ---- lanes -----------------------------------------------------------------
-    def _tell(self, peer) -> None:
+    def _tell(self, peer, busy: bool = False) -> None:
         ports = tuple(self.ports.values())[:wire.MAX_LANES]
         if ports and not peer.link.closed:
-            peer.send(wire.Lanes(ports))
+            peer.send(wire.Lanes(ports, busy))
+
+    async def _watch(self) -> None:
+        """Tell the peers that could use lanes when this process is CPU-bound."""
+        while self.procs:
+            await asyncio.sleep(WATCH)
+            self.cpu.sample()
+            now = time.monotonic()
+            if self.cpu.busy() and now - self._busy_told >= BUSY_REPEAT:
+                self._busy_told = now
+                for peer in self.swarm.peers:
+                    if lane_path_ok(peer):
+                        self._tell(peer, busy=True)
 
     async def _start_all(self) -> None:
         sw = self.swarm
@@ -114,6 +134,7 @@ class ShareLanes:
         for peer in self._waiting:
             self._tell(peer)
         self._waiting.clear()
+        await self._watch()
 
     def publish_to(self, proc: LaneProcess) -> None:
         sw = self.swarm
