@@ -182,6 +182,7 @@ class ProcSampler:
     def __init__(self, roots: dict[str, int], every: float = 0.2):
         self.roots, self.every = roots, every
         self.cpu: dict[str, dict[int, tuple[bool, float]]] = {k: {} for k in roots}
+        self.first: dict[int, float] = {}  # CPU at the first reading of a process
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
         self._t.start()
@@ -199,7 +200,9 @@ class ProcSampler:
                         lane = b"engine.lanes.worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
                     except OSError:
                         continue
-                    self.cpu[name][pid] = (lane, sum(int(x) for x in f[11:13]) / tck)
+                    c = sum(int(x) for x in f[11:13]) / tck
+                    self.first.setdefault(pid, 0.0 if lane else c)  # a lane: all its life
+                    self.cpu[name][pid] = (lane, c - self.first[pid])
                     todo.extend(kids.get(pid, []))
             self._stop.wait(self.every)
 

@@ -342,6 +342,7 @@ class Engine:
         for p in list(swarm.peers):
             p.close(0, "paused")
         swarm.state = State.PAUSED
+        swarm.paused()
         self.node.endpoint.flush()
         self._emit(Logged(tid, "info", "paused"))
 

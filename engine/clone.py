@@ -770,7 +770,8 @@ class CloneSwarm(SwarmBase):
 
     def _schedule(self, peer: PeerConnection) -> None:
         if self.manifest is None or self.failed or self.completed or peer.link.closed \
-                or peer.app.get("version") != self.version or peer.app.get("have") is None:
+                or peer.app.get("version") != self.version or peer.app.get("have") is None \
+                or peer.app.get("lanes_ready"):  # its lanes fetch; this process coordinates
             return
         now = time.monotonic()
         target = self._target(peer, now)
@@ -1067,7 +1068,7 @@ class CloneSwarm(SwarmBase):
             frames = lanes_policy.manifest_frames(self.version, self.encoded, self.signature)
             for port in ports[:self.lanes]:
                 self._lane_count += 1
-                lp = LanePeer(self, self._lane_count, (p.link.addr[0], port), p.path)
+                lp = LanePeer(self, self._lane_count, (p.link.addr[0], port), p.path, p)
                 self.lane_peers.append(lp)
                 config = {"role": "clone", "public_key": self.public_key.hex(),
                           "peer_host": p.link.addr[0], "peer_port": port, "path": p.path.value,
@@ -1083,12 +1084,18 @@ class CloneSwarm(SwarmBase):
             lp.close(0, f"cannot start: {exc}")
 
     def lane_ready(self, lp: LanePeer) -> None:
-        if self._closed or lp.link.closed:
+        if self._closed or lp.link.closed or self.state == State.PAUSED:
+            lp.close(0, "not wanted any more")
             return
         self.peers.append(lp)  # not SwarmBase.attach: a lane is no peer for peer exchange
         self._start_peer(lp)
+        lp.parent.app["lanes_ready"] = lp.parent.app.get("lanes_ready", 0) + 1
         self.emit(Logged(self.tid, "info", f"lane {lp.index} connected to {lp.address} "
                                            f"in {lp.connect_seconds:.2f} s"))
+
+    def paused(self) -> None:
+        for lp in list(self.lane_peers):
+            lp.close(0, "paused")
 
     def lane_bad_block(self, lp: LanePeer, file: int, block: int) -> None:
         if self.manifest is not None and 0 <= file < len(self.manifest.entries):
@@ -1097,8 +1104,9 @@ class CloneSwarm(SwarmBase):
     def lane_closed(self, lp: LanePeer, was_ready: bool) -> None:
         if lp in self.lane_peers:
             self.lane_peers.remove(lp)
-        if was_ready:
-            self.detach(lp, lp.closed_reason)
+        if was_ready and lp in self.peers:
+            lp.parent.app["lanes_ready"] -= 1
+            self.detach(lp, lp.closed_reason)  # its requests go back: the parent fetches again
             if not self._closed and not self.completed:
                 self.emit(Logged(self.tid, "info", f"lane {lp.index} closed: {lp.closed_reason}"))
 

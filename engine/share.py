@@ -186,6 +186,12 @@ class ShareSwarm(ShareServer):
             bytes_total=nbytes, bytes_have=nbytes,
             bytes_sent=self.server.bytes_sent + (self.lanes.bytes_sent if self.lanes else 0))
 
+    def paused(self) -> None:
+        """Its lanes stop serving too; a peer after the resume starts new ones."""
+        if self.lanes is not None:
+            old, self.lanes = self.lanes, ShareLanes(self, self.lanes.count, self.lanes.options)
+            asyncio.ensure_future(old.close())
+
     def peer_statuses(self) -> tuple[PeerStatus, ...]:
         mine = super().peer_statuses()
         return mine + self.lanes.peer_statuses() if self.lanes else mine

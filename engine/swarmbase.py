@@ -43,6 +43,9 @@ class SwarmBase:
         if peer in self.peers:
             self.peers.remove(peer)
 
+    def paused(self) -> None:
+        """Its peers are closed and it is no longer announced (engine pause)."""
+
     def common_frame(self, peer: PeerConnection, frame) -> None:
         if isinstance(frame, wire.Ping) and type(frame) is wire.Ping:
             peer.send(wire.Pong(frame.token))

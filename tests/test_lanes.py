@@ -169,3 +169,24 @@ async def test_no_lanes_while_neither_side_is_cpu_bound(tmp_path):
     finally:
         await b.close()
         await a.close()
+
+
+async def test_pause_stops_the_lanes_of_both_sides_and_resume_goes_on(tmp_path):
+    src = dataset(tmp_path / "src")
+    a, b, share, clone, q = await pair(tmp_path, src)
+    try:
+        await until(lambda: any(lp.state is PeerState.READY for lp in clone.lane_peers), 20)
+        pids = [lp.process.pid for lp in clone.lane_peers] + [p.pid for p in share.lanes.procs]
+        b.pause(clone.tid)
+        a.pause(share.tid)
+        await until(lambda: not any(alive(p) for p in pids), 10)
+        assert clone.lane_peers == [] and not any(p.peer_id.startswith("lane") for p in clone.peers)
+        assert share.lanes.procs == [] and share.lanes.ports == {}
+        share.server.may_send = lambda peer, now: True
+        a.resume(share.tid)
+        b.resume(clone.tid)
+        await asyncio.wait_for(b.wait(clone.tid, find_timeout=10), 60)
+        assert tree(tmp_path / "dst") == tree(src)
+    finally:
+        await b.close()
+        await a.close()

@@ -43,9 +43,10 @@ class LaneLink:
 
 
 class LanePeer:
-    def __init__(self, swarm, index: int, addr, kind: PathKind) -> None:
+    def __init__(self, swarm, index: int, addr, kind: PathKind, parent) -> None:
         self.swarm = swarm
         self.index = index
+        self.parent = parent  # the connection to the share whose lane this is
         self.link = LaneLink(addr, kind)
         self.source = "lane"
         self.remote_id = b""  # never offered to peer exchange
