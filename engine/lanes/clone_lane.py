@@ -16,7 +16,7 @@ from ..events import PathKind, Role
 from ..peer import ERR_BAD_BLOCK, PeerConnection
 from ..swarmbase import SwarmBase
 from . import pipe
-from .worker import STATS_INTERVAL, lane_node
+from .worker import lane_node, report
 
 CONNECT_TIMEOUT = 10.0
 MAX_BUFFERED = 64 * 1024 * 1024  # verified bytes waiting for the main process to read them
@@ -101,12 +101,7 @@ async def run(config: dict, end, inbox) -> None:
         except asyncio.TimeoutError:
             end.send(pipe.LaneClosed(f"no answer from lane port {port}"))
             return
-        while not swarm.ended.is_set() and not inbox.gone.is_set():
-            try:
-                await asyncio.wait_for(swarm.ended.wait(), STATS_INTERVAL)
-            except asyncio.TimeoutError:
-                pass
-            end.send(pipe.LaneStats(swarm.stats()))
+        await report(end, swarm.stats, swarm.ended, inbox.gone)
     finally:
         if swarm.peer is not None:
             swarm.peer.close(0, "lane stopped")

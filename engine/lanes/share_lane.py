@@ -5,7 +5,6 @@ and their leaf hashes (the share's state database, read-only) itself."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from ..events import State
 from ..share import ShareServer
 from ..store import ShareDB
 from . import pipe
-from .worker import STATS_INTERVAL, lane_node
+from .worker import lane_node, report
 
 
 class LaneShare(ShareServer):
@@ -52,12 +51,7 @@ async def run(config: dict, end, inbox) -> None:
     try:
         node.add_swarm(swarm)
         end.send(pipe.LaneListening(node.port))
-        while not inbox.gone.is_set():
-            try:
-                await asyncio.wait_for(inbox.gone.wait(), STATS_INTERVAL)
-            except asyncio.TimeoutError:
-                pass
-            end.send(pipe.LaneStats(swarm.stats()))
+        await report(end, swarm.stats, inbox.gone)
     finally:
         await swarm.close()
         await node.close()

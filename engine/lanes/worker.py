@@ -26,6 +26,13 @@ def lane_node(config: dict, host: str):
                 udp_offload=bool(config.get("udp_offload", True)))
 
 
+async def report(end: PipeEnd, stats, *stops: asyncio.Event) -> None:
+    """LaneStats (of `stats()`) every STATS_INTERVAL until one of `stops` is set."""
+    while not any(e.is_set() for e in stops):
+        await asyncio.sleep(STATS_INTERVAL)
+        end.send(pipe.LaneStats(stats()))
+
+
 class Inbox:
     """Messages from the main process, held until the lane's role takes them."""
 
