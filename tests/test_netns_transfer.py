@@ -54,3 +54,35 @@ def test_lan_discovery_finds_the_share_without_an_address(lab, tmp_path):
     assert conn["address"].startswith("10.61.0.1:") and conn["path"] == "lan"
     assert visible(tree(tmp_path / "dst")) == visible(tree(src))
     share.terminate()
+
+
+def _lane_workers() -> int:
+    import subprocess
+    p = subprocess.run(["pgrep", "-f", "engine.lanes.worker"], capture_output=True, text=True)
+    return len(p.stdout.split())
+
+
+def test_lanes_carry_a_large_clone_across_veth(lab, tmp_path):
+    """Real processes on both sides with --lanes 2: the share's lanes listen on
+    ports of their own, the clone's lanes connect to them across the veth once
+    a side is CPU-bound, and no lane process outlives its transfer."""
+    import os
+    a, b = lab.add_host("a"), lab.add_host("b")
+    lab.link(a, "10.62.0.1", b, "10.62.0.2", mtu=1500)
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(4):
+        (src / f"part{i}.bin").write_bytes(os.urandom(64 * 1024 * 1024))
+    share, first = _share(a, src, tmp_path / "ha", "--no-lan", "--lanes", "2")
+    try:
+        p, lines = _clone(b, first["link"], tmp_path / "dst", tmp_path / "hb", "--no-lan",
+                          "--peer", f"10.62.0.1:{first['port']}", "--lanes", "2")
+        assert p.returncode == 0, p.stderr
+        logs = [l["message"] for l in lines if l["event"] == "logged"]
+        assert any(m.startswith("lane 1 connected to 10.62.0.1:") for m in logs), logs
+        assert lines[-1]["event"] == "done" and lines[-1]["bytes_received"] == 256 * 1024 * 1024
+        assert tree(tmp_path / "dst") == tree(src)
+    finally:
+        share.terminate()
+        share.wait(20)
+    assert _lane_workers() == 0
