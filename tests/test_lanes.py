@@ -190,3 +190,24 @@ async def test_pause_stops_the_lanes_of_both_sides_and_resume_goes_on(tmp_path):
     finally:
         await b.close()
         await a.close()
+
+
+async def test_a_lane_port_serves_nobody_without_the_link(tmp_path):
+    from engine.keys import ShareKey, format_link
+    src = dataset(tmp_path / "src", files=2)
+    a, b, share, clone, q = await pair(tmp_path, src)
+    c = await engine(tmp_path / "hc", lanes=0)
+    try:
+        await until(lambda: len(share.lanes.ports) == 2, 20)
+        port = next(iter(share.lanes.ports.values()))
+        other = format_link(ShareKey.generate().public)
+        ctid = await c.clone(other, tmp_path / "other", peers=[f"127.0.0.1:{port}"])
+        await asyncio.sleep(2.0)
+        st = c.status()[0]
+        assert st.peers == () and st.bytes_have == 0 and not c.transfer(ctid).contacted
+        await until(lambda: share.status().peers and all(
+            p.peer_id != c.node.identity.short_id for p in share.status().peers), 5)
+    finally:
+        await c.close()
+        await b.close()
+        await a.close()
