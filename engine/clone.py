@@ -41,6 +41,13 @@ copies of requests outstanding elsewhere (oldest first, at most ENDGAME_COPIES
 holders per block); the first copy to arrive wins and the others are
 CANCELled, so one slow peer never stalls the end.
 
+Lanes. When this process or a share that offers lanes (LANES) is CPU-bound
+and enough is left, lane processes each open a connection of their own to one
+of the share's lane ports (engine/lanes/); each is one more seed here
+(LanePeer), whose blocks arrive verified. While a share's lanes run, the
+connection to the share itself gets no new requests; a lane that closes
+gives its requests back. Files, state and picking stay in this process.
+
 Each arriving block is checked against its file's Merkle root from the signed
 manifest before a byte is written. A peer that sends a block that does not
 verify is disconnected and its requests go back to the queue.
