@@ -26,6 +26,7 @@ from . import wire
 log = logging.getLogger("dattui.node")
 
 KEEPALIVE = 10.0
+BUFFER_CHECK = 1.0  # how often the socket buffers are sized to the fastest path
 SOURCE_PATH = {"lan": PathKind.LAN, "peer-arg": PathKind.DIRECT, "dht": PathKind.DIRECT}
 
 
@@ -170,13 +171,25 @@ class Node:
 
     async def _keepalive_loop(self) -> None:
         token = 0
+        ticks = int(KEEPALIVE / BUFFER_CHECK)
         while True:
-            await asyncio.sleep(KEEPALIVE)
+            for _ in range(ticks):
+                await asyncio.sleep(BUFFER_CHECK)
+                self.size_buffers()
             token += 1
             for swarm in list(self.swarms.values()):
                 for peer in list(swarm.peers):
                     if peer.state is PeerState.READY:
                         peer.send(wire.Ping(token))
+
+    def size_buffers(self) -> None:
+        """The socket's buffers sized to the fastest path it carries now."""
+        if self.socket is None:
+            return
+        now = time.monotonic()
+        rate = max((max(p.down.rate(now), p.up.rate(now)) for s in self.swarms.values()
+                    for p in s.peers if isinstance(p, PeerConnection)), default=0.0)
+        self.socket.size_buffers(rate)
 
     async def close(self) -> None:
         if self._keepalive:

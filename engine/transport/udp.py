@@ -29,7 +29,36 @@ GSO_MAX_SEGMENTS = 64
 GSO_MAX_BYTES = 65000  # one UDP datagram's worth (65,507) with room to spare
 _GRO_CMSG = socket.CMSG_SPACE(4)
 DEFAULT_BUFFER = 4 * 1024 * 1024
+MAX_BUFFER = 64 * 1024 * 1024
+BUFFER_SECONDS = 0.02  # a socket buffer holds what the path brings in this long ...
 MAX_DATAGRAM = 65535
+
+
+def buffer_for(rate: float) -> int:
+    """Socket buffer bytes for a path moving `rate` bytes/s: what arrives (or
+    leaves) while the process is busy elsewhere for BUFFER_SECONDS (a block
+    written, a state commit, a collection), at least DEFAULT_BUFFER (4 MiB
+    carries 200 MiB/s), at most MAX_BUFFER (a 10 Gbit/s path needs ~25 MiB)."""
+    return int(min(MAX_BUFFER, max(DEFAULT_BUFFER, rate * BUFFER_SECONDS)))
+
+
+# Linux's SO_*BUFFORCE (beyond net.core.rmem_max / wmem_max, for root); Python's
+# socket module does not name them
+_FORCE = {socket.SO_RCVBUF: getattr(socket, "SO_RCVBUFFORCE", 33),
+          socket.SO_SNDBUF: getattr(socket, "SO_SNDBUFFORCE", 32)}
+
+
+def set_buffers(sock: socket.socket, size: int) -> int:
+    """Both socket buffers to `size` bytes (beyond the system's limit where
+    allowed: as root); the receive buffer's size in effect."""
+    for opt, force in _FORCE.items():
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, opt, size)
+            if sock.getsockopt(socket.SOL_SOCKET, opt) // 2 < size and sys.platform == "linux":
+                sock.setsockopt(socket.SOL_SOCKET, force, size)
+        except OSError:
+            pass
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2  # Linux reports double
 
 
 class Demux:
@@ -104,14 +133,7 @@ def bind_udp(host: str, port: int, *, tries: int = 64, buffer: int = DEFAULT_BUF
             if exc.errno != errno.EADDRINUSE:
                 raise
             continue
-        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, opt, buffer)
-                if sock.getsockopt(socket.SOL_SOCKET, opt) < buffer and hasattr(socket, "SO_RCVBUFFORCE"):
-                    force = socket.SO_RCVBUFFORCE if opt == socket.SO_RCVBUF else socket.SO_SNDBUFFORCE
-                    sock.setsockopt(socket.SOL_SOCKET, force, buffer)
-            except OSError:
-                pass
+        set_buffers(sock, buffer)
         sock.setblocking(False)
         return sock
     raise OSError(errno.EADDRINUSE, f"UDP ports {port}-{port + tries - 1} are all in use") from last
@@ -140,11 +162,21 @@ class UdpSocket:
             except OSError:
                 pass
         self.gso_sends = self.gro_reads = 0
+        self.buffer = DEFAULT_BUFFER  # asked for; grown to the fastest path by size_buffers
         self._loop.add_reader(sock.fileno(), self._read_gro if self.gro else self._read_ready)
 
     @property
     def port(self) -> int:
         return self.sock.getsockname()[1]
+
+    def size_buffers(self, rate: float) -> int:
+        """Grow both buffers for a path of `rate` bytes/s (never shrink: the
+        kernel spends the memory only while datagrams wait); the size asked for."""
+        want = buffer_for(rate)
+        if want > self.buffer * 1.25 and not self.closed:
+            self.buffer = want
+            set_buffers(self.sock, want)
+        return self.buffer
 
     @property
     def local_address(self) -> Address:
