@@ -190,6 +190,7 @@ class ShareSwarm(ShareServer):
         """Its lanes stop serving too; a peer after the resume starts new ones."""
         if self.lanes is not None:
             old, self.lanes = self.lanes, ShareLanes(self, self.lanes.count, self.lanes.options)
+            self.lanes._gone_bytes = old.bytes_sent  # still counted as sent
             asyncio.ensure_future(old.close())
 
     def peer_statuses(self) -> tuple[PeerStatus, ...]:

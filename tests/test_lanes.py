@@ -177,11 +177,14 @@ async def test_pause_stops_the_lanes_of_both_sides_and_resume_goes_on(tmp_path):
     try:
         await until(lambda: any(lp.state is PeerState.READY for lp in clone.lane_peers), 20)
         pids = [lp.process.pid for lp in clone.lane_peers] + [p.pid for p in share.lanes.procs]
+        await until(lambda: share.lanes.bytes_sent > 0, 10)  # a lane's report came in
+        sent = share.status().bytes_sent
         b.pause(clone.tid)
         a.pause(share.tid)
         await until(lambda: not any(alive(p) for p in pids), 10)
         assert clone.lane_peers == [] and not any(p.peer_id.startswith("lane") for p in clone.peers)
         assert share.lanes.procs == [] and share.lanes.ports == {}
+        assert share.status().bytes_sent >= sent  # what the stopped lanes served still counts
         share.server.may_send = lambda peer, now: True
         a.resume(share.tid)
         b.resume(clone.tid)
