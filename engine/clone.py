@@ -69,7 +69,7 @@ from . import manifest as mf
 from . import merkle, wire
 from .blocksource import FileBlockSource
 from .clonefs import TargetFolder
-from .serve import BlockServer, send_manifest
+from .serve import BlockServer, manifest_frames, send_manifest
 from .errors import DattuiError, ProtocolError, UnsafeManifest
 from .events import (BadBlockReceived, CloneCompleted, FileCompleted, FileProgress, Logged,
                      ManifestReceived, Role, State, TransferFailed, TransferStatus)
@@ -1072,7 +1072,7 @@ class CloneSwarm(SwarmBase):
                     or not lanes_policy.lane_path_ok(p):
                 continue
             p.app["lanes_tried"] = self.version
-            frames = lanes_policy.manifest_frames(self.version, self.encoded, self.signature)
+            frames = manifest_frames(self.version, self.encoded, self.signature)
             for port in ports[:self.lanes]:
                 self._lane_count += 1
                 lp = LanePeer(self, self._lane_count, (p.link.addr[0], port), p.path, p)

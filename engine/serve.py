@@ -93,16 +93,23 @@ class BlockServer:
 MANIFEST_CHUNK = 256 * 1024
 
 
+def manifest_frames(version: int, encoded: bytes, signature: bytes) -> list:
+    """A signed version as frames: its parts, then its signature."""
+    out = [wire.ManifestPart(version, len(encoded), off, encoded[off:off + MANIFEST_CHUNK])
+           for off in range(0, max(len(encoded), 1), MANIFEST_CHUNK)]
+    out.append(wire.ManifestSignature(version, signature))
+    return out
+
+
 def send_manifest(peer: PeerConnection, version: int, encoded: bytes, signature: bytes,
                   have_version: int, summary: list | None = None) -> None:
     """The signed manifest in parts (only when the peer has another version),
     its signature, then what the sender serves of that version: the frames of
     `summary` (HAVE_ALL or BITFIELD, then HAVE_BLOCKS), or HAVE_ALL when it is
     None (a share serves every file)."""
-    if have_version != version:
-        for off in range(0, max(len(encoded), 1), MANIFEST_CHUNK):
-            peer.send(wire.ManifestPart(version, len(encoded), off, encoded[off:off + MANIFEST_CHUNK]))
-    peer.send(wire.ManifestSignature(version, signature))
+    frames = manifest_frames(version, encoded, signature)
+    for f in frames if have_version != version else frames[-1:]:
+        peer.send(f)
     if summary is None:
         peer.send(wire.HaveAll(version))
     else:

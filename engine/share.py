@@ -140,7 +140,7 @@ class ShareSwarm(ShareServer):
                                          for f in result.files])
             self._set_manifest(m, encoded, sig)
             if self.lanes is not None and changed:
-                self.lanes.publish(version, encoded, sig)
+                self.lanes.publish()
             self.state = State.SEEDING
             first = not self._published
             self._published = True

@@ -14,7 +14,8 @@ from engine.events import PathKind
 from engine.keys import ShareKey
 from engine.lanes import cpu, lanes_for, pipe
 from engine.lanes.clone_lane import LaneClone
-from engine.lanes.share_lanes import lane_path_ok, manifest_frames
+from engine.lanes.share_lanes import lane_path_ok
+from engine.serve import manifest_frames
 from engine.transport.paths import DirectPath, RelayPath
 
 

@@ -34,18 +34,16 @@ class LaneClone(SwarmBase):
         self.ready = asyncio.Event()
         self.ended = asyncio.Event()
         self.dropped = 0  # DATA of another version
-        self._parts = bytearray()
+        self._parts = pipe.ManifestParts()
 
     def told(self, msg) -> None:
         """From the main process: first the version to verify against, then
         frames for the peer."""
         if self.manifest is None:
-            if isinstance(msg, wire.ManifestPart):
-                self._parts += msg.chunk
-            elif isinstance(msg, wire.ManifestSignature):
-                self.manifest = mf.decode(bytes(self._parts))
-                self.version = msg.version
-                self._parts = bytearray()
+            got = self._parts.feed(msg)
+            if got is not None:
+                self.version, encoded, _ = got
+                self.manifest = mf.decode(encoded)
         elif self.peer is not None and not self.peer.link.closed:
             self.peer.send(msg)
 

@@ -39,7 +39,6 @@ class LaneLink:
         self.closed = False
         self.rtt = 0.0
         self.datagram_size = 0
-        self.backlog = 0
 
 
 class LanePeer:

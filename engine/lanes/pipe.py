@@ -156,6 +156,25 @@ class BadBlock:
         return cls(*_BLOCK.unpack(p))
 
 
+class ManifestParts:
+    """A version told as ManifestPart frames and its ManifestSignature
+    (serve.manifest_frames), put back together."""
+
+    def __init__(self) -> None:
+        self._parts = bytearray()
+
+    def feed(self, msg) -> tuple[int, bytes, bytes] | None:
+        """(version, encoded, signature) once the signature arrives, else None."""
+        if isinstance(msg, wire.ManifestPart):
+            if msg.offset == 0:
+                self._parts = bytearray()
+            self._parts += msg.chunk
+        elif isinstance(msg, wire.ManifestSignature):
+            encoded, self._parts = bytes(self._parts), bytearray()
+            return msg.version, encoded, msg.signature
+        return None
+
+
 PIPE_TYPES = {c.TYPE: c for c in (LaneConfig, LaneListening, LaneReady, LaneStats,
                                   LaneClosed, Verified, BadBlock)}
 TYPES = {**wire.FRAME_TYPES, **PIPE_TYPES}

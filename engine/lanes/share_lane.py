@@ -21,18 +21,15 @@ class LaneShare(ShareServer):
     def __init__(self, public_key: bytes, folder: Path, db: ShareDB) -> None:
         super().__init__(public_key, folder, db, lambda e: None)
         self.state = State.SEEDING
-        self._parts = bytearray()
+        self._parts = pipe.ManifestParts()
 
     def told(self, msg) -> None:
         """A message from the share: the parts of a version, then its signature."""
-        if isinstance(msg, wire.ManifestPart):
-            if msg.offset == 0:
-                self._parts = bytearray()
-            self._parts += msg.chunk
-        elif isinstance(msg, wire.ManifestSignature):
-            encoded = bytes(self._parts)
-            newer = self.manifest is not None and msg.version != self.version
-            self._set_manifest(mf.decode(encoded), encoded, msg.signature)
+        got = self._parts.feed(msg)
+        if got is not None:
+            version, encoded, signature = got
+            newer = self.manifest is not None and version != self.version
+            self._set_manifest(mf.decode(encoded), encoded, signature)
             if newer:
                 for peer in self.peers:
                     peer.send(wire.NewVersion(self.version))

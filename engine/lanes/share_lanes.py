@@ -8,31 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 import time
 
 from .. import wire
 from ..events import Logged, PathKind, PeerStatus
-from ..serve import MANIFEST_CHUNK
+from ..serve import manifest_frames
 from . import pipe
 from .cpu import CpuGauge
 from .process import LaneProcess
-
-log = logging.getLogger("dattui.lanes")
 
 MIN_BYTES = 64 * 1024 * 1024  # a share smaller than this is not worth a process per lane
 LANE_PATHS = (PathKind.LAN, PathKind.DIRECT)  # a lane's port is reachable only where the share's is
 START_TIMEOUT = 10.0
 WATCH = 0.25        # how often the share's CPU load is sampled while lanes run
 BUSY_REPEAT = 5.0   # at most this often, peers hear that the share is CPU-bound
-
-
-def manifest_frames(version: int, encoded: bytes, signature: bytes) -> list:
-    """A version as the frames a lane is told it with."""
-    out = [wire.ManifestPart(version, len(encoded), off, encoded[off:off + MANIFEST_CHUNK])
-           for off in range(0, max(len(encoded), 1), MANIFEST_CHUNK)]
-    out.append(wire.ManifestSignature(version, signature))
-    return out
 
 
 def lane_path_ok(peer) -> bool:
@@ -66,10 +55,10 @@ class ShareLanes:
         if self._start is None:
             self._start = asyncio.ensure_future(self._start_all())
 
-    def publish(self, version: int, encoded: bytes, signature: bytes) -> None:
+    def publish(self) -> None:
+        """The share's version (a new one) to every lane."""
         for proc in self.procs:
-            for f in manifest_frames(version, encoded, signature):
-                proc.send(f)
+            self._publish_to(proc)
 
     @property
     def bytes_sent(self) -> int:
@@ -123,7 +112,7 @@ class ShareLanes:
                 sw.emit(Logged(sw.tid, "warning", f"cannot start a lane process: {exc}"))
                 break
             self.procs.append(proc)
-            self.publish_to(proc)
+            self._publish_to(proc)
         deadline = time.monotonic() + START_TIMEOUT
         while len(self.ports) < len(self.procs) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
@@ -136,7 +125,7 @@ class ShareLanes:
         self._waiting.clear()
         await self._watch()
 
-    def publish_to(self, proc: LaneProcess) -> None:
+    def _publish_to(self, proc: LaneProcess) -> None:
         sw = self.swarm
         for f in manifest_frames(sw.version, sw.encoded, sw.signature):
             proc.send(f)
