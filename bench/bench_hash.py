@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine import manifest, merkle, scan  # noqa: E402
+from dattui.engine import manifest, merkle, scan  # noqa: E402
 
 BLOCK = manifest.DEFAULT_BLOCK_SIZE
 MB = 1_000_000

@@ -26,12 +26,12 @@ from aioquic.quic.configuration import QuicConfiguration  # noqa: E402
 from aioquic.quic.connection import QuicConnection  # noqa: E402
 from aioquic.quic.packet import pull_quic_header  # noqa: E402
 
-from engine.transport import congestion  # noqa: E402
-from engine.transport.fastack import FastAckRecovery  # noqa: E402
-from engine.transport.fastconn import DattuiConnection  # noqa: E402
-from engine.transport.identity import NodeIdentity  # noqa: E402
-from engine.transport.pacing import BurstPacer  # noqa: E402
-from engine.transport.quic import set_datagram_size  # noqa: E402
+from dattui.engine.transport import congestion  # noqa: E402
+from dattui.engine.transport.fastack import FastAckRecovery  # noqa: E402
+from dattui.engine.transport.fastconn import DattuiConnection  # noqa: E402
+from dattui.engine.transport.identity import NodeIdentity  # noqa: E402
+from dattui.engine.transport.pacing import BurstPacer  # noqa: E402
+from dattui.engine.transport.quic import set_datagram_size  # noqa: E402
 
 STEP = 0.0002  # fake seconds per round: one read batch each way
 CLIENT = ("10.0.0.1", 1000)  # the receiver

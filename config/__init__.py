@@ -24,8 +24,8 @@ from typing import Any, Callable
 
 import tomli_w
 
-from engine import statedir
-from engine.errors import UsageError
+from dattui.engine import statedir
+from dattui.engine.errors import UsageError
 
 __all__ = [
     "Config",

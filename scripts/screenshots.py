@@ -90,7 +90,7 @@ def home_env(home: Path) -> dict:
 
 
 def dattui(home: Path, *args, timeout: float = 120) -> subprocess.CompletedProcess:
-    p = subprocess.run([sys.executable, "-m", "tui.main", *map(str, args)], env=home_env(home),
+    p = subprocess.run([sys.executable, "-P", "-m", "dattui", *map(str, args)], env=home_env(home),
                        capture_output=True, text=True, timeout=timeout)
     if p.returncode != 0:
         raise SystemExit(f"screenshots: `dattui {' '.join(map(str, args))}` failed:\n{p.stderr}")
@@ -115,7 +115,7 @@ def write_dataset(root: Path) -> None:
 
 
 async def call(home: Path, op: str, **args):
-    from engine.daemon.client import DaemonClient
+    from dattui.engine.daemon.client import DaemonClient
     client = await DaemonClient.connect(home)
     try:
         return await asyncio.wait_for(client.call(op, **args), 20)
@@ -126,17 +126,17 @@ async def call(home: Path, op: str, **args):
 # ---- the dashboard -------------------------------------------------------------
 
 async def shoot_dashboard(out: Path, share_home: Path, clone_home: Path, share_tid: str) -> None:
-    import config as config_mod
-    from engine.daemon.client import DaemonClient
-    from engine.events import Role, State
+    from dattui import config as config_mod
+    from dattui.engine.daemon.client import DaemonClient
+    from dattui.engine.events import Role, State
     from textual.widgets import DataTable, Input, RichLog, Static
-    from tui.app import DattuiApp
-    from tui.screens.connectivity import ConnectivityScreen
-    from tui.screens.help import HelpScreen
-    from tui.screens.log import LogScreen
-    from tui.screens.shares import SharesScreen
-    from tui.screens.transfer import TransferScreen
-    from tui.widgets.file_table import FileTable
+    from dattui.tui.app import DattuiApp
+    from dattui.tui.screens.connectivity import ConnectivityScreen
+    from dattui.tui.screens.help import HelpScreen
+    from dattui.tui.screens.log import LogScreen
+    from dattui.tui.screens.shares import SharesScreen
+    from dattui.tui.screens.transfer import TransferScreen
+    from dattui.tui.widgets.file_table import FileTable
 
     os.environ["DATTUI_HOME"] = str(clone_home)  # config.load() reads B's config
     client = await DaemonClient.connect(clone_home)
@@ -213,7 +213,7 @@ def shoot_cli(out: Path, work: Path, link: str, port: int) -> None:
     bin_dir = work / "bin"
     bin_dir.mkdir(parents=True)
     wrapper = bin_dir / "dattui"
-    wrapper.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -m tui.main \"$@\"\n")
+    wrapper.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -P -m dattui \"$@\"\n")
     wrapper.chmod(0o755)
     e = home_env(home)
     e.update(PATH=f"{bin_dir}{os.pathsep}{e.get('PATH', '')}", TERM="xterm-256color",
@@ -286,7 +286,7 @@ def main() -> int:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
 
-    from engine.daemon.client import daemon_running
+    from dattui.engine.daemon.client import daemon_running
 
     work = Path(tempfile.mkdtemp(prefix="dattui-demo-"))
     share_home, clone_home = work / "home-lab", work / "home-collaborator"
@@ -313,7 +313,7 @@ def main() -> int:
     finally:
         for home in homes:
             if daemon_running(home):
-                subprocess.run([sys.executable, "-m", "tui.main", "stop"], env=home_env(home),
+                subprocess.run([sys.executable, "-P", "-m", "dattui", "stop"], env=home_env(home),
                                capture_output=True, timeout=30)
         deadline = time.monotonic() + 20
         while any(daemon_running(h) for h in homes) and time.monotonic() < deadline:

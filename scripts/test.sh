@@ -2,7 +2,9 @@
 # Run the dattui test suite: the one command README.md gives (CI runs exactly this).
 #   ./scripts/test.sh [extra pytest args]
 # - installs the Debian packages the network-namespace tests need, only if missing
-# - creates/uses the virtualenv .venv and installs dattui into it (editable, with test extras)
+# - creates/uses the virtualenv .venv with the test tools and dattui (editable: unit tests)
+# - builds the wheel and installs it into a clean virtualenv .venv-wheel (no checkout on
+#   sys.path): every test that starts a dattui process runs that installed `dattui`
 # - runs: python -m pytest -q -ra tests [extra args]
 # Network-namespace tests need root; as non-root they are skipped (with a reason).
 set -euo pipefail
@@ -57,6 +59,19 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     "$VPY" -m pip install -q --disable-pip-version-check -e '.[test]'
     echo "$want" > "$stamp"
 fi
+
+# --- the wheel, installed as a user installs it -------------------------------------
+rm -rf .build/wheel .venv-wheel
+mkdir -p .build
+quiet() {  # run a command, show its output only when it fails
+    if ! "$@" >.build/step.log 2>&1; then cat .build/step.log >&2; echo "test.sh: failed: $*" >&2; exit 1; fi
+}
+quiet "$VPY" -m pip wheel --disable-pip-version-check --no-deps -w .build/wheel .
+wheel=$(ls .build/wheel/dattui-*.whl)
+quiet "$PYTHON" -m venv .venv-wheel
+quiet .venv-wheel/bin/python -m pip install --disable-pip-version-check "$wheel"
+.venv-wheel/bin/dattui --help >/dev/null || { echo "test.sh: the installed wheel's dattui does not run" >&2; exit 1; }
+export DATTUI_VENV="$PWD/.venv-wheel" DATTUI_WHEEL="$PWD/$wheel"
 
 # --- tests -------------------------------------------------------------------------
 # Exit codes pass through unchanged; 5 ("no tests collected") is a failure too.

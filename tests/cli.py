@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from installed import dattui_cmd
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,13 +27,13 @@ def env(home: Path, **extra) -> dict:
         (home / "config.toml").write_text(TEST_CONFIG)
     e = dict(os.environ)
     e["DATTUI_HOME"] = str(home)
-    e["PYTHONPATH"] = str(ROOT)
+    e.pop("PYTHONPATH", None)  # the installed dattui, never the checkout
     e.update(extra)
     return e
 
 
 def cmd(*args) -> list[str]:
-    return [sys.executable, "-m", "tui.main", *map(str, args)]
+    return dattui_cmd(*args)
 
 
 def follow_share(proc, timeout: float = 60) -> list[dict]:

@@ -40,9 +40,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from engine import events as ev  # noqa: E402
-from engine.daemon.interface import CheckResult, FilePage  # noqa: E402
-from engine.events import (  # noqa: E402
+from dattui.engine import events as ev  # noqa: E402
+from dattui.engine.daemon.interface import CheckResult, FilePage  # noqa: E402
+from dattui.engine.events import (  # noqa: E402
     Event,
     FileProgress,
     PathKind,
@@ -598,8 +598,8 @@ FIXED_WALL = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC: log stamps in tests
 def dashboard(engine: FakeEngine, *, refresh_hz: float = 50.0, config: Any = None) -> Any:
     """A DattuiApp on `engine` with clocks that make its output repeatable:
     the rate graph follows the engine's virtual time, log stamps are fixed."""
-    import config as config_mod
-    from tui.app import DattuiApp
+    from dattui import config as config_mod
+    from dattui.tui.app import DattuiApp
 
     cfg = config if config is not None else config_mod.defaults()
     cfg = dataclasses.replace(cfg, tui=dataclasses.replace(cfg.tui, refresh_hz=refresh_hz))

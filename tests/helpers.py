@@ -7,7 +7,7 @@ import os
 import stat
 from pathlib import Path
 
-from engine.api import Engine, EngineOptions
+from dattui.engine.api import Engine, EngineOptions
 
 
 def make_tree(root: Path, seed: int = 1) -> Path:

@@ -8,13 +8,14 @@ import sys
 import time
 
 from cli import env, follow_share
+from installed import dattui_cmd
 
 RDV = ("203.0.113.10", "203.0.113.11")
 RDV_PORT = 3478
 
 
 def dattui(*args) -> list[str]:
-    return [sys.executable, "-m", "tui.main", *map(str, args)]
+    return dattui_cmd(*args)
 
 
 def rendezvous_args() -> list[str]:

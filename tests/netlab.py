@@ -8,8 +8,8 @@ touches the machine's real interfaces.
     with Lab() as lab:
         a, b = lab.add_host("a"), lab.add_host("b")
         lab.link(a, "10.0.0.1", b, "10.0.0.2", mtu=1500)
-        srv = b.popen([sys.executable, "-m", "tui.main", "share", ...])
-        a.run([sys.executable, "-m", "tui.main", "clone", ...])
+        srv = b.popen([*dattui_cmd(), "share", ...])
+        a.run([*dattui_cmd(), "clone", ...])
 
 NAT topologies (for later tests): an "internet" segment is a namespace holding
 a bridge; routers are hosts with forwarding on and MASQUERADE on the WAN side:
@@ -40,6 +40,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
+from installed import dattui_cmd
 
 __all__ = ["Lab", "Host", "Link", "Segment", "NetlabError", "cleanup_stale", "ns_exists"]
 

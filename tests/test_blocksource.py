@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from engine import blocksource, merkle, scan
+from dattui.engine import blocksource, merkle, scan
 
 BLOCK = 64 * 1024
 

@@ -108,7 +108,7 @@ def test_disk_full_keeps_what_was_verified_and_resumes(tmp_path):
         home = tmp_path / "hc"
         p, lines = run_clone(sp.link, small / "dst", home, "--peer", f"127.0.0.1:{sp.port}")
         assert p.returncode == 5 and "disk full" in p.stderr and p.stderr.count("\n") == 1
-        from engine.store import CloneDB
+        from dattui.engine.store import CloneDB
         db = CloneDB(small / "dst", create=False)
         # blocks are fetched in a random order: a file's short last block may be among them
         kept = len(db.done_files()) * 3_000_000 + sum(

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-import config
-from engine.errors import UsageError
+from dattui import config
+from dattui.engine.errors import UsageError
 
 
 def test_default_toml_parses_and_every_key_is_commented():

@@ -11,8 +11,8 @@ from aioquic.quic.packet import QuicPacketType
 from aioquic.quic.packet_builder import QuicSentPacket
 from aioquic.tls import Epoch
 
-from engine.transport import congestion
-from engine.transport.congestion import LossTolerantCubic
+from dattui.engine.transport import congestion
+from dattui.engine.transport.congestion import LossTolerantCubic
 
 MDS = 1452
 

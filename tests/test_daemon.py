@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from cli import cmd, env
-from engine.daemon.client import DaemonClient, daemon_running, ensure_daemon
-from engine.events import Role, State
+from dattui.engine.daemon.client import DaemonClient, daemon_running, ensure_daemon
+from dattui.engine.events import Role, State
 from helpers import engine, make_tree, tree, visible
 
 
@@ -128,7 +128,7 @@ class _HeldStun(asyncio.DatagramProtocol):
         self.transport = transport
 
     def datagram_received(self, data, addr) -> None:
-        from engine import stun
+        from dattui.engine import stun
         if not stun.is_stun(data):
             return  # rendezvous messages get no answer: the relay checks fail, as they may
         if self.answering:
@@ -138,7 +138,7 @@ class _HeldStun(asyncio.DatagramProtocol):
             self.arrived.set()
 
     def release(self) -> None:
-        from engine import stun
+        from dattui.engine import stun
         self.answering = True
         for data, addr in self.held:
             self.transport.sendto(stun.respond(data, addr), addr)

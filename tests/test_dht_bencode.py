@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from engine.dht.bencode import (
+from dattui.engine.dht.bencode import (
     MAX_DEPTH, MAX_INPUT, MAX_ITEMS, BencodeError, decode, encode, looks_like_krpc,
 )
 

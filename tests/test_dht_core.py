@@ -9,17 +9,17 @@ import sqlite3
 
 import pytest
 
-from engine.dht import info_hash_for
-from engine.dht import krpc
-from engine.dht.bencode import decode, encode
-from engine.dht.node import (
+from dattui.engine.dht import info_hash_for
+from dattui.engine.dht import krpc
+from dattui.engine.dht.bencode import decode, encode
+from dattui.engine.dht.node import (
     ALPHA, MAX_HASHES, MAX_PEERS_PER_HASH, MAX_PEERS_TOTAL, MAX_TXNS, MAX_VERIFY, PEER_TTL,
     QUERY_BURST, REQUEST_BURST, TOKEN_ROTATE, DhtNode, LookupDone, PeersFound,
 )
-from engine.dht.persist import load_nodes, save_nodes
-from engine.dht.routing import ID_SPACE, K, NodeStatus, RoutingTable
-from engine.dht.service import DhtService
-from engine.transport.udp import Demux, UdpSocket, bind_udp
+from dattui.engine.dht.persist import load_nodes, save_nodes
+from dattui.engine.dht.routing import ID_SPACE, K, NodeStatus, RoutingTable
+from dattui.engine.dht.service import DhtService
+from dattui.engine.transport.udp import Demux, UdpSocket, bind_udp
 
 T0 = 1000.0
 
@@ -157,7 +157,7 @@ def test_lookup_with_no_nodes_ends_at_once():
 
 
 def test_api_argument_checks_cancel_and_lookup_cap():
-    from engine.dht.node import MAX_LOOKUPS, TooManyLookups
+    from dattui.engine.dht.node import MAX_LOOKUPS, TooManyLookups
 
     node = DhtNode(b"\x01" * 20, rng=random.Random(1), now=T0)
     node.bootstrap([("10.0.0.2", 6881)], now=T0)

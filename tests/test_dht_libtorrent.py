@@ -10,9 +10,9 @@ import pytest
 
 lt = pytest.importorskip("libtorrent")
 
-from engine.dht import info_hash_for  # noqa: E402
-from engine.dht.service import DhtService  # noqa: E402
-from engine.transport.udp import Demux, UdpSocket, bind_udp  # noqa: E402
+from dattui.engine.dht import info_hash_for  # noqa: E402
+from dattui.engine.dht.service import DhtService  # noqa: E402
+from dattui.engine.transport.udp import Demux, UdpSocket, bind_udp  # noqa: E402
 
 LT_NODES = 5
 LOCAL = "127.0.0.1"

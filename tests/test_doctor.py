@@ -27,6 +27,7 @@ from cli import env
 from helpers import make_tree
 from nat_helpers import Share, clone, first_connection, start_rendezvous, start_rendezvous_rfc5780
 from natlab import NatKind, add_full_cone_peer, add_peer, build_internet
+from installed import dattui_cmd, module_cmd
 
 pytestmark = pytest.mark.netns
 
@@ -37,7 +38,7 @@ BUDGET = 15.0
 
 
 def dattui(*args) -> list[str]:
-    return [sys.executable, "-m", "tui.main", *map(str, args)]
+    return dattui_cmd(*args)
 
 
 @pytest.fixture
@@ -344,7 +345,7 @@ def test_port_mapping_requested_and_released_at_a_natpmp_or_pcp_gateway(net, pro
 
 def test_the_daemon_asks_the_gateway_only_with_lan_discovery_on(net, tmp_path):
     """`python -m engine.daemon` inside the peer's namespace, reached over its Unix socket."""
-    from engine.daemon.client import DaemonClient
+    from dattui.engine.daemon.client import DaemonClient
 
     inet, _ = net
     peer = add_peer(inet.lab, inet, NatKind.CONE, 1)
@@ -366,7 +367,7 @@ def test_the_daemon_asks_the_gateway_only_with_lan_discovery_on(net, tmp_path):
         home = tmp_path / f"home-{lan}"
         env(home)
         (home / "config.toml").write_text(f'[discovery]\ndht = false\nrendezvous = ["{RDV1}:{PORT}"]\n')
-        daemon = peer.host.popen([sys.executable, "-m", "engine.daemon", "--port", "0",
+        daemon = peer.host.popen([*module_cmd("engine.daemon"), "--port", "0",
                                   *([] if lan else ["--no-lan"])], env=env(home), cwd=str(ROOT))
         try:
             names = asyncio.run(asyncio.wait_for(checks(home), 30))

@@ -16,19 +16,20 @@ from pathlib import Path
 
 import pytest
 
-from engine.doctor import DoctorOptions, Doctor, report, run_checks
-from engine.doctor_checks import probes
-from engine.doctor_checks import peer_proto as pp
-from engine.doctor_checks.peer import (PathResult, best_path, host_peer_test, join_peer_test,
+from dattui.engine.doctor import DoctorOptions, Doctor, report, run_checks
+from dattui.engine.doctor_checks import probes
+from dattui.engine.doctor_checks import peer_proto as pp
+from dattui.engine.doctor_checks.peer import (PathResult, best_path, host_peer_test, join_peer_test,
                                        path_reason)
-from engine.doctor_checks.probes import RelayFacts, StunAnswer
-from engine.doctor_checks.verdict import (APD, ED, EI, NONE, UNKNOWN, Facts, ServerResult,
+from dattui.engine.doctor_checks.probes import RelayFacts, StunAnswer
+from dattui.engine.doctor_checks.verdict import (APD, ED, EI, NONE, UNKNOWN, Facts, ServerResult,
                                           classify_filtering, classify_mapping, port_preserved,
                                           verdict)
-from engine.rendezvous.server import serve
+from dattui.engine.rendezvous.server import serve
 
 from cli import env
-from engine.errors import UsageError
+from dattui.engine.errors import UsageError
+from installed import dattui_cmd
 
 ROOT = Path(__file__).resolve().parent.parent
 S1, S2 = ("198.51.100.7", 3478), ("198.51.100.8", 3478)
@@ -246,7 +247,7 @@ async def test_overall_deadline_reports_unfinished_checks():
 
 
 async def test_dht_check_joins_a_node_on_loopback():
-    from engine.dht.service import DhtService
+    from dattui.engine.dht.service import DhtService
     p = probes.UdpProbe("127.0.0.1", 0)
     svc = DhtService(lambda d, a: p.sendto(d, a), os.urandom(20), loop=asyncio.get_running_loop())
     p.handlers.append(lambda d, a: svc.accepts(d) and (svc.datagram(d, a) or True))
@@ -284,13 +285,13 @@ def test_cli_prints_checks_and_exits_by_verdict(tmp_path):
     try:
         args = ["doctor", "--no-dht", "--no-lan", "--no-port-mapping", "--port", str(_free_udp_port()),
                 "--rendezvous", f"127.0.0.1:{port}"]
-        p = subprocess.run([sys.executable, "-m", "tui.main", *args], capture_output=True, text=True,
+        p = subprocess.run([*dattui_cmd(), *args], capture_output=True, text=True,
                            env=env(tmp_path / "home"), timeout=30, cwd=ROOT)
         assert p.returncode == 0, p.stdout + p.stderr  # no NAT on loopback: "direct"
         out = p.stdout
         assert "✓ UDP to the rendezvous server 127.0.0.1:%d works" % port in out
         assert "✓ verdict: direct connections will work" in out
-        p = subprocess.run([sys.executable, "-m", "tui.main", *args, "--json"], capture_output=True,
+        p = subprocess.run([*dattui_cmd(), *args, "--json"], capture_output=True,
                            text=True, env=env(tmp_path / "home"), timeout=30, cwd=ROOT)
         import json
         rep = json.loads(p.stdout)
@@ -371,7 +372,7 @@ async def test_peer_test_join_with_nobody_there_and_bad_ids(tmp_path):
     finally:
         srv.close()
         await srv.wait_closed()
-    p = subprocess.run([sys.executable, "-m", "tui.main", "doctor", "--peer", "dat://" + "ab" * 32,
+    p = subprocess.run([*dattui_cmd(), "doctor", "--peer", "dat://" + "ab" * 32,
                         "--rendezvous", "127.0.0.1:9"], capture_output=True, text=True,
                        env=env(tmp_path / "home"), timeout=30, cwd=ROOT)
     assert p.returncode == 2 and p.stdout == "" and len(p.stderr.strip().splitlines()) == 1
@@ -380,19 +381,19 @@ async def test_peer_test_join_with_nobody_there_and_bad_ids(tmp_path):
 
 def test_peer_test_cli_prints_every_path_on_both_sides(tmp_path):
     port = _free_udp_port()
-    rdv = subprocess.Popen([sys.executable, "-m", "tui.main", "rendezvous", "--bind", f"127.0.0.1:{port}"],
+    rdv = subprocess.Popen([*dattui_cmd(), "rendezvous", "--bind", f"127.0.0.1:{port}"],
                            stderr=subprocess.PIPE, text=True, env=env(tmp_path / "r"), cwd=ROOT)
     try:
         assert "rendezvous" in rdv.stderr.readline()
         common = ["--no-lan", "--no-dht", "--port", "0", "--rendezvous", f"127.0.0.1:{port}", "--sample-mib", "1"]
-        host = subprocess.Popen([sys.executable, "-m", "tui.main", "doctor", "--peer", "--wait", "20", *common],
+        host = subprocess.Popen([*dattui_cmd(), "doctor", "--peer", "--wait", "20", *common],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(tmp_path / "a"),
                                 cwd=ROOT)
         first = host.stdout.readline()
         assert first.startswith("peer test id: "), first
         test_id = first.split()[-1]
         assert len(test_id) == 19 and test_id.count("-") == 3
-        join = subprocess.run([sys.executable, "-m", "tui.main", "doctor", "--peer", test_id, *common],
+        join = subprocess.run([*dattui_cmd(), "doctor", "--peer", test_id, *common],
                               capture_output=True, text=True, env=env(tmp_path / "b"), timeout=60, cwd=ROOT)
         out, err = host.communicate(timeout=30)
         for text, code in ((out, host.returncode), (join.stdout, join.returncode)):
@@ -408,7 +409,7 @@ def test_peer_test_cli_prints_every_path_on_both_sides(tmp_path):
 
 
 def test_port_mapping_answers_are_parsed_strictly():
-    from engine.doctor_checks import portmap as pm
+    from dattui.engine.doctor_checks import portmap as pm
     req = pm.natpmp_map_request(3282, 60)
     assert len(req) == 12 and req[:2] == b"\x00\x01" and pm.natpmp_map_request(3282, 0, 0)[6:8] == b"\x00\x00"
     ok = bytes([0, 129, 0, 0]) + (7).to_bytes(4, "big") + (3282).to_bytes(2, "big") + (40000).to_bytes(2, "big") \
@@ -433,7 +434,7 @@ def test_port_mapping_answers_are_parsed_strictly():
 
 
 async def test_a_gateway_that_does_not_answer_mapping_requests():
-    from engine.doctor_checks import portmap as pm
+    from dattui.engine.doctor_checks import portmap as pm
     facts = pm.PortMapFacts(gateway="127.0.0.1", natpmp=True)
     t0 = time.monotonic()
     # nothing listens on 127.0.0.1:5351: the ICMP error ends it at once
@@ -444,7 +445,7 @@ async def test_a_gateway_that_does_not_answer_mapping_requests():
 async def test_a_peer_test_side_never_answers_its_own_pings():
     """A local address the other side reports may be one of ours too (a docker
     bridge on both machines): pings that reach their own sender stay unanswered."""
-    from engine.doctor_checks.peer import _Side
+    from dattui.engine.doctor_checks.peer import _Side
     srv = await serve("127.0.0.1", 0)
     side = _Side(DoctorOptions(rendezvous=(f"127.0.0.1:{srv.udp_address[1]}",), host="127.0.0.1", port=0),
                  "host", pp.new_test_id(), None, 1, 1.0)

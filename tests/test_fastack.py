@@ -14,9 +14,9 @@ from aioquic.quic.recovery import QuicPacketRecovery, QuicPacketSpace
 from aioquic.quic.stream import QuicStreamSender
 from aioquic.tls import Epoch
 
-from engine.transport import congestion
-from engine.transport.bulkstream import BulkStreamSender
-from engine.transport.fastack import FastAckRecovery
+from dattui.engine.transport import congestion
+from dattui.engine.transport.bulkstream import BulkStreamSender
+from dattui.engine.transport.fastack import FastAckRecovery
 
 MDS = 1452
 

@@ -21,11 +21,11 @@ from aioquic.quic.packet import QuicErrorCode, pull_quic_header
 from aioquic.quic.packet_builder import QuicDeliveryState
 from aioquic.quic.stream import QuicStreamSender
 
-from engine.transport import congestion, fastconn
-from engine.transport.bulkstream import BulkStreamSender
-from engine.transport.fastack import FastAckRecovery
-from engine.transport.identity import NodeIdentity
-from engine.transport.quic import QuicEndpoint
+from dattui.engine.transport import congestion, fastconn
+from dattui.engine.transport.bulkstream import BulkStreamSender
+from dattui.engine.transport.fastack import FastAckRecovery
+from dattui.engine.transport.identity import NodeIdentity
+from dattui.engine.transport.quic import QuicEndpoint
 
 A = ("10.0.0.1", 1000)  # the sender (server)
 B = ("10.0.0.2", 2000)  # the receiver (client)
@@ -301,8 +301,8 @@ def test_other_address_takes_aioquics_path():
 
 @pytest.mark.asyncio
 async def test_a_read_run_goes_straight_to_its_link_and_the_rest_the_usual_way():
-    from engine.events import PathKind
-    from engine.transport.paths import DirectPath
+    from dattui.engine.events import PathKind
+    from dattui.engine.transport.paths import DirectPath
 
     sent = []
 

@@ -9,10 +9,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_engine_imports_no_front_end():
     code = (
-        "import sys, pkgutil, importlib, engine\n"
-        "for m in pkgutil.walk_packages(engine.__path__, 'engine.'):\n"
+        "import sys, pkgutil, importlib, dattui.engine as engine\n"
+        "for m in pkgutil.walk_packages(engine.__path__, 'dattui.engine.'):\n"
         "    importlib.import_module(m.name)\n"
-        "bad = sorted(n for n in sys.modules if n.split('.')[0] in ('textual', 'rich', 'tui'))\n"
+        "bad = sorted(n for n in sys.modules if n.split('.')[0] in ('textual', 'rich') or n.startswith('dattui.tui'))\n"
         "print(','.join(bad))\n"
     )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
@@ -23,5 +23,6 @@ def test_engine_imports_no_front_end():
 def test_no_engine_source_mentions_front_ends():
     for f in (ROOT / "engine").rglob("*.py"):
         text = f.read_text()
-        for bad in ("import textual", "from textual", "import rich", "from rich", "from tui", "import tui"):
+        for bad in ("import textual", "from textual", "import rich", "from rich", "from dattui.tui",
+                    "import dattui.tui", "from ..tui", "from ...tui"):
             assert bad not in text, f"{f} contains {bad!r}"

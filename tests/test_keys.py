@@ -4,8 +4,8 @@ import hashlib
 
 import pytest
 
-from engine import keys
-from engine.errors import BadLink
+from dattui.engine import keys
+from dattui.engine.errors import BadLink
 
 SEED = bytes(range(32))
 # RFC 8032 test vector 1 (seed 9d61…, empty message)

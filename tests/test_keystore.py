@@ -3,9 +3,9 @@ import stat
 
 import pytest
 
-from engine import keystore
-from engine.errors import UsageError
-from engine.keys import ShareKey
+from dattui.engine import keystore
+from dattui.engine.errors import UsageError
+from dattui.engine.keys import ShareKey
 
 
 def _mode(path):

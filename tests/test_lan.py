@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.discovery.lan import (
+from dattui.engine.discovery.lan import (
     ANNOUNCE,
     GROUP,
     GROUP_PORT,
@@ -379,7 +379,7 @@ def test_state_is_bounded():
 NODE_SCRIPT = r"""
 import asyncio, json, sys, time
 sys.path.insert(0, sys.argv[1])
-from engine.discovery.lan import LanAnnouncer
+from dattui.engine.discovery.lan import LanAnnouncer
 
 cfg = json.loads(sys.argv[2])
 

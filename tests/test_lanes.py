@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import events as ev
-from engine.lanes import cpu, share_lanes
-from engine.peer import PeerState
+from dattui.engine import events as ev
+from dattui.engine.lanes import cpu, share_lanes
+from dattui.engine.peer import PeerState
 from helpers import engine, tree, until
 
 MAIN_BLOCKS = 4  # blocks the share's own connection serves in each test
@@ -196,7 +196,7 @@ async def test_pause_stops_the_lanes_of_both_sides_and_resume_goes_on(tmp_path):
 
 
 async def test_a_lane_port_serves_nobody_without_the_link(tmp_path):
-    from engine.keys import ShareKey, format_link
+    from dattui.engine.keys import ShareKey, format_link
     src = dataset(tmp_path / "src", files=2)
     a, b, share, clone, q = await pair(tmp_path, src)
     c = await engine(tmp_path / "hc", lanes=0)

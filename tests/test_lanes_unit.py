@@ -7,16 +7,16 @@ import random
 
 import pytest
 
-from engine import manifest as mf
-from engine import merkle, wire
-from engine.errors import ProtocolError
-from engine.events import PathKind
-from engine.keys import ShareKey
-from engine.lanes import cpu, lanes_for, pipe
-from engine.lanes.clone_lane import LaneClone
-from engine.lanes.share_lanes import lane_path_ok
-from engine.serve import manifest_frames
-from engine.transport.paths import DirectPath, RelayPath
+from dattui.engine import manifest as mf
+from dattui.engine import merkle, wire
+from dattui.engine.errors import ProtocolError
+from dattui.engine.events import PathKind
+from dattui.engine.keys import ShareKey
+from dattui.engine.lanes import cpu, lanes_for, pipe
+from dattui.engine.lanes.clone_lane import LaneClone
+from dattui.engine.lanes.share_lanes import lane_path_ok
+from dattui.engine.serve import manifest_frames
+from dattui.engine.transport.paths import DirectPath, RelayPath
 
 
 def test_verified_message_round_trip_in_pieces():

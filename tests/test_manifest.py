@@ -2,9 +2,9 @@ import struct
 
 import pytest
 
-from engine import handshake, keys
-from engine import manifest as mf
-from engine.errors import UnsafeManifest
+from dattui.engine import handshake, keys
+from dattui.engine import manifest as mf
+from dattui.engine.errors import UnsafeManifest
 
 KEY = keys.ShareKey.from_seed(bytes(range(32)))
 

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from engine import merkle
+from dattui.engine import merkle
 
 
 def test_golden_roots():

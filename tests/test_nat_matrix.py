@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from engine.transport.identity import NodeIdentity
+from dattui.engine.transport.identity import NodeIdentity
 from helpers import make_tree, tree, visible
 from nat_helpers import RDV, Share, clone, first_connection, start_rendezvous
 from natlab import NatKind, add_peer, add_peers_same_nat, build_internet

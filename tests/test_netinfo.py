@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.netinfo import Interface, is_private, local_addresses
+from dattui.engine.netinfo import Interface, is_private, local_addresses
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,7 +67,7 @@ _counter = itertools.count()
 SCRIPT = r"""
 import dataclasses, json, socket, sys
 sys.path.insert(0, sys.argv[1])
-from engine.netinfo import local_addresses
+from dattui.engine.netinfo import local_addresses
 print(json.dumps({
     "ifs": [dataclasses.asdict(i) for i in local_addresses()],
     "index": {n: i for i, n in socket.if_nameindex()},

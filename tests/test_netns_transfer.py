@@ -9,19 +9,20 @@ import pytest
 
 from cli import env, follow_share
 from helpers import make_tree, tree, visible
+from installed import dattui_cmd
 
 pytestmark = pytest.mark.netns
 
 
 def _share(host, src, home, *extra):
-    proc = host.popen([sys.executable, "-m", "tui.main", "share", str(src), "--json", *extra],
+    proc = host.popen([*dattui_cmd(), "share", str(src), "--json", *extra],
                       stdout=__import__("subprocess").PIPE, text=True, env=env(home))
     first = follow_share(proc)[0]
     return proc, first
 
 
 def _clone(host, link, dst, home, *extra):
-    p = host.run([sys.executable, "-m", "tui.main", "clone", link, str(dst), "--json", *extra],
+    p = host.run([*dattui_cmd(), "clone", link, str(dst), "--json", *extra],
                  env=env(home), check=False, timeout=120)
     return p, [json.loads(l) for l in p.stdout.splitlines() if l.startswith("{")]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aioquic.quic.recovery import QuicPacketPacer
 
-from engine.transport.pacing import BURST_PACKETS, BurstPacer
-from engine.transport.quic import QuicEndpoint
+from dattui.engine.transport.pacing import BURST_PACKETS, BurstPacer
+from dattui.engine.transport.quic import QuicEndpoint
 from test_fastconn import config
 
 MSS = 1452

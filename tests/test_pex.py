@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import asyncio
 
-from engine import wire
-from engine.events import PathKind
-from engine.traversal import pex as pexmod
+from dattui.engine import wire
+from dattui.engine.events import PathKind
+from dattui.engine.traversal import pex as pexmod
 from helpers import engine, tree, until, visible
 from test_swarm import PacedServer, close_all, make_files
 

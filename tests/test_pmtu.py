@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import itertools
 
-from engine.transport import pmtu
-from engine.transport.pmtu import PmtuSearch, SearchState
+from dattui.engine.transport import pmtu
+from dattui.engine.transport.pmtu import PmtuSearch, SearchState
 
 
 def _nonces():

@@ -13,6 +13,7 @@ import pytest
 
 from cli import env, follow_share
 from helpers import tree, visible
+from installed import dattui_cmd
 
 pytestmark = pytest.mark.netns
 
@@ -26,11 +27,11 @@ def _data(path, mib: int):
 
 def _transfer(share_host, clone_host, share_ip, tmp_path, mib: int):
     src = _data(tmp_path / "src", mib)
-    share = share_host.popen([sys.executable, "-m", "tui.main", "share", str(src), "--json",
+    share = share_host.popen([*dattui_cmd(), "share", str(src), "--json",
                               "--no-lan"], stdout=subprocess.PIPE, text=True, env=env(tmp_path / "ha"))
     try:
         first = follow_share(share)[0]
-        p = clone_host.run([sys.executable, "-m", "tui.main", "clone", first["link"],
+        p = clone_host.run([*dattui_cmd(), "clone", first["link"],
                             str(tmp_path / "dst"), "--json", "--no-lan",
                             "--peer", f"{share_ip}:{first['port']}"],
                            env=env(tmp_path / "hb"), check=False, timeout=180)
@@ -89,12 +90,12 @@ def test_a_path_that_shrinks_mid_transfer_falls_back_and_finishes(lab, tmp_path)
     link = lab.link(a, "10.73.0.1", b, "10.73.0.2", mtu=9000)
     lab.rate_limit(a, link.ifname_a, mbit=80)
     src = _data(tmp_path / "src", 48)
-    share = a.popen([sys.executable, "-m", "tui.main", "share", str(src), "--json", "--no-lan"],
+    share = a.popen([*dattui_cmd(), "share", str(src), "--json", "--no-lan"],
                     stdout=subprocess.PIPE, text=True, env=env(tmp_path / "ha"))
     try:
         lines = follow_share(share)
         port = lines[0]["port"]
-        clone = b.popen([sys.executable, "-m", "tui.main", "clone", lines[0]["link"],
+        clone = b.popen([*dattui_cmd(), "clone", lines[0]["link"],
                          str(tmp_path / "dst"), "--json", "--no-lan", "--peer", f"10.73.0.1:{port}"],
                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                         env=env(tmp_path / "hb"))

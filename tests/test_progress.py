@@ -3,8 +3,8 @@ import time
 
 from rich.console import Console
 
-import tui.progress as progress
-from engine.events import (
+import dattui.tui.progress as progress
+from dattui.engine.events import (
     BadBlockReceived,
     FileCompleted,
     FileProgress,

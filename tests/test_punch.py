@@ -2,7 +2,7 @@
 
 import random
 
-from engine.traversal.punch import (ACK, LOW_TTL, PROBE, PunchState, Punched, Puncher, Send,
+from dattui.engine.traversal.punch import (ACK, LOW_TTL, PROBE, PunchState, Punched, Puncher, Send,
                                     encode, is_probe)
 
 S = bytes(range(16))

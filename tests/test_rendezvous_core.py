@@ -9,11 +9,11 @@ import weakref
 
 import pytest
 
-from engine import stun
-from engine.rendezvous import client_core as cc
-from engine.rendezvous import protocol as p
-from engine.rendezvous.client_core import RendezvousClient
-from engine.rendezvous.server_core import RendezvousServerCore, Send, ServerLimits
+from dattui.engine import stun
+from dattui.engine.rendezvous import client_core as cc
+from dattui.engine.rendezvous import protocol as p
+from dattui.engine.rendezvous.client_core import RendezvousClient
+from dattui.engine.rendezvous.server_core import RendezvousServerCore, Send, ServerLimits
 
 KEY = bytes(range(32))
 KEY2 = bytes(range(1, 33))

@@ -14,12 +14,13 @@ import time
 
 import pytest
 
-from engine import stun
-from engine.rendezvous import client_core as cc
-from engine.rendezvous import protocol as p
-from engine.rendezvous.client_core import RendezvousClient
-from engine.rendezvous.server import run_rendezvous, serve
-from engine.rendezvous.server_core import ServerLimits
+from dattui.engine import stun
+from dattui.engine.rendezvous import client_core as cc
+from dattui.engine.rendezvous import protocol as p
+from dattui.engine.rendezvous.client_core import RendezvousClient
+from dattui.engine.rendezvous.server import run_rendezvous, serve
+from dattui.engine.rendezvous.server_core import ServerLimits
+from installed import dattui_cmd
 
 KEY = bytes(range(32))
 TIMEOUT = 5.0
@@ -569,19 +570,19 @@ def test_cli_alt_bind(tmp_path):
     import sys
     from pathlib import Path
     root = Path(__file__).resolve().parent.parent
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root), "DATTUI_HOME": str(tmp_path)}
+    env = {"PATH": "/usr/bin:/bin", "DATTUI_HOME": str(tmp_path)}
     ports = []
     for _ in range(2):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.bind(("127.0.0.1", 0))
             ports.append(s.getsockname()[1])
-    bad = subprocess.run([sys.executable, "-m", "tui.main", "rendezvous", "--bind", f"0.0.0.0:{ports[0]}",
+    bad = subprocess.run([*dattui_cmd(), "rendezvous", "--bind", f"0.0.0.0:{ports[0]}",
                           "--alt-bind", "127.0.0.2:5000"], capture_output=True, text=True, env=env, timeout=20)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "second IP" in bad.stderr
-    bad = subprocess.run([sys.executable, "-m", "tui.main", "rendezvous", "--bind", "127.0.0.1:0",
+    bad = subprocess.run([*dattui_cmd(), "rendezvous", "--bind", "127.0.0.1:0",
                           "--alt-bind", "nonsense:x"], capture_output=True, text=True, env=env, timeout=20)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "HOST:PORT" in bad.stderr
-    proc = subprocess.Popen([sys.executable, "-m", "tui.main", "rendezvous", "--bind", f"127.0.0.1:{ports[0]}",
+    proc = subprocess.Popen([*dattui_cmd(), "rendezvous", "--bind", f"127.0.0.1:{ports[0]}",
                              "--alt-bind", f"127.0.0.2:{ports[1]}"], stderr=subprocess.PIPE, text=True, env=env)
     try:
         line = proc.stderr.readline()

@@ -11,7 +11,7 @@ import threading
 import time
 
 from cli import TEST_CONFIG, ShareProcess, cmd, env, run_clone
-from engine.store import CloneDB
+from dattui.engine.store import CloneDB
 from helpers import tree, visible
 
 TOTAL = 160 * 1024 * 1024 + 12345

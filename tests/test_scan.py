@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import manifest, merkle, scan
+from dattui.engine import manifest, merkle, scan
 
 BS = 4096
 

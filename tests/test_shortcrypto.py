@@ -10,7 +10,7 @@ from aioquic._crypto import CryptoError
 from aioquic.quic.crypto import CryptoContext
 from aioquic.tls import CipherSuite
 
-from engine.transport import shortcrypto
+from dattui.engine.transport import shortcrypto
 
 DCID = bytes.fromhex("8394c8f03e515708")
 

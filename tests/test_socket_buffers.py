@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from engine.transport import udp
+from dattui.engine.transport import udp
 from helpers import engine, make_tree
 
 

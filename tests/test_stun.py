@@ -8,8 +8,8 @@ import struct
 
 import pytest
 
-from engine import stun
-from engine.stun import StunError
+from dattui.engine import stun
+from dattui.engine.stun import StunError
 
 # RFC 5769 2.1-2.3 (short-term credential, password below)
 PASSWORD = b"VOkJxbRl1RmTxUk/WvJxBt"

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from engine import keystore, wire
-from engine.errors import NotFound
-from engine.serve import BlockServer
-from engine.store import ShareDB
+from dattui.engine import keystore, wire
+from dattui.engine.errors import NotFound
+from dattui.engine.serve import BlockServer
+from dattui.engine.store import ShareDB
 from helpers import engine, tree, visible
 
 MiB = 1 << 20
@@ -318,9 +318,9 @@ async def test_no_upload_clone_serves_nothing(tmp_path):
 
 
 def test_no_upload_flag_reaches_the_engine_options():
-    import config as config_mod
-    from tui.main import build_parser
-    from tui.transfer_cmds import engine_options
+    from dattui import config as config_mod
+    from dattui.tui.main import build_parser
+    from dattui.tui.transfer_cmds import engine_options
     cfg = config_mod.load()
     link = "dat://" + "ab" * 32
     on = build_parser().parse_args(["clone", link, "dir"])
@@ -331,7 +331,7 @@ def test_no_upload_flag_reaches_the_engine_options():
 
 
 def test_pipeline_is_twice_the_bandwidth_delay_product_within_bounds():
-    from engine.clone import MIN_PIPELINE_BLOCKS, pipeline_bytes
+    from dattui.engine.clone import MIN_PIPELINE_BLOCKS, pipeline_bytes
     bs, cap = 256 * 1024, 16 * MiB
     floor = MIN_PIPELINE_BLOCKS * bs
     assert pipeline_bytes(0, 0.05, bs, cap) == floor  # nothing measured yet

@@ -10,10 +10,10 @@ import random
 import sqlite3
 from pathlib import Path
 
-from engine import events as ev
-from engine import merkle, wire
-from engine.clone import _new_bits, ranges_mask
-from engine.store import CloneDB
+from dattui.engine import events as ev
+from dattui.engine import merkle, wire
+from dattui.engine.clone import _new_bits, ranges_mask
+from dattui.engine.store import CloneDB
 from helpers import engine, tree, until, visible
 from test_swarm import PacedServer, close_all
 

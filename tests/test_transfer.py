@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from engine import events as ev
-from engine import manifest as mf
-from engine.errors import DattuiError, NotFound, UnsafeManifest, UsageError
-from engine.share import ShareSwarm
+from dattui.engine import events as ev
+from dattui.engine import manifest as mf
+from dattui.engine.errors import DattuiError, NotFound, UnsafeManifest, UsageError
+from dattui.engine.share import ShareSwarm
 from helpers import engine, make_tree, tree, visible
 
 
@@ -68,8 +68,8 @@ async def test_peer_without_the_link_gets_only_a_closed_connection(tmp_path):
         tid = await a.share(src)
         real = a.transfer(tid)
         # an attacker who learned the discovery key (it is public) but not the link
-        from engine.swarmbase import SwarmBase
-        from engine.keys import ShareKey
+        from dattui.engine.swarmbase import SwarmBase
+        from dattui.engine.keys import ShareKey
 
         class Impostor(SwarmBase):
             role = ev.Role.CLONE
@@ -121,7 +121,7 @@ async def test_bad_block_disconnects_peer_and_honest_peer_finishes(tmp_path):
         tid = await honest.share(src)
         link = honest.transfer(tid).link
         # the evil node holds the same key (a stolen copy) but corrupts data
-        from engine import keystore
+        from dattui.engine import keystore
         key = honest.transfer(tid).key
         keystore.save(key, evil.state_dir)
         swarm = CorruptingShare(src, key, honest.transfer(tid).db.__class__(src), evil._emit)
@@ -173,7 +173,7 @@ async def test_manifest_escaping_target_is_refused(tmp_path, evil_path):
     b = await engine(tmp_path / "hb")
     try:
         key = a.share_key(src)
-        from engine.store import ShareDB
+        from dattui.engine.store import ShareDB
         EvilManifestShare.EVIL_PATH = evil_path
         swarm = EvilManifestShare(src, key, ShareDB(src), a._emit)
         await swarm.publish()
@@ -202,7 +202,7 @@ async def test_symlink_planted_in_target_is_refused(tmp_path):
         dst = tmp_path / "dst"
         dst.mkdir()
         # a clone that was started before, then someone planted a symlink
-        from engine.store import CloneDB
+        from dattui.engine.store import CloneDB
         db = CloneDB(dst)
         db.set("public_key", a.transfer(tid).public_key)
         db.close()

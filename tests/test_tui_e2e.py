@@ -36,7 +36,7 @@ from pathlib import Path
 import pytest
 
 from cli import cmd, env
-from engine.daemon.client import DaemonClient, daemon_running
+from dattui.engine.daemon.client import DaemonClient, daemon_running
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None,
                                 reason="needs tmux (scripts/test.sh installs it)")
@@ -126,7 +126,7 @@ class Tmux:
         subprocess.run(
             ["tmux", "-L", self.socket, "-f", str(self.conf), "new-session", "-d",
              "-s", session, "-x", str(COLS), "-y", str(ROWS),
-             "-e", f"DATTUI_HOME={home}", "-e", f"PYTHONPATH={environ['PYTHONPATH']}",
+             "-e", f"DATTUI_HOME={home}",
              # the pane keeps the exit status on screen: remain-on-exit alone raced with
              # the session going away when the command ended
              shlex.join(argv) + '; echo "[dattui exited $?]"; sleep 3600'],

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.events import FileCompleted, PeerConnected, PathKind, Role, State, TransferStatus
+from dattui.engine.events import FileCompleted, PeerConnected, PathKind, Role, State, TransferStatus
 from fake_engine import (
     GENOMES,
     SURVEY,
@@ -16,9 +16,9 @@ from fake_engine import (
     load_recording,
     to_json,
 )
-from tui.format import bar, fit, fit_middle, name_of, percent, safe, short_link
-from tui.model import HISTORY_SECONDS, Dashboard
-from tui.widgets.paths import IsCloneTarget, IsFolder, IsLink, complete_path
+from dattui.tui.format import bar, fit, fit_middle, name_of, percent, safe, short_link
+from dattui.tui.model import HISTORY_SECONDS, Dashboard
+from dattui.tui.widgets.paths import IsCloneTarget, IsFolder, IsLink, complete_path
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -182,21 +182,22 @@ async def test_fake_engine_replays_and_records():
 
 def test_the_dashboard_uses_only_the_engine_interface():
     # events, the daemon interface, and link parsing: never the engine's internals
-    allowed = {"engine.events", "engine.daemon.interface", "engine.keys", "engine.errors"}
+    allowed = {"dattui.engine.events", "dattui.engine.daemon.interface", "dattui.engine.keys",
+               "dattui.engine.errors"}
     tui = ROOT / "tui"
     dashboard_files = [tui / "app.py", tui / "format.py", tui / "model.py", tui / "messages.py",
                        *(tui / "screens").glob("*.py"), *(tui / "widgets").glob("*.py")]
     for f in dashboard_files:
         for line in f.read_text().splitlines():
             line = line.strip()
-            if line.startswith(("from engine", "import engine")):
+            if line.startswith(("from dattui.engine", "import dattui.engine", "from ..engine", "from ...engine")):
                 module = line.split()[1]
                 assert module in allowed, f"{f.relative_to(ROOT)}: {line}"
 
 
 def test_path_attempts_are_shown_on_the_connectivity_screen():
-    from engine.events import PathAttempted
-    from tui.format import attempt_text
+    from dattui.engine.events import PathAttempted
+    from dattui.tui.format import attempt_text
     ev = PathAttempted("t" * 16, "203.0.113.5:3282", "relay",
                        "no probe answered yet: relaying through 203.0.113.10:3478")
     text = attempt_text(ev, {}).plain

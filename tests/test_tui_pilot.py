@@ -10,7 +10,7 @@ from textual import events
 from textual.command import CommandPalette
 from textual.widgets import DataTable, Input, RichLog, Static
 
-import config as config_mod
+from dattui import config as config_mod
 from fake_engine import (
     CLIMATE,
     DOCTOR_RESULTS,
@@ -25,13 +25,13 @@ from fake_engine import (
     load_recording,
     load_snapshot,
 )
-from tui.screens.connectivity import ConnectivityScreen, check_text
-from tui.screens.help import HelpScreen
-from tui.screens.log import LogScreen
-from tui.screens.modals import AddShareModal, CloneModal, ConfirmModal, LinkModal
-from tui.screens.shares import SharesScreen
-from tui.screens.transfer import TransferScreen
-from tui.widgets.file_table import FileTable
+from dattui.tui.screens.connectivity import ConnectivityScreen, check_text
+from dattui.tui.screens.help import HelpScreen
+from dattui.tui.screens.log import LogScreen
+from dattui.tui.screens.modals import AddShareModal, CloneModal, ConfirmModal, LinkModal
+from dattui.tui.screens.shares import SharesScreen
+from dattui.tui.screens.transfer import TransferScreen
+from dattui.tui.widgets.file_table import FileTable
 
 SIZE = (80, 24)
 DEMO_TIDS = [SURVEY, GENOMES, CLIMATE, NOTES]  # the order of the recording

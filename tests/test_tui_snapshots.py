@@ -17,12 +17,12 @@ import pytest
 from textual.widgets import Input, RichLog, Static
 
 from fake_engine import FakeEngine, dashboard, load_recording
-from tui.screens.connectivity import ConnectivityScreen
-from tui.screens.help import HelpScreen
-from tui.screens.log import LogScreen
-from tui.screens.modals import AddShareModal, ConfirmModal, LinkModal
-from tui.screens.transfer import TransferScreen
-from tui.widgets.file_table import FileTable
+from dattui.tui.screens.connectivity import ConnectivityScreen
+from dattui.tui.screens.help import HelpScreen
+from dattui.tui.screens.log import LogScreen
+from dattui.tui.screens.modals import AddShareModal, ConfirmModal, LinkModal
+from dattui.tui.screens.transfer import TransferScreen
+from dattui.tui.widgets.file_table import FileTable
 
 SIZES = [(80, 24), (120, 40)]
 

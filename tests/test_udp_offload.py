@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from engine.transport.udp import Demux, UdpSocket, bind_udp
+from dattui.engine.transport.udp import Demux, UdpSocket, bind_udp
 
 
 async def _exchange(datagrams: list[bytes], *, offload: bool, runs: list | None = None,

@@ -5,8 +5,8 @@ import random
 
 import pytest
 
-from engine import wire
-from engine.errors import ProtocolError
+from dattui.engine import wire
+from dattui.engine.errors import ProtocolError
 
 H = bytes.hex
 GOLDEN = [

@@ -28,9 +28,9 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.screen import ModalScreen, Screen
 
-from config import Config
-from engine.daemon.interface import EngineApi
-from engine.events import TransferFailed
+from dattui.config import Config
+from dattui.engine.daemon.interface import EngineApi
+from dattui.engine.events import TransferFailed
 
 from .format import name_of, safe
 from .messages import ModelUpdated

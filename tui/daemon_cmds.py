@@ -7,10 +7,10 @@ import json
 import sys
 from pathlib import Path
 
-from engine.daemon.client import DaemonClient, daemon_running, ensure_daemon
-from engine.errors import DattuiError, UsageError
-from engine.keys import parse_link
-from engine.statedir import state_dir
+from dattui.engine.daemon.client import DaemonClient, daemon_running, ensure_daemon
+from dattui.engine.errors import DattuiError, UsageError
+from dattui.engine.keys import parse_link
+from dattui.engine.statedir import state_dir
 
 from .progress import format_rate
 
@@ -57,7 +57,7 @@ async def run_daemon_command(args, cfg) -> int:
         if args.command == "list":
             rows = await client.status()
             if args.json:
-                from engine import codec
+                from dattui.engine import codec
                 for st in rows:
                     print(json.dumps(codec.encode(st)))
                 return 0

@@ -30,8 +30,8 @@ import textwrap
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the parser is built on every run: the engine is imported only when used
-    from engine.daemon.interface import CheckResult
-    from engine.doctor import DoctorOptions
+    from dattui.engine.daemon.interface import CheckResult
+    from dattui.engine.doctor import DoctorOptions
 
 MARK = {True: "✓", False: "✗", None: "?"}
 
@@ -54,7 +54,7 @@ def add_arguments(p) -> None:
 
 
 def doctor_options(args, cfg) -> DoctorOptions:
-    from engine.doctor import DoctorOptions
+    from dattui.engine.doctor import DoctorOptions
 
     return DoctorOptions(
         rendezvous=tuple(args.rendezvous or ()) + tuple(cfg.discovery.rendezvous),
@@ -88,7 +88,7 @@ def format_check(r: CheckResult, verbose: bool = False) -> str:
 
 
 async def run_doctor(args, cfg) -> int:
-    from engine.doctor import Doctor
+    from dattui.engine.doctor import Doctor
 
     opts = doctor_options(args, cfg)
     if args.peer is not None:
@@ -120,7 +120,7 @@ def _rate(bps: float | None) -> str:
 
 
 def _print_peer(res, json_mode: bool) -> None:
-    from engine.doctor_checks.peer import best_path
+    from dattui.engine.doctor_checks.peer import best_path
 
     from . import jsonout
 
@@ -156,8 +156,8 @@ def _print_peer(res, json_mode: bool) -> None:
 
 
 async def _run_peer(args, cfg, opts: DoctorOptions) -> int:
-    from engine.doctor_checks import peer_proto
-    from engine.doctor_checks.peer import host_peer_test, join_peer_test
+    from dattui.engine.doctor_checks import peer_proto
+    from dattui.engine.doctor_checks.peer import host_peer_test, join_peer_test
 
     from . import jsonout
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 from rich.text import Text
 
-from engine.events import (
+from dattui.engine.events import (
     BadBlockReceived,
     CloneCompleted,
     Event,
@@ -36,7 +36,7 @@ from engine.events import (
     TransferStatus,
     VersionPublished,
 )
-from tui.progress import _safe, format_bytes, format_rate
+from dattui.tui.progress import _safe, format_bytes, format_rate
 
 __all__ = [
     "safe",

@@ -8,7 +8,7 @@ import json
 import re
 import sys
 
-from engine.events import Event
+from dattui.engine.events import Event
 
 
 def _snake(name: str) -> str:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from engine import keys, keystore
-from engine.errors import UsageError
-from engine.statedir import state_dir, write_private
-from engine.store import ShareDB, db_path
+from dattui.engine import keys, keystore
+from dattui.engine.errors import UsageError
+from dattui.engine.statedir import state_dir, write_private
+from dattui.engine.store import ShareDB, db_path
 
 
 def _share_public(folder: Path) -> bytes:

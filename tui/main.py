@@ -11,8 +11,8 @@ import logging
 import os
 import sys
 
-import config as config_mod
-from engine.errors import DattuiError
+from dattui import config as config_mod
+from dattui.engine.errors import DattuiError
 
 USAGE = """dattui: move research data directly between machines.
 

@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from engine.events import (
+from dattui.engine.events import (
     Event,
     PeerConnected,
     PeerDisconnected,

@@ -21,7 +21,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from engine.events import (
+from dattui.engine.events import (
     BadBlockReceived,
     Event,
     FileCompleted,

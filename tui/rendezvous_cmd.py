@@ -7,9 +7,9 @@ import asyncio
 import signal
 import sys
 
-from engine.discovery.static import parse_hostport
-from engine.errors import UsageError
-from engine.rendezvous.server import AUTO, run_rendezvous
+from dattui.engine.discovery.static import parse_hostport
+from dattui.engine.errors import UsageError
+from dattui.engine.rendezvous.server import AUTO, run_rendezvous
 
 
 def parse_alt(text: str | None, bind_host: str):

@@ -10,10 +10,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from engine import events as ev
-from engine.api import Engine, EngineOptions
-from engine.errors import DattuiError
-from engine.keys import parse_link
+from dattui.engine import events as ev
+from dattui.engine.api import Engine, EngineOptions
+from dattui.engine.errors import DattuiError
+from dattui.engine.keys import parse_link
 
 from . import jsonout
 from .progress import ProgressView

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from .. import codec
+from ..child import child_env, module_argv
 from ..errors import DattuiError
 from ..events import Event, TransferStatus
 from .interface import CheckResult, FilePage
@@ -170,10 +171,8 @@ def daemon_running(state: Path) -> bool:
 def spawn_daemon(state: Path, extra_args: list[str] = ()) -> None:
     """Start the daemon detached from this terminal: it outlives the SSH session."""
     log = open(state / "daemon.log", "ab")
-    env = dict(os.environ, DATTUI_HOME=str(state))
-    root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    subprocess.Popen([sys.executable, "-m", "engine.daemon", *extra_args], stdin=subprocess.DEVNULL,
+    env = child_env(dict(os.environ, DATTUI_HOME=str(state)))
+    subprocess.Popen([*module_argv("engine.daemon"), *extra_args], stdin=subprocess.DEVNULL,
                      stdout=log, stderr=log, start_new_session=True, env=env, close_fds=True)
 
 

@@ -251,11 +251,11 @@ class Daemon:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m engine.daemon`: run in the foreground (dattui starts it detached)."""
+    """`python -m dattui.engine.daemon`: run in the foreground (dattui starts it detached)."""
     import argparse
     import logging
 
-    import config as config_mod
+    from dattui import config as config_mod
     parser = argparse.ArgumentParser(prog="dattui-daemon")
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--no-lan", action="store_true")

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .. import wire
+from ..child import child_env, module_argv
 from ..errors import ProtocolError
 from . import pipe
 
@@ -120,12 +121,8 @@ class PipeEnd:
                 t.close()
 
 
-def _package_root() -> str:
-    return str(Path(__file__).resolve().parents[2])
-
-
 class LaneProcess:
-    """A lane worker (`python -m engine.lanes.worker`) and its pipe."""
+    """A lane worker (`python -m dattui.engine.lanes.worker`) and its pipe."""
 
     def __init__(self, on_message: Callable[[object], None] = lambda m: None,
                  on_exit: Callable[[], None] = lambda: None) -> None:
@@ -140,12 +137,10 @@ class LaneProcess:
         from_lane_r, from_lane_w = os.pipe()
         for fd in (to_lane_w, from_lane_w):
             enlarge(fd)
-        env = dict(os.environ)
-        root = _package_root()
-        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env = child_env(os.environ)
         try:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "engine.lanes.worker", stdin=to_lane_r, stdout=from_lane_w,
+                *module_argv("engine.lanes.worker"), stdin=to_lane_r, stdout=from_lane_w,
                 stderr=asyncio.subprocess.DEVNULL, env=env, start_new_session=True)
         except BaseException:
             os.close(from_lane_r)

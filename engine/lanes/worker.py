@@ -1,4 +1,4 @@
-"""A lane process: `python -m engine.lanes.worker`, started by a share or a
+"""A lane process: `python -m dattui.engine.lanes.worker`, started by a share or a
 clone (process.py) with its pipe on stdin and stdout. The first message is its
 LaneConfig; `role` says which lane it is. It exits when its pipe closes (its
 main process stopped it or is gone) or, for a clone's lane, when its

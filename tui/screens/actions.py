@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from textual import work
 from textual.screen import Screen
 
-from engine.events import State, TransferStatus
+from dattui.engine.events import State, TransferStatus
 
 from ..format import name_of, safe
 from .modals import ConfirmModal, LinkModal

@@ -20,7 +20,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Header, Label, RichLog, Static
 
-from engine.daemon.interface import CheckResult
+from dattui.engine.daemon.interface import CheckResult
 
 from ..format import attempt_text, safe, stamp_text
 from ..widgets.footer import KeysFooter

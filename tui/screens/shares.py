@@ -12,7 +12,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Header, Static
 
-from engine.events import TransferStatus
+from dattui.engine.events import TransferStatus
 
 from ..format import (
     fit_start,

@@ -17,7 +17,7 @@ from textual.containers import Horizontal
 from textual.timer import Timer
 from textual.widgets import DataTable, Header, Input, Sparkline, Static
 
-from engine.events import PeerStatus, Role, State, TransferStatus
+from dattui.engine.events import PeerStatus, Role, State, TransferStatus
 
 from ..format import (
     fit,

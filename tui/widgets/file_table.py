@@ -19,7 +19,7 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from engine.events import FileProgress
+from dattui.engine.events import FileProgress
 
 from ..format import bar, fit, format_bytes, fraction_of, percent, safe
 

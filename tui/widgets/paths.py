@@ -12,8 +12,8 @@ import os
 from textual.suggester import Suggester
 from textual.validation import ValidationResult, Validator
 
-from engine.errors import BadLink
-from engine.keys import parse_link
+from dattui.engine.errors import BadLink
+from dattui.engine.keys import parse_link
 
 __all__ = ["PathSuggester", "IsFolder", "IsCloneTarget", "IsLink", "complete_path", "expand"]
 
