@@ -6,8 +6,8 @@ Every test that starts a dattui process (CLI, daemon, lanes, namespaces, tmux)
 takes its command line from here, so what is tested is what users install.
 
 Run without test.sh (a developer's quick `pytest`), DATTUI_VENV is unset and
-the editable tree is used instead, through `python -P -m dattui`; under CI
-(CI=true) that is an error, not a silent fallback.
+this checkout's tree is used instead (whatever is installed in the venv);
+under CI (CI=true) that is an error, not a silent fallback.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
 
 _VENV = os.environ.get("DATTUI_VENV")
 if not _VENV and os.environ.get("CI") == "true":
@@ -30,9 +32,17 @@ def dattui_cmd(*args) -> list[str]:
     """argv that runs `dattui ARGS...` as a user would."""
     if _VENV:
         return [str(Path(_VENV) / "bin" / "dattui"), *map(str, args)]
-    return [sys.executable, "-P", "-m", "dattui", *map(str, args)]
+    return [sys.executable, "-P", "-c", _FROM_CHECKOUT.format(root=str(ROOT), module="dattui"),
+            *map(str, args)]
 
 
 def module_cmd(module: str, *args) -> list[str]:
     """argv that runs `python -m dattui.MODULE ARGS...` with the installed package."""
-    return [PYTHON, "-P", "-m", "dattui." + module, *map(str, args)]
+    if _VENV:
+        return [PYTHON, "-P", "-m", "dattui." + module, *map(str, args)]
+    return [sys.executable, "-P", "-c", _FROM_CHECKOUT.format(root=str(ROOT), module="dattui." + module),
+            *map(str, args)]
+
+
+_FROM_CHECKOUT = ("import runpy, sys; sys.path.insert(0, {root!r}); "
+                  "runpy.run_module({module!r}, run_name='__main__', alter_sys=True)")
