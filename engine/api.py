@@ -220,6 +220,7 @@ class Engine:
             if public is None:
                 key = keys.ShareKey.generate()
                 keystore.save(key, self.state_dir)
+                keystore.remember_folder(key, folder, self.state_dir)
                 db.set("public_key", key.public)
                 db.set("role", "share")
                 return key
@@ -228,6 +229,7 @@ class Engine:
                 raise UsageError(
                     f"{folder} is shared as {keys.format_link(public)} but its secret key is not "
                     "on this machine: import it with `dattui keys import FILE`")
+            keystore.remember_folder(key, folder, self.state_dir)
             return key
         finally:
             db.close()

@@ -13,6 +13,7 @@ No error message ever contains the seed.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -32,6 +33,8 @@ __all__ = [
     "export_text",
     "import_text",
     "import_file",
+    "remember_folder",
+    "folders_of",
 ]
 
 KEYS_DIR = "keys"
@@ -177,3 +180,38 @@ def import_file(path: Path, state: Path) -> ShareKey:
     key = import_text(text, source=str(path))
     save(key, state)
     return key
+
+
+# ---- which folders each key shares ---------------------------------------------------
+# ``<state dir>/keys/folders.json``: {"<discovery key hex>": ["/abs/folder", ...]}.
+# Written when a share starts, read by `dattui keys list`; a damaged file is
+# treated as empty (it is a convenience, never a source of truth).
+FOLDERS_FILE = "folders.json"
+
+
+def remember_folder(key: ShareKey, folder: Path, state: Path) -> None:
+    """Note that `key` shares `folder` (absolute), for `dattui keys list`."""
+    known = folders(state)
+    dkey = discovery_key(key.public).hex()
+    entry = known.setdefault(dkey, [])
+    if str(folder) in entry:
+        return
+    entry.append(str(folder))
+    write_private(Path(state) / KEYS_DIR / FOLDERS_FILE,
+                  json.dumps(known, indent=1, sort_keys=True).encode())
+
+
+def folders(state: Path) -> dict[str, list[str]]:
+    """discovery key hex -> the folders shared with that key on this machine."""
+    try:
+        data = json.loads((Path(state) / KEYS_DIR / FOLDERS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: [f for f in v if isinstance(f, str)] for k, v in data.items()
+            if isinstance(k, str) and isinstance(v, list)}
+
+
+def folders_of(key: ShareKey, state: Path) -> list[str]:
+    return folders(state).get(discovery_key(key.public).hex(), [])

@@ -36,8 +36,12 @@ def run_keys(args) -> int:
               file=sys.stderr)
         return 0
     if cmd == "list":
-        for key in keystore.list_keys(state):
-            print(key.link)
+        listed = keystore.list_keys(state)
+        for key in listed:
+            where = keystore.folders_of(key, state)
+            print(f"{key.link}  {', '.join(where) if where else '(no folder shared here yet)'}")
+        if not listed:
+            print("no share keys on this machine: `dattui share DIR` makes one", file=sys.stderr)
         return 0
     if cmd == "export":
         public = _share_public(Path(args.dir))

@@ -7,17 +7,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import logging
 import os
 import sys
 
 from dattui import config as config_mod
-from dattui.engine.errors import DattuiError
+from dattui.engine.errors import DattuiError, UsageError
 
 USAGE = """dattui: move research data directly between machines.
 
   dattui share [DIR]               share a folder; prints its dat:// link
   dattui clone LINK [DIR]          download a share, verified block by block
+  dattui pull [DIR]                update a clone to the share's newest version, then exit
+  dattui sync [DIR]                keep a clone following (or a share serving) until Ctrl-C
+  dattui status [DIR]              what a folder is: link, version, how complete
   dattui keys [DIR]                show a share's link; export/import its secret key
   dattui doctor [--peer [ID]]      why two machines cannot connect, and what to do
   dattui rendezvous --bind H:P     run a rendezvous server (STUN, meeting point, relay)
@@ -72,6 +76,24 @@ def build_parser() -> argparse.ArgumentParser:
     _lanes(p)
     _common(p)
 
+    for name, text in (("pull", "update a clone to the newest version once, then exit"),
+                       ("sync", "keep a clone following new versions (or a share serving)")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("dir", nargs="?", help="the clone's (or share's) folder (default: the current one)")
+        p.add_argument("--peer", action="append", metavar="HOST:PORT",
+                       help="connect to this peer directly (repeatable)")
+        p.add_argument("--no-upload", action="store_true",
+                       help="only download: serve nothing to other clones")
+        p.add_argument("--timeout", type=float, default=None,
+                       help="seconds to wait for a peer before giving up (default 60)")
+        p.add_argument("--include-hidden", action="store_true", help="(a share) share hidden files too")
+        _lanes(p)
+        _common(p)
+
+    p = sub.add_parser("status", help="what a folder is: a share or clone, its link, version, completeness")
+    p.add_argument("dir", nargs="?", help="the folder (default: the current one)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
     p = sub.add_parser("rendezvous", help="run a rendezvous server (STUN, meeting point, relay)")
     p.add_argument("--bind", default="0.0.0.0:3478", metavar="HOST:PORT",
                    help="UDP and TCP address to serve on (default 0.0.0.0:3478)")
@@ -91,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("stop", help="stop the background daemon (transfers stop; they resume next time)")
     p = sub.add_parser("dashboard", help="the full-screen dashboard (same as plain `dattui`)")
 
-    p = sub.add_parser("keys", help="show a share's link; export or import its secret key")
+    p = sub.add_parser("keys", help="show a share's link (`dattui keys DIR`); export or import its secret key")
     ksub = p.add_subparsers(dest="keys_command")
     show = ksub.add_parser("show", help="print the link of a shared folder")
     show.add_argument("dir", nargs="?", default=".")
@@ -100,12 +122,37 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("-o", "--output", help="file to write (mode 0600); default stdout")
     imp = ksub.add_parser("import", help="import a secret key exported on another machine")
     imp.add_argument("file", help="the exported key file ('-' for stdin)")
-    ksub.add_parser("list", help="list the links of every key on this machine")
+    ksub.add_parser("list", help="list every key on this machine: its link and the folders it shares")
     return parser
+
+
+KEYS_COMMANDS = ("show", "export", "import", "list")
+
+
+def _normalise(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """`dattui keys DIR` means `dattui keys show DIR`; an unknown command is a
+    one-line error naming the closest real one."""
+    if not argv or argv[0].startswith("-"):
+        return argv
+    commands = next(a.choices for a in parser._actions  # noqa: SLF001 - argparse keeps them there
+                    if isinstance(a, argparse._SubParsersAction))
+    if argv[0] not in commands:
+        close = difflib.get_close_matches(argv[0], list(commands), n=1, cutoff=0.5)
+        hint = f"did you mean `dattui {close[0]}`?" if close else "`dattui --help` lists the commands"
+        raise UsageError(f"unknown command {argv[0]!r}: {hint}")
+    if argv[0] == "keys" and len(argv) > 1 and argv[1] not in KEYS_COMMANDS \
+            and not argv[1].startswith("-"):
+        return ["keys", "show", *argv[1:]]
+    return argv
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    try:
+        argv = _normalise(parser, list(sys.argv[1:] if argv is None else argv))
+    except UsageError as exc:
+        print(f"dattui: {exc}", file=sys.stderr)
+        return exc.exit_code
     args = parser.parse_args(argv)
     if args.command is None:
         args.command = "dashboard"
@@ -133,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "doctor":
             from .doctor_cmd import run_doctor
             return asyncio.run(run_doctor(args, cfg))
+        if args.command in ("pull", "sync", "status"):
+            from . import folder_cmds
+            return asyncio.run(getattr(folder_cmds, "run_" + args.command)(args, cfg))
         if args.command == "keys":
             from .keys_cmd import run_keys
             return run_keys(args)
