@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 import tomli_w
 
+from dattui.engine import bandwidth as _bw
 from dattui.engine import statedir
 from dattui.engine.errors import UsageError
 
@@ -86,6 +87,13 @@ class ShareConfig:
 
 
 @dataclass(frozen=True)
+class BandwidthConfig:
+    limit_up: str
+    limit_down: str
+    schedule: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class TuiConfig:
     refresh_hz: float
 
@@ -98,6 +106,7 @@ _SECTIONS: dict[str, type] = {
     "transfer": TransferConfig,
     "clone": CloneConfig,
     "share": ShareConfig,
+    "bandwidth": BandwidthConfig,
     "tui": TuiConfig,
 }
 _KEYS = "keys"
@@ -112,6 +121,7 @@ class Config:
     transfer: TransferConfig
     clone: CloneConfig
     share: ShareConfig
+    bandwidth: BandwidthConfig
     tui: TuiConfig
     keys: Mapping[str, str]
     # The user file that was merged over the defaults, if any.
@@ -177,7 +187,21 @@ _CHECKS: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
     ("transfer", "lanes"): (lambda v: -1 <= v <= 8, "-1 (as many as the cores allow), 0 (none) or 1-8"),
     ("clone", "find_timeout"): (lambda v: v > 0, "a positive number of seconds"),
     ("tui", "refresh_hz"): (lambda v: 0 < v <= 1000, "a number above 0 (redraws per second)"),
+    ("bandwidth", "limit_up"): (lambda v: _parses(_bw.parse_rate, v),
+                                'a rate such as "20MB" (per second), "2MiB", "100mbit", or "" for none'),
+    ("bandwidth", "limit_down"): (lambda v: _parses(_bw.parse_rate, v),
+                                  'a rate such as "20MB" (per second), "2MiB", "100mbit", or "" for none'),
+    ("bandwidth", "schedule"): (lambda v: all(_parses(_bw.parse_rule, r) for r in v),
+                                'a list of rules such as "mon-fri 08:00-18:00 up=20MB down=50MB"'),
 }
+
+def _parses(parse: Callable[[str], Any], value: str) -> bool:
+    try:
+        parse(value)
+    except UsageError:
+        return False
+    return True
+
 
 _TYPE_WORDS = {
     bool: "true or false",

@@ -15,10 +15,12 @@ import asyncio
 import collections
 import fnmatch
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import keys, keystore
+from .bandwidth import Limits, Plan, Throttle
 from .clone import CloneSwarm
 from .discovery.static import StaticPeers, parse_hostport, resolve
 from .errors import DattuiError, DiskError, NotFound, UsageError
@@ -31,6 +33,8 @@ from .lanes import lanes_for
 from .statedir import state_dir
 from .store import CloneDB, ShareDB, db_path
 from .transport.identity import NodeIdentity
+
+BANDWIDTH_RECHECK = 30.0  # seconds between readings of the bandwidth schedule
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,9 @@ class EngineOptions:
     dht_bootstrap: tuple[str, ...] = ()
     rendezvous: tuple[str, ...] = ()
     pex: bool = True  # peers introduce each other; punches coordinated through a common peer
+    limit_up: str = ""    # bandwidth limits (engine/bandwidth.py): "" none, "20MB", ...
+    limit_down: str = ""
+    bandwidth_schedule: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, cfg, **overrides) -> "EngineOptions":
@@ -67,7 +74,9 @@ class EngineOptions:
             max_inflight_requests=cfg.transfer.max_inflight_requests,
             upload=cfg.transfer.upload, lanes=cfg.transfer.lanes, include_hidden=cfg.share.include_hidden,
             dht=cfg.discovery.dht, dht_bootstrap=tuple(cfg.discovery.dht_bootstrap),
-            rendezvous=tuple(cfg.discovery.rendezvous))
+            rendezvous=tuple(cfg.discovery.rendezvous),
+            limit_up=cfg.bandwidth.limit_up, limit_down=cfg.bandwidth.limit_down,
+            bandwidth_schedule=tuple(cfg.bandwidth.schedule))
         base.update(overrides)
         return cls(**base)
 
@@ -86,9 +95,16 @@ class Engine:
         self.pex = None
         self._done: dict[str, asyncio.Future] = {}
         self._log: collections.deque[str] = collections.deque(maxlen=2000)
+        # bandwidth: one upload and one download limit for every transfer of the engine
+        self.bandwidth = Plan.parse(options.limit_up, options.limit_down, options.bandwidth_schedule)
+        self.up = Throttle(None, time.monotonic())
+        self.down = Throttle(None, time.monotonic())
+        self._bandwidth_timer: asyncio.TimerHandle | None = None
 
     @property
     def lane_count(self) -> int:
+        if self.bandwidth != Plan():  # a limited transfer needs no more cores
+            return 0
         return lanes_for(self.options.lanes)
 
     @property
@@ -99,6 +115,28 @@ class Engine:
                 "path_mtu_discovery": o.path_mtu_discovery, "udp_offload": o.udp_offload}
 
     # ---- lifecycle -----------------------------------------------------------------
+    # ---- bandwidth -----------------------------------------------------------------
+    def limits(self) -> Limits:
+        """The limits in force now (the schedule read at the local time)."""
+        t = time.localtime()
+        return self.bandwidth.limits_at(t.tm_wday, t.tm_hour * 60 + t.tm_min)
+
+    def _apply_bandwidth(self) -> None:
+        now, lim = time.monotonic(), self.limits()
+        self.up.set_rate(lim.up, now)
+        self.down.set_rate(lim.down, now)
+        if self.bandwidth.rules and self.node is not None:  # the schedule moves on
+            self._bandwidth_timer = self.node.loop.call_later(BANDWIDTH_RECHECK, self._apply_bandwidth)
+
+    def set_limits(self, up: str, down: str) -> Limits:
+        """New base limits for the running engine (its schedule stays);
+        UsageError on a malformed rate."""
+        self.bandwidth = Plan(Plan.parse(up, down).base, self.bandwidth.rules)
+        if self._bandwidth_timer is not None:
+            self._bandwidth_timer.cancel()
+        self._apply_bandwidth()
+        return self.limits()
+
     async def start(self) -> None:
         identity = NodeIdentity.load_or_create(self.state_dir)
         self.node = Node(identity, host=self.options.host, port=self.options.port,
@@ -131,6 +169,7 @@ class Engine:
             from .traversal.pex import PexService
             self.pex = PexService(self.node, emit=self._emit)
             self.pex.start()
+        self._apply_bandwidth()
 
     def _start_dht(self) -> None:
         import sqlite3
@@ -156,6 +195,8 @@ class Engine:
         node.add_source(_DhtSource(self.dht, node))
 
     async def close(self) -> None:
+        if self._bandwidth_timer is not None:
+            self._bandwidth_timer.cancel()
         for swarm in list(self.swarms.values()):
             await self._close_swarm(swarm)
         if self.dht is not None:
@@ -246,6 +287,7 @@ class Engine:
                            rescan_interval=self.options.rescan_interval,
                            lanes=self.lane_count, lane_options=self.lane_options)
         swarm.pex = self.pex
+        swarm.server.throttle = self.up
         self.swarms[tid] = swarm
         try:
             await swarm.publish()
@@ -273,6 +315,8 @@ class Engine:
                            upload=self.options.upload,
                            lanes=self.lane_count, lane_options=self.lane_options)
         swarm.pex = self.pex
+        swarm.server.throttle = self.up
+        swarm.down = self.down
         self.swarms[swarm.tid] = swarm
         self._done[swarm.tid] = self.node.loop.create_future()
         self.node.add_swarm(swarm)

@@ -67,6 +67,7 @@ from pathlib import Path
 
 from . import manifest as mf
 from . import merkle, wire
+from .bandwidth import Throttle
 from .blocksource import FileBlockSource
 from .clonefs import TargetFolder
 from .serve import BlockServer, manifest_frames, send_manifest
@@ -180,6 +181,8 @@ class CloneSwarm(SwarmBase):
         self.target = TargetFolder(folder)
         self.blocks = FileBlockSource(self.target.open_read, self._leaves_of)
         self.server = BlockServer(self)
+        #: the download limit shared by the engine's clones (the engine sets it)
+        self.down = Throttle(None, 0.0)
         self.upload = upload
         self.manifest: mf.Manifest | None = None
         self.encoded = b""
@@ -784,11 +787,12 @@ class CloneSwarm(SwarmBase):
         target = self._target(peer, now)
         sent = []
         while peer.app["inflight_bytes"] < target and self._requests < self.max_requests \
-                and self._requested_bytes < self.max_bytes:
+                and self._requested_bytes < self.max_bytes and self.down.allow(now):
             key = self._pick(peer, now)
             if key is None:
                 break
             sent.append(self._request(peer, key))
+            self.down.spend(self._block_size(*key), now)
         if sent:
             peer.send_raw(b"".join(sent))
 

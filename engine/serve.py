@@ -12,11 +12,13 @@ it now, or another clone announced the block and the request moved there).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
 from typing import Protocol
 
 from . import wire
+from .bandwidth import Throttle
 from .peer import ERR_PROTOCOL, PeerConnection
 from .transport.quic import HIGH_WATER
 
@@ -35,10 +37,13 @@ class BlockSource(Protocol):
 
 
 class BlockServer:
-    def __init__(self, source: BlockSource) -> None:
+    def __init__(self, source: BlockSource, throttle: Throttle | None = None) -> None:
         self.source = source
         self.blocks_sent = 0
         self.bytes_sent = 0
+        #: the upload limit shared by every transfer of the engine (None: none)
+        self.throttle = throttle
+        self._wakeups: dict[PeerConnection, asyncio.TimerHandle] = {}
 
     @staticmethod
     def _queue(peer: PeerConnection) -> deque:
@@ -82,12 +87,22 @@ class BlockServer:
             self.sent(peer, len(data), now)
         peer.up.add(0, now)
 
-    # hooks for a server that paces its upload (a rate limit); this one never waits
+    # the upload limit: may a block go now, and what it spent
     def may_send(self, peer: PeerConnection, now: float) -> bool:
-        return True
+        t = self.throttle
+        if t is None or t.allow(now):
+            return True
+        if peer not in self._wakeups:  # serve the rest when the limit allows
+            def again() -> None:
+                self._wakeups.pop(peer, None)
+                if not peer.link.closed:
+                    self.pump(peer)
+            self._wakeups[peer] = asyncio.get_running_loop().call_later(t.wait(now), again)
+        return False
 
     def sent(self, peer: PeerConnection, nbytes: int, now: float) -> None:
-        pass
+        if self.throttle is not None:
+            self.throttle.spend(nbytes, now)
 
 
 MANIFEST_CHUNK = 256 * 1024

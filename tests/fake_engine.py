@@ -361,6 +361,14 @@ class FakeEngine:
     async def logs(self, limit: int = 200) -> tuple[str, ...]:
         return self._logs[-limit:]
 
+    async def limits(self, up: str | None = None, down: str | None = None):
+        from dattui.engine.bandwidth import parse_rate
+        if up is not None:
+            self._limits = (parse_rate(up), getattr(self, "_limits", (None, None))[1])
+        if down is not None:
+            self._limits = (getattr(self, "_limits", (None, None))[0], parse_rate(down))
+        return getattr(self, "_limits", (None, None))
+
     async def close(self) -> None:
         self.closed = True
 

@@ -41,6 +41,14 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="a rendezvous server to meet peers through (repeatable)")
 
 
+def _limits(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--limit-up", metavar="RATE", default=None,
+                   help="upload limit, e.g. 20MB (per second), 2MiB, 100mbit, off "
+                        "(default: [bandwidth] in config.toml, none)")
+    p.add_argument("--limit-down", metavar="RATE", default=None,
+                   help="download limit, e.g. 50MB, off (default: [bandwidth] in config.toml, none)")
+
+
 def _lanes(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lanes", type=int, default=None, choices=range(0, 9), metavar="N",
                    help="worker processes with a connection each, to spread a large transfer over "
@@ -58,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--background", action="store_true",
                    help="hand the share to the background daemon and return")
     _lanes(p)
+    _limits(p)
     _common(p)
 
     p = sub.add_parser("clone", help="download a share into a folder")
@@ -74,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--background", action="store_true",
                    help="hand the clone to the background daemon and return")
     _lanes(p)
+    _limits(p)
     _common(p)
 
     for name, text in (("pull", "update a clone to the newest version once, then exit"),
@@ -88,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds to wait for a peer before giving up (default 60)")
         p.add_argument("--include-hidden", action="store_true", help="(a share) share hidden files too")
         _lanes(p)
+        _limits(p)
         _common(p)
 
     p = sub.add_parser("status", help="what a folder is: a share or clone, its link, version, completeness")

@@ -33,7 +33,10 @@ def engine_options(args, cfg) -> EngineOptions:
         dht=cfg.discovery.dht and not args.no_dht,
         dht_bootstrap=tuple(args.dht_bootstrap.split(",")) if args.dht_bootstrap
         else tuple(cfg.discovery.dht_bootstrap),
-        rendezvous=tuple(args.rendezvous or ()) + tuple(cfg.discovery.rendezvous))
+        rendezvous=tuple(args.rendezvous or ()) + tuple(cfg.discovery.rendezvous),
+        limit_up=args.limit_up if getattr(args, "limit_up", None) is not None else cfg.bandwidth.limit_up,
+        limit_down=args.limit_down if getattr(args, "limit_down", None) is not None
+        else cfg.bandwidth.limit_down)
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:

@@ -149,6 +149,13 @@ class DaemonClient:
     async def logs(self, limit: int = 200) -> tuple[str, ...]:
         return tuple(await self.call("logs", limit=limit))
 
+    async def limits(self, up: str | None = None, down: str | None = None) -> tuple[float | None, float | None]:
+        """The daemon's bandwidth limits (bytes/s, None: none); given `up`
+        and/or `down` (rates as text, "" for none), set them first."""
+        args = {k: v for k, v in (("up", up), ("down", down)) if v is not None}
+        got = await self.call("limits", **args)
+        return got["up"], got["down"]
+
     async def stop_daemon(self) -> None:
         await self.call("stop")
 

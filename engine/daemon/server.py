@@ -242,12 +242,22 @@ class Daemon:
                            pattern=str(a.get("pattern", "")), sort=str(a.get("sort", "path")))
         if op == "logs":
             return list(e.logs(int(a.get("limit", 200))))
+        if op == "limits":  # get, or set with "up" and "down" (rates as text)
+            if "up" in a or "down" in a:
+                now = e.limits()
+                e.set_limits(str(a.get("up", _text(now.up))), str(a.get("down", _text(now.down))))
+            lim = e.limits()
+            return {"up": lim.up, "down": lim.down}
         if op == "ping":
             return {"pid": os.getpid(), "port": e.port}
         if op == "stop":
             asyncio.get_running_loop().call_later(0.05, self.stopped.set)
             return True
         raise UsageError(f"unknown operation {op!r}")
+
+
+def _text(rate: float | None) -> str:
+    return "" if rate is None else str(int(rate))
 
 
 def main(argv: list[str] | None = None) -> None:
