@@ -324,6 +324,26 @@ class Engine:
             self._static.add(swarm.dkey, addr)
         return swarm.tid
 
+    async def list_files(self, link: str, *, peers: list[str] = (), timeout: float = 60.0):
+        """The newest signed manifest a peer of `link` gives within `timeout`
+        seconds, without fetching data or writing anything. NotFound when no
+        peer answers; UnsafeManifest when the signed manifest is unsafe."""
+        from .manifest_probe import ManifestProbe
+        public = keys.parse_link(link)
+        addrs = [resolve(*parse_hostport(p)) for p in peers]
+        probe = ManifestProbe(public, self._emit)
+        self.node.add_swarm(probe)
+        for addr in addrs:
+            self._static.add(probe.dkey, addr)
+        try:
+            return await asyncio.wait_for(asyncio.shield(probe.result), timeout)
+        except asyncio.TimeoutError:
+            raise NotFound(f"no peer sharing {link[:14]}…{link[-8:]} answered within {timeout:g} s: "
+                           "check the link, or give the share's address with --peer HOST:PORT") from None
+        finally:
+            self.node.remove_swarm(probe)
+            await probe.close()
+
     def _prepare_clone_folder(self, folder: Path, public: bytes) -> None:
         if folder.exists() and not folder.is_dir():
             raise UsageError(f"{folder} exists and is not a folder: choose another target")

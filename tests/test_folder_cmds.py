@@ -73,3 +73,32 @@ def test_share_status_pull_sync_and_keys(tmp_path):
         assert p.returncode == 2 and "is a share, not a clone" in p.stderr
     finally:
         sp.stop()
+
+
+def test_ls_lists_a_links_files_without_fetching_data(tmp_path):
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.csv").write_text("x,y\n1,2\n")
+    (src / "sub" / "big.bin").write_bytes(b"\0" * 300_000)
+    (src / "evil\x1b[31mname.txt").write_text("e")
+    sp = ShareProcess(src, tmp_path / "hs", "--port", "0")
+    try:
+        p = _run(tmp_path / "hc", "ls", sp.link, "--json", "--no-lan", "--peer", f"127.0.0.1:{sp.port}",
+                 cwd=tmp_path)
+        assert p.returncode == 0, p.stderr
+        rows = [json.loads(line) for line in p.stdout.splitlines()]
+        assert [(r["path"], r["size"]) for r in rows[:-1]] == [
+            ("a.csv", 8), ("evil\x1b[31mname.txt", 1), ("sub/big.bin", 300_000)]
+        assert rows[-1]["event"] == "listed" and rows[-1]["files"] == 3
+        p = _run(tmp_path / "hc", "ls", sp.link, "--no-lan", "--peer", f"127.0.0.1:{sp.port}",
+                 cwd=tmp_path)
+        assert p.returncode == 0, p.stderr
+        assert "\x1b" not in p.stdout and "evil\\x1b[31mname.txt" in p.stdout
+        assert "3 files" in p.stdout.splitlines()[-1]
+        # nothing written: no clone folder, no state beside where it ran
+        assert sorted(x.name for x in tmp_path.iterdir()) == ["hc", "hs", "src"]
+    finally:
+        sp.stop()
+    # nobody answers: exit 3, one line
+    p = _run(tmp_path / "hc", "ls", sp.link, "--no-lan", "--timeout", "2")
+    assert p.returncode == 3 and len(p.stderr.strip().splitlines()) == 1, p.stderr

@@ -73,7 +73,7 @@ def _env(home: Path) -> dict:
     return e
 
 
-COMMANDS = ["share", "clone", "pull", "sync", "status", "rendezvous", "doctor", "list", "stop",
+COMMANDS = ["share", "clone", "pull", "sync", "status", "ls", "rendezvous", "doctor", "list", "stop",
             "dashboard", "keys"]
 
 

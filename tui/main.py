@@ -22,6 +22,7 @@ USAGE = """dattui: move research data directly between machines.
   dattui pull [DIR]                update a clone to the share's newest version, then exit
   dattui sync [DIR]                keep a clone following (or a share serving) until Ctrl-C
   dattui status [DIR]              what a folder is: link, version, how complete
+  dattui ls LINK                   a link's files and sizes, without downloading them
   dattui keys [DIR]                show a share's link; export/import its secret key
   dattui doctor [--peer [ID]]      why two machines cannot connect, and what to do
   dattui rendezvous --bind H:P     run a rendezvous server (STUN, meeting point, relay)
@@ -100,6 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
         _lanes(p)
         _limits(p)
         _common(p)
+
+    p = sub.add_parser("ls", help="list a link's files and sizes (from its signed manifest; no data)")
+    p.add_argument("link", help="the dat:// link")
+    p.add_argument("--peer", action="append", metavar="HOST:PORT",
+                   help="ask this peer directly (repeatable)")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds to wait for a peer before giving up (default 60)")
+    _common(p)
 
     p = sub.add_parser("status", help="what a folder is: a share or clone, its link, version, completeness")
     p.add_argument("dir", nargs="?", help="the folder (default: the current one)")
@@ -191,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "doctor":
             from .doctor_cmd import run_doctor
             return asyncio.run(run_doctor(args, cfg))
+        if args.command == "ls":
+            from .ls_cmd import run_ls
+            return asyncio.run(run_ls(args, cfg))
         if args.command in ("pull", "sync", "status"):
             from . import folder_cmds
             return asyncio.run(getattr(folder_cmds, "run_" + args.command)(args, cfg))
