@@ -21,6 +21,7 @@ from pathlib import Path
 
 from . import keys, keystore
 from .bandwidth import Limits, Plan, Throttle
+from .selection import Selection
 from .clone import CloneSwarm
 from .discovery.static import StaticPeers, parse_hostport, resolve
 from .errors import DattuiError, DiskError, NotFound, UsageError
@@ -301,7 +302,12 @@ class Engine:
 
     # ---- clones ----------------------------------------------------------------------
     async def clone(self, link: str, folder: Path, *, sync: bool = False,
-                    peers: list[str] = ()) -> str:
+                    peers: list[str] = (), include: tuple[str, ...] | None = None,
+                    exclude: tuple[str, ...] | None = None) -> str:
+        """Start a clone; `include`/`exclude` (gitignore-style globs) select the
+        files to fetch; both None: the selection this clone was made with."""
+        selection = None if include is None and exclude is None \
+            else Selection(tuple(include or ()), tuple(exclude or ()))
         public = keys.parse_link(link)
         addrs = [resolve(*parse_hostport(p)) for p in peers]
         folder = folder.absolute()
@@ -313,7 +319,8 @@ class Engine:
                            max_inflight_bytes=self.options.max_inflight_bytes,
                            max_inflight_requests=self.options.max_inflight_requests,
                            upload=self.options.upload,
-                           lanes=self.lane_count, lane_options=self.lane_options)
+                           lanes=self.lane_count, lane_options=self.lane_options,
+                           selection=selection)
         swarm.pex = self.pex
         swarm.server.throttle = self.up
         swarm.down = self.down

@@ -70,6 +70,7 @@ from . import merkle, wire
 from .bandwidth import Throttle
 from .blocksource import FileBlockSource
 from .clonefs import TargetFolder
+from .selection import Selection
 from .serve import BlockServer, manifest_frames, send_manifest
 from .errors import DattuiError, ProtocolError, UnsafeManifest
 from .events import (BadBlockReceived, CloneCompleted, FileCompleted, FileProgress, Logged,
@@ -171,10 +172,16 @@ class CloneSwarm(SwarmBase):
                  sync: bool = False, max_inflight_bytes: int = 16 * 1024 * 1024,
                  max_inflight_requests: int = 256, upload: bool = True,
                  rng: random.Random | None = None, lanes: int = 0,
-                 lane_options: dict | None = None) -> None:
+                 lane_options: dict | None = None, selection: Selection | None = None) -> None:
         super().__init__(public_key, folder, emit)
         self.db = db
         self.sync = sync
+        # which files to fetch: given, else the one this clone was made with
+        if selection is None:
+            selection = Selection.from_json(db.get("selection"))
+        else:
+            db.set("selection", selection.to_json())
+        self.selection = selection
         self.max_bytes = max_inflight_bytes
         self.max_requests = max_inflight_requests
         self.rng = rng or random.Random()
@@ -198,7 +205,10 @@ class CloneSwarm(SwarmBase):
         self._requested_bytes = 0
         self._remaining = 0         # blocks not verified yet
         self._next: dict[int, int] = {}  # file -> first block not handed out yet
-        self._file_idx: list[int] = []
+        self._file_idx: list[int] = []   # the selected files
+        self._all_files = 0         # files in the manifest, selected or not
+        self._selected_bytes = 0
+        self._done_unselected = 0   # files done earlier that the selection leaves out now
         self._nblocks: list[int] = []
         self._rank: list[int] = []  # tie order among files held by as many peers
         self._count = array("I")    # entry -> peers with a bitfield that hold it
@@ -254,7 +264,11 @@ class CloneSwarm(SwarmBase):
     def _set_manifest(self, m: mf.Manifest, encoded: bytes, sig: bytes) -> None:
         self.manifest, self.encoded, self.signature, self.version = m, encoded, sig, m.version
         n = len(m.entries)
-        self._file_idx = [i for i, e in enumerate(m.entries) if e.kind == mf.Kind.FILE]
+        sel = self.selection
+        self._file_idx = [i for i, e in enumerate(m.entries)
+                          if e.kind == mf.Kind.FILE and (sel.everything or sel.wants(e.path))]
+        self._all_files = len(m.files)
+        self._selected_bytes = sum(m.entries[i].size for i in self._file_idx)
         self._nblocks = [e.blocks(m.block_size) for e in m.entries]
         self._file_count = len(self._file_idx)
         self._rank = self._tie_ranks(n)
@@ -293,9 +307,8 @@ class CloneSwarm(SwarmBase):
         bs = m.block_size
         have = 0
         remaining = 0
-        for idx, e in enumerate(m.entries):
-            if e.kind != mf.Kind.FILE:
-                continue
+        for idx in self._file_idx:
+            e = m.entries[idx]
             if idx in self.done:
                 have += e.size
             else:
@@ -305,6 +318,7 @@ class CloneSwarm(SwarmBase):
                     have += min(bs, e.size - b * bs)
         self.bytes_have = have
         self._remaining = remaining
+        self._done_unselected = len(self.done) - sum(1 for i in self._file_idx if i in self.done)
 
     # ---- manifest ----------------------------------------------------------------
     def _apply_manifest(self, encoded: bytes, sig: bytes) -> None:
@@ -353,20 +367,36 @@ class CloneSwarm(SwarmBase):
         self._requested_bytes = 0
 
     def _prepare_tree(self) -> None:
-        """Create every folder and every empty file; finish files already complete."""
+        """Create every folder (with a selection: those it holds files of, or
+        matches) and every empty file; finish files already complete."""
         m = self.manifest
-        for e in m.entries:
-            if e.kind == mf.Kind.DIR:
-                self.target.dir_fd(e.path)
-        for idx, e in enumerate(m.entries):
-            if e.kind == mf.Kind.FILE and idx not in self.done and e.size == 0:
+        for e in self._selected_dirs():
+            self.target.dir_fd(e.path)
+        for idx in self._file_idx:
+            if idx not in self.done and m.entries[idx].size == 0:
                 self._file_complete(idx)
         self.state = State.TRANSFERRING
         self._check_complete()
 
+    def _selected_dirs(self) -> list[mf.Entry]:
+        m, sel = self.manifest, self.selection
+        dirs = [e for e in m.entries if e.kind == mf.Kind.DIR]
+        if sel.everything:
+            return dirs
+        needed = set()
+        for i in self._file_idx:
+            path = m.entries[i].path
+            while "/" in path:
+                path = path.rsplit("/", 1)[0]
+                needed.add(path)
+        return [e for e in dirs if e.path in needed or sel.wants(e.path + "/")]
+
+    def _selected_done(self) -> int:
+        return len(self.done) - self._done_unselected
+
     # ---- what peers hold -----------------------------------------------------------
     def _summary(self) -> wire.HaveAll | wire.Bitfield:
-        if len(self.done) >= self._file_count:
+        if len(self.done) >= self._all_files:
             return wire.HaveAll(self.version)
         return wire.Bitfield.of(self.version, len(self.manifest.entries), self.done)
 
@@ -1065,7 +1095,7 @@ class CloneSwarm(SwarmBase):
         per version."""
         m = self.manifest
         if self.lanes <= 0 or m is None or self._closed or self.failed or self.completed \
-                or self.lane_peers or m.total_bytes - self.bytes_have < lanes_policy.MIN_BYTES:
+                or self.lane_peers or self._selected_bytes - self.bytes_have < lanes_policy.MIN_BYTES:
             return
         busy = self.cpu.busy()
         for p in self.peers:
@@ -1145,17 +1175,17 @@ class CloneSwarm(SwarmBase):
 
     def _check_complete(self) -> None:
         m = self.manifest
-        if self.completed or m is None or len(self.done) < self._file_count:
+        if self.completed or m is None or self._selected_done() < self._file_count:
             return
-        dirs = [e for e in m.entries if e.kind == mf.Kind.DIR]
+        dirs = self._selected_dirs()
         for e in sorted(dirs, key=lambda e: e.path.count("/"), reverse=True):
             self.target.finish_dir(e.path, e.mode, e.mtime_ns)
         self.completed = True
         self.completed_at = time.monotonic()
         self.state = State.SEEDING if self.sync else State.DONE
-        self.emit(CloneCompleted(self.tid, m.version, len(m.files), m.total_bytes,
+        self.emit(CloneCompleted(self.tid, m.version, self._file_count, self._selected_bytes,
                                  self.bytes_received, self.completed_at - self.started))
-        if self.upload:  # what a peer that saw our bitfield holds now: everything
+        if self.upload and len(self.done) >= self._all_files:  # what a peer that saw our bitfield holds now: everything
             for p in self.peers:
                 if p.app.get("have") is not True and not p.link.closed:
                     p.send(wire.HaveAll(self.version))
@@ -1195,8 +1225,8 @@ class CloneSwarm(SwarmBase):
                 active.append(FileProgress(e.path, e.size, have))
         return self._status(
             state=self.state, version=self.version,
-            files_total=len(m.files) if m else 0, files_done=len(self.done),
-            bytes_total=m.total_bytes if m else 0, bytes_have=self.bytes_have,
+            files_total=self._file_count if m else 0, files_done=self._selected_done() if m else 0,
+            bytes_total=self._selected_bytes if m else 0, bytes_have=self.bytes_have,
             bytes_received=self.bytes_received, bytes_sent=self.server.bytes_sent,
             active_files=tuple(active))
 

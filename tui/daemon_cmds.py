@@ -81,7 +81,8 @@ async def run_daemon_command(args, cfg) -> int:
         if args.command == "clone":
             parse_link(args.link)
             folder = Path(args.dir) if args.dir else Path(parse_link(args.link).hex())
-            await client.clone(args.link, str(folder.absolute()), peers=args.peer or [])
+            await client.clone(args.link, str(folder.absolute()), peers=args.peer or [],
+                               include=args.include, exclude=args.exclude)
             print(f"cloning into {folder.absolute()} in the background; `dattui list` shows progress",
                   file=sys.stderr)
             return 0

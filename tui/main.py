@@ -50,6 +50,14 @@ def _limits(p: argparse.ArgumentParser) -> None:
                    help="download limit, e.g. 50MB, off (default: [bandwidth] in config.toml, none)")
 
 
+def _selection(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--include", action="append", metavar="GLOB",
+                   help="fetch only files matching this gitignore-style pattern, e.g. '*.csv' "
+                        "(repeatable; remembered for pull)")
+    p.add_argument("--exclude", action="append", metavar="GLOB",
+                   help="do not fetch files matching this pattern (repeatable; remembered)")
+
+
 def _lanes(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lanes", type=int, default=None, choices=range(0, 9), metavar="N",
                    help="worker processes with a connection each, to spread a large transfer over "
@@ -83,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds to wait for a peer before giving up (default 60)")
     p.add_argument("--background", action="store_true",
                    help="hand the clone to the background daemon and return")
+    _selection(p)
     _lanes(p)
     _limits(p)
     _common(p)
@@ -98,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--timeout", type=float, default=None,
                        help="seconds to wait for a peer before giving up (default 60)")
         p.add_argument("--include-hidden", action="store_true", help="(a share) share hidden files too")
+        _selection(p)
         _lanes(p)
         _limits(p)
         _common(p)

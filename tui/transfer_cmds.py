@@ -153,7 +153,10 @@ async def run_clone(args, cfg) -> int:
     timeout = args.timeout if args.timeout is not None else cfg.clone.find_timeout
     try:
         with Frontend(engine, args.json, ev.Role.CLONE, cfg.tui.refresh_hz) as fe:
-            tid = await engine.clone(args.link, folder, sync=args.sync, peers=args.peer or [])
+            include, exclude = getattr(args, "include", None), getattr(args, "exclude", None)
+            tid = await engine.clone(args.link, folder, sync=args.sync, peers=args.peer or [],
+                                     include=None if include is None and exclude is None else include or (),
+                                     exclude=None if include is None and exclude is None else exclude or ())
             fe.print_line({"event": "cloning", "path": str(folder.absolute())},
                           f"cloning into {folder.absolute()}")
             waiter = asyncio.ensure_future(engine.wait(tid, find_timeout=timeout))

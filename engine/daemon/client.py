@@ -104,8 +104,11 @@ class DaemonClient:
     async def share(self, path: str) -> str:
         return (await self.call("share", path=str(path)))["tid"]
 
-    async def clone(self, link: str, path: str, peers: list[str] = ()) -> str:
-        return (await self.call("clone", link=link, path=str(path), peers=list(peers)))["tid"]
+    async def clone(self, link: str, path: str, peers: list[str] = (),
+                    include: list[str] | None = None, exclude: list[str] | None = None) -> str:
+        sel = {} if include is None and exclude is None else \
+            {"include": list(include or ()), "exclude": list(exclude or ())}
+        return (await self.call("clone", link=link, path=str(path), peers=list(peers), **sel))["tid"]
 
     async def pause(self, tid: str) -> None:
         await self.call("pause", tid=tid)

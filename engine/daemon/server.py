@@ -220,7 +220,8 @@ class Daemon:
             return {"tid": tid, "link": e.transfer(tid).link}
         if op == "clone":
             peers = list(a.get("peers") or [])
-            tid = await e.clone(a["link"], Path(a["path"]), sync=True, peers=peers)
+            sel = {k: tuple(map(str, a[k])) for k in ("include", "exclude") if k in a}
+            tid = await e.clone(a["link"], Path(a["path"]), sync=True, peers=peers, **sel)
             self.registry.put(tid, Role.CLONE.value, str(Path(a["path"]).absolute()), a["link"], peers)
             return {"tid": tid}
         if op in ("pause", "resume", "remove"):
