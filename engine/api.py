@@ -29,6 +29,7 @@ from .node import Node
 from .share import ShareSwarm
 from .lanes import lanes_for
 from .statedir import state_dir
+from .durable import sync_enabled
 from .store import CloneDB, ShareDB, db_path
 from .transport.identity import NodeIdentity
 
@@ -269,7 +270,8 @@ class Engine:
                            max_inflight_bytes=self.options.max_inflight_bytes,
                            max_inflight_requests=self.options.max_inflight_requests,
                            upload=self.options.upload,
-                           lanes=self.lane_count, lane_options=self.lane_options)
+                           lanes=self.lane_count, lane_options=self.lane_options,
+                           durable=sync_enabled())
         swarm.pex = self.pex
         self.swarms[swarm.tid] = swarm
         self._done[swarm.tid] = self.node.loop.create_future()

@@ -49,7 +49,10 @@ connection to the share itself gets no new requests; a lane that closes
 gives its requests back. Files, state and picking stay in this process.
 
 Each arriving block is checked against its file's Merkle root from the signed
-manifest before a byte is written. A peer that sends a block that does not
+manifest before a byte is written; it is recorded verified only once its bytes
+are durable (engine/durable.py), and a new version cuts every file to its new
+size and removes files it no longer names (engine/treeops.py), after a check
+that what is left to fetch fits on the disk (engine/space.py). A peer that sends a block that does not
 verify is disconnected and its requests go back to the queue.
 """
 
@@ -69,8 +72,11 @@ from . import manifest as mf
 from . import merkle, wire
 from .blocksource import FileBlockSource
 from .clonefs import TargetFolder
+from .durable import DurableRecords
+from .space import check_free_space
+from .treeops import remove_left_behind, sizes_differ
 from .serve import BlockServer, manifest_frames, send_manifest
-from .errors import DattuiError, ProtocolError, UnsafeManifest
+from .errors import DattuiError, DiskError, ProtocolError, UnsafeManifest
 from .events import (BadBlockReceived, CloneCompleted, FileCompleted, FileProgress, Logged,
                      ManifestReceived, Role, State, TransferFailed, TransferStatus)
 from .lanes import share_lanes as lanes_policy
@@ -170,7 +176,7 @@ class CloneSwarm(SwarmBase):
                  sync: bool = False, max_inflight_bytes: int = 16 * 1024 * 1024,
                  max_inflight_requests: int = 256, upload: bool = True,
                  rng: random.Random | None = None, lanes: int = 0,
-                 lane_options: dict | None = None) -> None:
+                 lane_options: dict | None = None, durable: bool = True) -> None:
         super().__init__(public_key, folder, emit)
         self.db = db
         self.sync = sync
@@ -178,6 +184,7 @@ class CloneSwarm(SwarmBase):
         self.max_requests = max_inflight_requests
         self.rng = rng or random.Random()
         self.target = TargetFolder(folder)
+        self.records = DurableRecords(db, self.target, durable)
         self.blocks = FileBlockSource(self.target.open_read, self._leaves_of)
         self.server = BlockServer(self)
         self.upload = upload
@@ -312,6 +319,7 @@ class CloneSwarm(SwarmBase):
             return
         for e in m.entries:
             self.target.check_existing(e.path, e.kind == mf.Kind.DIR)
+        self.records.flush()  # what the version being left verified stays recorded
         keep: dict[int, int] = {}
         if self.manifest is not None:
             new_index = {(e.path, e.root, e.size): i for i, e in enumerate(m.entries)
@@ -320,7 +328,11 @@ class CloneSwarm(SwarmBase):
                 j = new_index.get((e.path, e.root, e.size))
                 if j is not None and e.kind == mf.Kind.FILE:
                     keep[i] = j
+        check_free_space(self.target, m, {keep[f] for f in self.done if f in keep})
         self.db.set_manifest(m.version, encoded, sig, keep)
+        if self.manifest is not None:
+            remove_left_behind(self.target, self.manifest, m)
+        self.target.forget_files()  # reopened at the new version's sizes
         self.verified = {keep[f]: b for f, b in self.verified.items() if f in keep}
         self.done = {keep[f] for f in self.done if f in keep}
         self._unprovable = {(keep[f], b) for f, b in self._unprovable if f in keep}
@@ -829,6 +841,11 @@ class CloneSwarm(SwarmBase):
         self._tick_handle = None
         if self._closed or self.failed or self.completed or not self.peers:
             return
+        try:
+            self.records.maybe_flush()
+        except DattuiError as exc:
+            self._fail(exc)
+            return
         self._kick()
         if self.lanes > 0:
             self.cpu.sample()
@@ -866,7 +883,7 @@ class CloneSwarm(SwarmBase):
 
     # ---- serving what is verified --------------------------------------------------
     def _leaves_of(self, file: int, entry: mf.Entry) -> bytes | None:
-        return self.db.leaves(file) if file in self.done else None
+        return self.records.leaves(file) if file in self.done else None
 
     def read_block(self, version: int, file: int, block: int) -> tuple[bytes, list[bytes]] | None:
         if self.manifest is None or version != self.version:
@@ -876,7 +893,7 @@ class CloneSwarm(SwarmBase):
         # a file held in part: the block with the proof it was verified with
         if block not in self.verified.get(file, ()) or (file, block) in self._unprovable:
             return None
-        row = self.db.proof(file, block)
+        row = self.records.proof(file, block)
         if row is None or row[1] is None:
             return None
         leaf, proof = row
@@ -1038,9 +1055,9 @@ class CloneSwarm(SwarmBase):
         self._remaining -= 1
         peer.blocks_down += 1
         if len(have) == e.blocks(m.block_size):
-            self._file_complete(f.file, had_partial=len(have) > 1)
+            self._file_complete(f.file, nbytes=n)
         else:
-            self.db.add_verified(f.file, f.block, leaf, b"".join(f.proof))
+            self.records.add_verified(f.file, f.block, leaf, b"".join(f.proof), n)
             if self.upload:  # served from now on, with the proof it came with
                 frame = None
                 for p in self.peers:
@@ -1117,14 +1134,14 @@ class CloneSwarm(SwarmBase):
             if not self._closed and not self.completed:
                 self.emit(Logged(self.tid, "info", f"lane {lp.index} closed: {lp.closed_reason}"))
 
-    def _file_complete(self, idx: int, had_partial: bool = True) -> None:
+    def _file_complete(self, idx: int, nbytes: int = 0) -> None:
         e = self.manifest.entries[idx]
         if e.size == 0:
             self.target.file_fd(e.path, 0)
         self.target.finish_file(e.path, e.size, e.mode, e.mtime_ns)
         have = self.verified.get(idx, {})
         leaves = b"".join(have[b] for b in range(len(have)))
-        self.db.file_done(idx, leaves, had_partial)
+        self.records.file_done(idx, leaves, nbytes)
         self.done.add(idx)
         self.verified.pop(idx, None)
         self._next.pop(idx, None)
@@ -1146,6 +1163,12 @@ class CloneSwarm(SwarmBase):
         dirs = [e for e in m.entries if e.kind == mf.Kind.DIR]
         for e in sorted(dirs, key=lambda e: e.path.count("/"), reverse=True):
             self.target.finish_dir(e.path, e.mode, e.mtime_ns)
+        self.records.flush()  # every file and folder durable, then the records
+        wrong = sizes_differ(self.target, m)
+        if wrong:
+            raise DiskError(f"{len(wrong)} files in {self.folder} do not have the size of version "
+                            f"{m.version} (first: {wrong[0]}); something else writes there: stop "
+                            "it and run the same command again")
         self.completed = True
         self.completed_at = time.monotonic()
         self.state = State.SEEDING if self.sync else State.DONE
@@ -1192,7 +1215,8 @@ class CloneSwarm(SwarmBase):
         return self._status(
             state=self.state, version=self.version,
             files_total=len(m.files) if m else 0, files_done=len(self.done),
-            bytes_total=m.total_bytes if m else 0, bytes_have=self.bytes_have,
+            bytes_total=m.total_bytes if m else 0,
+            bytes_have=self.bytes_have - self.records.pending_bytes,  # what is durable
             bytes_received=self.bytes_received, bytes_sent=self.server.bytes_sent,
             active_files=tuple(active))
 
@@ -1203,6 +1227,10 @@ class CloneSwarm(SwarmBase):
             self._tick_handle = None
         await asyncio.gather(*(lp.process.stop() for lp in self.lane_peers), return_exceptions=True)
         await super().close()
+        try:
+            self.records.flush()  # a clean stop keeps every block verified so far
+        except DattuiError:
+            pass
         self.blocks.close()
         self.target.close()
         self.db.close()
