@@ -18,6 +18,7 @@ USAGE = """dattui: move research data directly between machines.
 
   dattui share [DIR]               share a folder; prints its dat:// link
   dattui clone LINK [DIR]          download a share, verified block by block
+  dattui verify [DIR]              re-hash a clone or share against its signed version
   dattui keys [DIR]                show a share's link; export/import its secret key
   dattui doctor [--peer [ID]]      why two machines cannot connect, and what to do
   dattui rendezvous --bind H:P     run a rendezvous server (STUN, meeting point, relay)
@@ -69,8 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds to wait for a peer before giving up (default 60)")
     p.add_argument("--background", action="store_true",
                    help="hand the clone to the background daemon and return")
+    p.add_argument("--verify", action="store_true",
+                   help="first re-hash what is already in DIR (as `dattui verify`): what is "
+                        "damaged is fetched again")
     _lanes(p)
     _common(p)
+
+    p = sub.add_parser("verify", help="re-hash a clone or share against its signed version")
+    from .verify_cmd import add_arguments as _verify_arguments
+    _verify_arguments(p)
 
     p = sub.add_parser("rendezvous", help="run a rendezvous server (STUN, meeting point, relay)")
     p.add_argument("--bind", default="0.0.0.0:3478", metavar="HOST:PORT",
@@ -133,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "doctor":
             from .doctor_cmd import run_doctor
             return asyncio.run(run_doctor(args, cfg))
+        if args.command == "verify":
+            from .verify_cmd import run_verify
+            return run_verify(args)
         if args.command == "keys":
             from .keys_cmd import run_keys
             return run_keys(args)
