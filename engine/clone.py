@@ -69,7 +69,7 @@ from itertools import islice
 from pathlib import Path
 
 from . import manifest as mf
-from . import merkle, wire
+from . import adopt, merkle, wire
 from .blocksource import FileBlockSource
 from .clonefs import TargetFolder
 from .durable import DurableRecords
@@ -176,7 +176,8 @@ class CloneSwarm(SwarmBase):
                  sync: bool = False, max_inflight_bytes: int = 16 * 1024 * 1024,
                  max_inflight_requests: int = 256, upload: bool = True,
                  rng: random.Random | None = None, lanes: int = 0,
-                 lane_options: dict | None = None, durable: bool = True) -> None:
+                 lane_options: dict | None = None, durable: bool = True,
+                 adopt: str | None = None) -> None:
         super().__init__(public_key, folder, emit)
         self.db = db
         self.sync = sync
@@ -185,6 +186,7 @@ class CloneSwarm(SwarmBase):
         self.rng = rng or random.Random()
         self.target = TargetFolder(folder)
         self.records = DurableRecords(db, self.target, durable)
+        self.adopt = adopt  # no usable state: check the files on disk first (engine/adopt.py)
         self.blocks = FileBlockSource(self.target.open_read, self._leaves_of)
         self.server = BlockServer(self)
         self.upload = upload
@@ -341,6 +343,9 @@ class CloneSwarm(SwarmBase):
             lp.close(ERR_GONE, "a new version")
         self._set_manifest(m, encoded, sig)
         self.completed = False
+        if self.adopt:
+            self.done |= set(adopt.adopt_files(self.folder, m, self.target, self.records, self.adopt))
+            self.adopt = None
         self._recount()
         self.emit(ManifestReceived(self.tid, m.version, len(m.files), m.total_bytes, m.name))
         self._prepare_tree()
@@ -1234,3 +1239,5 @@ class CloneSwarm(SwarmBase):
         self.blocks.close()
         self.target.close()
         self.db.close()
+        if self.adopt == adopt.MISSING:  # never checked: the folder is left as it was found
+            adopt.forget_state(self.folder)

@@ -171,6 +171,11 @@ async def run_clone(args, cfg) -> int:
             tid = await engine.clone(args.link, folder, sync=args.sync, peers=args.peer or [])
             fe.print_line({"event": "cloning", "path": str(folder.absolute())},
                           f"cloning into {folder.absolute()}")
+            reason = engine.transfer(tid).adopt
+            if reason:
+                from dattui.engine.adopt import describe
+                fe.print_line({"event": "adopting", "reason": reason, "path": str(folder.absolute())},
+                              describe(reason, folder.absolute()))
             waiter = asyncio.ensure_future(engine.wait(tid, find_timeout=timeout))
             result = None
             while not stop.is_set():
