@@ -185,7 +185,7 @@ class CloneSwarm(SwarmBase):
         self.max_requests = max_inflight_requests
         self.rng = rng or random.Random()
         self.target = TargetFolder(folder)
-        self.records = DurableRecords(db, self.target, durable)
+        self.records = DurableRecords(db, self.target, durable, on_error=self._fail)
         self.adopt = adopt  # no usable state: check the files on disk first (engine/adopt.py)
         self.blocks = FileBlockSource(self.target.open_read, self._leaves_of)
         self.server = BlockServer(self)
@@ -1236,6 +1236,7 @@ class CloneSwarm(SwarmBase):
             self.records.flush()  # a clean stop keeps every block verified so far
         except DattuiError:
             pass
+        self.records.close()
         self.blocks.close()
         self.target.close()
         self.db.close()

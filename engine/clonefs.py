@@ -243,6 +243,7 @@ class TargetFolder:
 
     # ---- durability ------------------------------------------------------------------
     def _fsync(self, fd: int, rel: str, data_only: bool = False) -> None:
+        """Before an fd that is not durable yet is closed (LRU eviction)."""
         if not self.durable:
             return
         try:
@@ -250,38 +251,40 @@ class TargetFolder:
         except OSError as exc:
             raise disk_error(exc, rel or str(self.root)) from None
 
-    @property
-    def pending(self) -> int:
-        return len(self._dirty) + len(self._dirty_dirs)
-
-    def sync(self) -> None:
-        """Make every write, finished file and folder change so far durable:
-        fdatasync each file written (fsync for finished ones: their mode and
-        mtime), fsync each folder whose entries changed; with more than
-        SYNCFS_OVER files, one syncfs(2) of the target's file system instead."""
-        if self.durable and (self._dirty or self._dirty_dirs):
-            if len(self._dirty) + len(self._dirty_dirs) > SYNCFS_OVER and _SYNCFS is not None:
-                if _SYNCFS(self.root_fd) != 0:
-                    e = ctypes.get_errno()
-                    raise disk_error(OSError(e, os.strerror(e)), str(self.root))
-            else:
+    def take_dirty(self) -> list[tuple[int, bool, str]]:
+        """Everything not yet durable, as (fd, data only, path) jobs for
+        `sync_jobs`, which may run in another thread: fds of files still open
+        for writing and of folders are duplicated, finished files' fds handed
+        over. Afterwards nothing here is dirty."""
+        jobs: list[tuple[int, bool, str]] = []
+        try:
+            if self.durable:
                 for rel in self._dirty:
                     fd = self._files.get(rel)
                     if fd is not None:
-                        self._fsync(fd, rel, data_only=True)
-                    elif rel in self._finished:
-                        self._fsync(self._finished[rel], rel)
+                        jobs.append((os.dup(fd), True, rel))
+                for rel, fd in self._finished.items():
+                    jobs.append((fd, False, rel))
+                self._finished.clear()
                 for rel in self._dirty_dirs:
                     try:
-                        fd = self.dir_fd(rel, create=False)
+                        jobs.append((os.dup(self.dir_fd(rel, create=False)), False, rel))
                     except FileNotFoundError:
-                        continue
-                    self._fsync(fd, rel)
-        self._dirty.clear()
-        self._dirty_dirs.clear()
-        for fd in self._finished.values():
-            os.close(fd)
-        self._finished.clear()
+                        pass
+        except OSError as exc:
+            sync_jobs(jobs, False)
+            raise disk_error(exc, str(self.root)) from None
+        finally:
+            for fd in self._finished.values():
+                os.close(fd)
+            self._finished.clear()
+            self._dirty.clear()
+            self._dirty_dirs.clear()
+        return jobs
+
+    def sync(self) -> None:
+        """Make every write, finished file and folder change so far durable, now."""
+        sync_jobs(self.take_dirty())
 
     def close(self) -> None:
         for fd in self._finished.values():
@@ -301,3 +304,29 @@ class TargetFolder:
             os.close(self.root_fd)
         except OSError:
             pass
+
+
+def sync_jobs(jobs: list[tuple[int, bool, str]], durable: bool = True) -> None:
+    """fdatasync each file written (fsync for finished ones: their mode and
+    mtime too, and for folders: their entries), or with more than
+    SYNCFS_OVER of them one syncfs(2) of their file system; then close every
+    fd. Safe in a worker thread (the calls release the GIL)."""
+    try:
+        if not durable or not jobs:
+            return
+        if len(jobs) > SYNCFS_OVER and _SYNCFS is not None:
+            if _SYNCFS(jobs[0][0]) != 0:
+                e = ctypes.get_errno()
+                raise disk_error(OSError(e, os.strerror(e)), jobs[0][2])
+            return
+        for fd, data_only, rel in jobs:
+            try:
+                (os.fdatasync if data_only else os.fsync)(fd)
+            except OSError as exc:
+                raise disk_error(exc, rel or ".") from None
+    finally:
+        for fd, _, _ in jobs:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
