@@ -42,9 +42,9 @@ from .clonefs import TargetFolder, sync_jobs
 from .errors import DattuiError
 from .store import CloneDB
 
-FLUSH_BYTES = 64 * 1024 * 1024
+FLUSH_BYTES = 16 * 1024 * 1024
 FLUSH_RECORDS = 4096
-FLUSH_SECONDS = 1.0
+FLUSH_SECONDS = 0.25
 
 
 def sync_enabled(environ=None) -> bool:
