@@ -307,6 +307,11 @@ class Engine:
         else:
             try:
                 folder.mkdir(parents=True)
+                fd = os.open(folder.parent, os.O_RDONLY | os.O_DIRECTORY)
+                try:  # the new folder's entry is durable before anything in it is
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
             except OSError as exc:
                 raise DiskError(f"cannot create {folder}: {exc.strerror}; choose a folder you can "
                                 "write to") from None

@@ -256,6 +256,7 @@ class CloneSwarm(SwarmBase):
                 self.done.discard(idx)
                 self.verified.pop(idx, None)
         self._recount()
+        check_free_space(self.target, self.manifest, self.done)  # a resumed clone too
 
     def _set_manifest(self, m: mf.Manifest, encoded: bytes, sig: bytes) -> None:
         self.manifest, self.encoded, self.signature, self.version = m, encoded, sig, m.version
