@@ -49,11 +49,14 @@ connection to the share itself gets no new requests; a lane that closes
 gives its requests back. Files, state and picking stay in this process.
 
 Each arriving block is checked against its file's Merkle root from the signed
-manifest before a byte is written; it is recorded verified only once its bytes
-are durable (engine/durable.py), and a new version cuts every file to its new
-size and removes files it no longer names (engine/treeops.py), after a check
-that what is left to fetch fits on the disk (engine/space.py). A peer that sends a block that does not
+manifest before a byte is written. A peer that sends a block that does not
 verify is disconnected and its requests go back to the queue.
+
+On disk: a block is recorded verified only once its bytes are durable
+(engine/durable.py); a new version cuts every file to its new size and
+removes files it no longer names (engine/treeops.py), after a check that
+what is left to fetch fits on the disk (engine/space.py); a folder without
+usable state is checked against the manifest first (engine/adopt.py).
 """
 
 from __future__ import annotations
