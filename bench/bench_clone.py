@@ -465,7 +465,12 @@ def main(argv=None) -> int:
     ap.add_argument("--cli", help="command that runs dattui (default: python -m tui.main), "
                                   "e.g. '.venv/bin/dattui'")
     ap.add_argument("--json-out", default=str(ROOT / "bench" / "out" / "bench_clone.json"))
+    ap.add_argument("--no-sync", action="store_true",
+                    help="clones skip every fsync (DATTUI_NO_SYNC=1): to measure what durability "
+                         "costs, never for real use")
     args = ap.parse_args(argv)
+    if args.no_sync:
+        os.environ["DATTUI_NO_SYNC"] = "1"  # child_env copies it into every dattui process
 
     if os.geteuid() != 0:
         print("bench_clone: needs root (network namespaces)", file=sys.stderr)

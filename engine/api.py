@@ -15,6 +15,7 @@ import asyncio
 import collections
 import fnmatch
 import os
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,9 @@ from .node import Node
 from .share import ShareSwarm
 from .lanes import lanes_for
 from .statedir import state_dir
-from .store import CloneDB, ShareDB, db_path
+from . import adopt
+from .durable import sync_enabled
+from .store import CloneDB, ShareDB, StateDamaged, db_path
 from .transport.identity import NodeIdentity
 
 BANDWIDTH_RECHECK = 30.0  # seconds between readings of the bandwidth schedule
@@ -312,7 +315,7 @@ class Engine:
         addrs = [resolve(*parse_hostport(p)) for p in peers]
         folder = folder.absolute()
         self._prepare_clone_folder(folder, public)
-        db = CloneDB(folder)
+        db, adopt_reason = adopt.open_state(folder)
         db.set("public_key", public)
         db.set("role", "clone")
         swarm = CloneSwarm(public, folder, db, self._emit, sync=sync,
@@ -320,7 +323,7 @@ class Engine:
                            max_inflight_requests=self.options.max_inflight_requests,
                            upload=self.options.upload,
                            lanes=self.lane_count, lane_options=self.lane_options,
-                           selection=selection)
+                           selection=selection, durable=sync_enabled(), adopt=adopt_reason)
         swarm.pex = self.pex
         swarm.server.throttle = self.up
         swarm.down = self.down
@@ -356,24 +359,31 @@ class Engine:
             raise UsageError(f"{folder} exists and is not a folder: choose another target")
         if folder.exists():
             recorded = None
+            role = None
             if db_path(folder).exists():
-                db = CloneDB(folder, create=False)
-                try:
-                    recorded = db.get("public_key")
-                    role = db.get("role")
-                finally:
-                    db.close()
+                try:  # a damaged database is set aside by adopt.open_state
+                    db = CloneDB(folder, create=False)
+                    try:
+                        recorded = db.get("public_key")
+                        role = db.get("role")
+                    finally:
+                        db.close()
+                except (StateDamaged, sqlite3.DatabaseError):
+                    pass
                 if role == "share":
                     raise UsageError(f"{folder} is a shared folder, not a clone: choose another target")
                 if recorded is not None and recorded != public:
                     raise UsageError(f"{folder} is a clone of another link "
                                      f"({keys.format_link(recorded)[:20]}…): choose another target")
-            elif any(folder.iterdir()):
-                raise UsageError(f"{folder} already exists and is not empty: choose a new or empty "
-                                 "folder (nothing in it was touched)")
+            # a folder with files but no state: checked against the manifest (engine/adopt.py)
         else:
             try:
                 folder.mkdir(parents=True)
+                fd = os.open(folder.parent, os.O_RDONLY | os.O_DIRECTORY)
+                try:  # the new folder's entry is durable before anything in it is
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
             except OSError as exc:
                 raise DiskError(f"cannot create {folder}: {exc.strerror}; choose a folder you can "
                                 "write to") from None

@@ -51,6 +51,12 @@ gives its requests back. Files, state and picking stay in this process.
 Each arriving block is checked against its file's Merkle root from the signed
 manifest before a byte is written. A peer that sends a block that does not
 verify is disconnected and its requests go back to the queue.
+
+On disk: a block is recorded verified only once its bytes are durable
+(engine/durable.py); a new version cuts every file to its new size and
+removes files it no longer names (engine/treeops.py), after a check that
+what is left to fetch fits on the disk (engine/space.py); a folder without
+usable state is checked against the manifest first (engine/adopt.py).
 """
 
 from __future__ import annotations
@@ -66,13 +72,16 @@ from itertools import islice
 from pathlib import Path
 
 from . import manifest as mf
-from . import merkle, wire
+from . import adopt, merkle, wire
 from .bandwidth import Throttle
 from .blocksource import FileBlockSource
 from .clonefs import TargetFolder
+from .durable import DurableRecords
 from .selection import Selection
+from .space import check_free_space
+from .treeops import remove_left_behind, sizes_differ
 from .serve import BlockServer, manifest_frames, send_manifest
-from .errors import DattuiError, ProtocolError, UnsafeManifest
+from .errors import DattuiError, DiskError, ProtocolError, UnsafeManifest
 from .events import (BadBlockReceived, CloneCompleted, FileCompleted, FileProgress, Logged,
                      ManifestReceived, Role, State, TransferFailed, TransferStatus)
 from .lanes import share_lanes as lanes_policy
@@ -172,7 +181,8 @@ class CloneSwarm(SwarmBase):
                  sync: bool = False, max_inflight_bytes: int = 16 * 1024 * 1024,
                  max_inflight_requests: int = 256, upload: bool = True,
                  rng: random.Random | None = None, lanes: int = 0,
-                 lane_options: dict | None = None, selection: Selection | None = None) -> None:
+                 lane_options: dict | None = None, selection: Selection | None = None,
+                 durable: bool = True, adopt: str | None = None) -> None:
         super().__init__(public_key, folder, emit)
         self.db = db
         self.sync = sync
@@ -186,6 +196,8 @@ class CloneSwarm(SwarmBase):
         self.max_requests = max_inflight_requests
         self.rng = rng or random.Random()
         self.target = TargetFolder(folder)
+        self.records = DurableRecords(db, self.target, durable, on_error=self._fail)
+        self.adopt = adopt  # no usable state: check the files on disk first (engine/adopt.py)
         self.blocks = FileBlockSource(self.target.open_read, self._leaves_of)
         self.server = BlockServer(self)
         #: the download limit shared by the engine's clones (the engine sets it)
@@ -260,6 +272,8 @@ class CloneSwarm(SwarmBase):
                 self.done.discard(idx)
                 self.verified.pop(idx, None)
         self._recount()
+        check_free_space(self.target, self.manifest, self.done,  # a resumed clone too
+                         wants=self._wants())
 
     def _set_manifest(self, m: mf.Manifest, encoded: bytes, sig: bytes) -> None:
         self.manifest, self.encoded, self.signature, self.version = m, encoded, sig, m.version
@@ -329,6 +343,7 @@ class CloneSwarm(SwarmBase):
             return
         for e in m.entries:
             self.target.check_existing(e.path, e.kind == mf.Kind.DIR)
+        self.records.flush()  # what the version being left verified stays recorded
         keep: dict[int, int] = {}
         if self.manifest is not None:
             new_index = {(e.path, e.root, e.size): i for i, e in enumerate(m.entries)
@@ -337,7 +352,11 @@ class CloneSwarm(SwarmBase):
                 j = new_index.get((e.path, e.root, e.size))
                 if j is not None and e.kind == mf.Kind.FILE:
                     keep[i] = j
+        check_free_space(self.target, m, {keep[f] for f in self.done if f in keep}, wants=self._wants())
         self.db.set_manifest(m.version, encoded, sig, keep)
+        if self.manifest is not None:
+            remove_left_behind(self.target, self.manifest, m, self._wants())
+        self.target.forget_files()  # reopened at the new version's sizes
         self.verified = {keep[f]: b for f, b in self.verified.items() if f in keep}
         self.done = {keep[f] for f in self.done if f in keep}
         self._unprovable = {(keep[f], b) for f, b in self._unprovable if f in keep}
@@ -346,6 +365,9 @@ class CloneSwarm(SwarmBase):
             lp.close(ERR_GONE, "a new version")
         self._set_manifest(m, encoded, sig)
         self.completed = False
+        if self.adopt:
+            self.done |= set(adopt.adopt_files(self.folder, m, self.target, self.records, self.adopt))
+            self.adopt = None
         self._recount()
         self.emit(ManifestReceived(self.tid, m.version, len(m.files), m.total_bytes, m.name))
         self._prepare_tree()
@@ -390,6 +412,10 @@ class CloneSwarm(SwarmBase):
                 path = path.rsplit("/", 1)[0]
                 needed.add(path)
         return [e for e in dirs if e.path in needed or sel.wants(e.path + "/")]
+
+    def _wants(self):
+        """The selection's test of a path, None when every file is selected."""
+        return None if self.selection.everything else self.selection.wants
 
     def _selected_done(self) -> int:
         return len(self.done) - self._done_unselected
@@ -863,6 +889,11 @@ class CloneSwarm(SwarmBase):
         self._tick_handle = None
         if self._closed or self.failed or self.completed or not self.peers:
             return
+        try:
+            self.records.maybe_flush()
+        except DattuiError as exc:
+            self._fail(exc)
+            return
         self._kick()
         if self.lanes > 0:
             self.cpu.sample()
@@ -900,7 +931,7 @@ class CloneSwarm(SwarmBase):
 
     # ---- serving what is verified --------------------------------------------------
     def _leaves_of(self, file: int, entry: mf.Entry) -> bytes | None:
-        return self.db.leaves(file) if file in self.done else None
+        return self.records.leaves(file) if file in self.done else None
 
     def read_block(self, version: int, file: int, block: int) -> tuple[bytes, list[bytes]] | None:
         if self.manifest is None or version != self.version:
@@ -910,7 +941,7 @@ class CloneSwarm(SwarmBase):
         # a file held in part: the block with the proof it was verified with
         if block not in self.verified.get(file, ()) or (file, block) in self._unprovable:
             return None
-        row = self.db.proof(file, block)
+        row = self.records.proof(file, block)
         if row is None or row[1] is None:
             return None
         leaf, proof = row
@@ -1072,9 +1103,9 @@ class CloneSwarm(SwarmBase):
         self._remaining -= 1
         peer.blocks_down += 1
         if len(have) == e.blocks(m.block_size):
-            self._file_complete(f.file, had_partial=len(have) > 1)
+            self._file_complete(f.file, nbytes=n)
         else:
-            self.db.add_verified(f.file, f.block, leaf, b"".join(f.proof))
+            self.records.add_verified(f.file, f.block, leaf, b"".join(f.proof), n)
             if self.upload:  # served from now on, with the proof it came with
                 frame = None
                 for p in self.peers:
@@ -1151,14 +1182,14 @@ class CloneSwarm(SwarmBase):
             if not self._closed and not self.completed:
                 self.emit(Logged(self.tid, "info", f"lane {lp.index} closed: {lp.closed_reason}"))
 
-    def _file_complete(self, idx: int, had_partial: bool = True) -> None:
+    def _file_complete(self, idx: int, nbytes: int = 0) -> None:
         e = self.manifest.entries[idx]
         if e.size == 0:
             self.target.file_fd(e.path, 0)
         self.target.finish_file(e.path, e.size, e.mode, e.mtime_ns)
         have = self.verified.get(idx, {})
         leaves = b"".join(have[b] for b in range(len(have)))
-        self.db.file_done(idx, leaves, had_partial)
+        self.records.file_done(idx, leaves, nbytes)
         self.done.add(idx)
         self.verified.pop(idx, None)
         self._next.pop(idx, None)
@@ -1180,6 +1211,12 @@ class CloneSwarm(SwarmBase):
         dirs = self._selected_dirs()
         for e in sorted(dirs, key=lambda e: e.path.count("/"), reverse=True):
             self.target.finish_dir(e.path, e.mode, e.mtime_ns)
+        self.records.flush()  # every file and folder durable, then the records
+        wrong = sizes_differ(self.target, m, self._wants())
+        if wrong:
+            raise DiskError(f"{len(wrong)} files in {self.folder} do not have the size of version "
+                            f"{m.version} (first: {wrong[0]}); something else writes there: stop "
+                            "it and run the same command again")
         self.completed = True
         self.completed_at = time.monotonic()
         self.state = State.SEEDING if self.sync else State.DONE
@@ -1226,7 +1263,8 @@ class CloneSwarm(SwarmBase):
         return self._status(
             state=self.state, version=self.version,
             files_total=self._file_count if m else 0, files_done=self._selected_done() if m else 0,
-            bytes_total=self._selected_bytes if m else 0, bytes_have=self.bytes_have,
+            bytes_total=self._selected_bytes if m else 0,
+            bytes_have=self.bytes_have - self.records.pending_bytes,  # what is durable
             bytes_received=self.bytes_received, bytes_sent=self.server.bytes_sent,
             active_files=tuple(active))
 
@@ -1237,6 +1275,13 @@ class CloneSwarm(SwarmBase):
             self._tick_handle = None
         await asyncio.gather(*(lp.process.stop() for lp in self.lane_peers), return_exceptions=True)
         await super().close()
+        try:
+            self.records.flush()  # a clean stop keeps every block verified so far
+        except DattuiError:
+            pass
+        self.records.close()
         self.blocks.close()
         self.target.close()
         self.db.close()
+        if self.adopt == adopt.MISSING:  # never checked: the folder is left as it was found
+            adopt.forget_state(self.folder)

@@ -5,10 +5,16 @@ descriptor, with O_NOFOLLOW: a symlink planted anywhere in the target (or a
 file where a folder should be) stops the clone with a clear error instead of
 redirecting a write. Manifest paths are already checked by manifest.decode
 (no '..', no absolute paths); this is the second line.
+
+It also knows what is not yet durable: files written since the last `sync`,
+files finished since (kept open until then), folders whose entries or
+metadata changed. `sync` makes all of it durable; engine/durable.py says
+when it is called and why.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 from collections import OrderedDict
@@ -19,6 +25,19 @@ from .errors import DiskError, UnsafeManifest
 OPEN_FILES = 64
 OPEN_DIRS = 64
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+SYNCFS_OVER = 16  # more dirty files than this: one syncfs(2) instead of an fsync each
+
+
+def _syncfs_call():
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int]
+    return fn
+
+
+_SYNCFS = _syncfs_call()
 
 
 def disk_error(exc: OSError, what: str) -> DiskError:
@@ -41,6 +60,10 @@ class TargetFolder:
             raise disk_error(exc, str(root)) from None
         self._dirs: OrderedDict[str, int] = OrderedDict()
         self._files: OrderedDict[str, int] = OrderedDict()
+        self._dirty: set[str] = set()        # files written since the last sync
+        self._finished: dict[str, int] = {}  # finished files, open until synced
+        self._dirty_dirs: set[str] = set()   # folders with new/removed entries or new metadata
+        self.durable = True                  # False: sync does nothing (benchmarks only)
 
     # ---- folders -------------------------------------------------------------------
     def _unsafe(self, path: str, what: str) -> UnsafeManifest:
@@ -64,6 +87,7 @@ class TargetFolder:
                 raise
             try:
                 os.mkdir(name, 0o755, dir_fd=pfd)
+                self._dirty_dirs.add(parent)
             except FileExistsError:
                 pass
             except OSError as exc:
@@ -75,7 +99,11 @@ class TargetFolder:
             raise disk_error(exc, rel) from None
         self._dirs[rel] = fd
         if len(self._dirs) > OPEN_DIRS:
-            _, old = self._dirs.popitem(last=False)
+            old_rel, old = next(iter(self._dirs.items()))
+            if old_rel in self._dirty_dirs:
+                self._fsync(old, old_rel)
+                self._dirty_dirs.discard(old_rel)
+            del self._dirs[old_rel]
             os.close(old)
         return fd
 
@@ -100,23 +128,42 @@ class TargetFolder:
 
     # ---- files ---------------------------------------------------------------------
     def file_fd(self, rel: str, size: int) -> int:
+        """fd of file `rel` open for writing, `size` bytes long: a file of
+        another size (another version's) is cut or extended to `size` when
+        opened, so no byte of another version survives past its end."""
         fd = self._files.get(rel)
         if fd is not None:
             self._files.move_to_end(rel)
             return fd
-        parent, _, name = rel.rpartition("/")
-        pfd = self.dir_fd(parent)
+        fd = self._finished.pop(rel, None)
+        if fd is None:
+            parent, _, name = rel.rpartition("/")
+            pfd = self.dir_fd(parent)
+            flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+            try:
+                try:
+                    fd = os.open(name, flags, dir_fd=pfd)
+                except FileNotFoundError:
+                    fd = os.open(name, flags | os.O_CREAT, 0o644, dir_fd=pfd)
+                    self._dirty_dirs.add(parent)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise self._unsafe(rel, "a symlink stands there") from None
+                raise disk_error(exc, rel) from None
         try:
-            fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=pfd)
             if os.fstat(fd).st_size != size:
                 os.ftruncate(fd, size)
+                self._dirty.add(rel)
         except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise self._unsafe(rel, "a symlink stands there") from None
+            os.close(fd)
             raise disk_error(exc, rel) from None
         self._files[rel] = fd
         if len(self._files) > OPEN_FILES:
-            _, old = self._files.popitem(last=False)
+            old_rel, old = next(iter(self._files.items()))
+            if old_rel in self._dirty:
+                self._fsync(old, old_rel, data_only=True)
+                self._dirty.discard(old_rel)
+            del self._files[old_rel]
             os.close(old)
         return fd
 
@@ -128,6 +175,7 @@ class TargetFolder:
                 raise OSError(errno.ENOSPC, "short write")
         except OSError as exc:
             raise disk_error(exc, rel) from None
+        self._dirty.add(rel)
 
     def finish_file(self, rel: str, size: int, mode: int, mtime_ns: int) -> None:
         fd = self.file_fd(rel, size)
@@ -136,7 +184,9 @@ class TargetFolder:
             os.utime(fd, ns=(mtime_ns, mtime_ns))
         except OSError as exc:
             raise disk_error(exc, rel) from None
-        os.close(self._files.pop(rel))
+        # open until the next sync, which makes its bytes and metadata durable
+        self._finished[rel] = self._files.pop(rel)
+        self._dirty.add(rel)
 
     def open_read(self, rel: str) -> int:
         """A read-only fd of a file in the target, never through a symlink."""
@@ -159,8 +209,90 @@ class TargetFolder:
             os.utime(fd, ns=(mtime_ns, mtime_ns))
         except OSError as exc:
             raise disk_error(exc, rel) from None
+        self._dirty_dirs.add(rel)
+
+    def remove_file(self, rel: str) -> None:
+        """Remove a file of a version left behind (never through a symlink)."""
+        for d in (self._files, self._finished):
+            fd = d.pop(rel, None)
+            if fd is not None:
+                os.close(fd)
+        self._dirty.discard(rel)
+        parent, _, name = rel.rpartition("/")
+        try:
+            pfd = self.dir_fd(parent, create=False)
+            st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+            import stat as st_
+            if st_.S_ISREG(st.st_mode):
+                os.unlink(name, dir_fd=pfd)
+                self._dirty_dirs.add(parent)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise disk_error(exc, rel) from None
+
+    def forget_files(self) -> None:
+        """Close every file open for writing (after a sync): the next write
+        opens it again and sets its size for the version being written."""
+        if self._dirty:
+            raise RuntimeError("forget_files before sync")
+        for d in (self._files, self._finished):
+            for fd in d.values():
+                os.close(fd)
+            d.clear()
+
+    # ---- durability ------------------------------------------------------------------
+    def _fsync(self, fd: int, rel: str, data_only: bool = False) -> None:
+        """Before an fd that is not durable yet is closed (LRU eviction)."""
+        if not self.durable:
+            return
+        try:
+            (os.fdatasync if data_only else os.fsync)(fd)
+        except OSError as exc:
+            raise disk_error(exc, rel or str(self.root)) from None
+
+    def take_dirty(self) -> list[tuple[int, bool, str]]:
+        """Everything not yet durable, as (fd, data only, path) jobs for
+        `sync_jobs`, which may run in another thread: fds of files still open
+        for writing and of folders are duplicated, finished files' fds handed
+        over. Afterwards nothing here is dirty."""
+        jobs: list[tuple[int, bool, str]] = []
+        try:
+            if self.durable:
+                for rel in self._dirty:
+                    fd = self._files.get(rel)
+                    if fd is not None:
+                        jobs.append((os.dup(fd), True, rel))
+                for rel, fd in self._finished.items():
+                    jobs.append((fd, False, rel))
+                self._finished.clear()
+                for rel in self._dirty_dirs:
+                    try:
+                        jobs.append((os.dup(self.dir_fd(rel, create=False)), False, rel))
+                    except FileNotFoundError:
+                        pass
+        except OSError as exc:
+            sync_jobs(jobs, False)
+            raise disk_error(exc, str(self.root)) from None
+        finally:
+            for fd in self._finished.values():
+                os.close(fd)
+            self._finished.clear()
+            self._dirty.clear()
+            self._dirty_dirs.clear()
+        return jobs
+
+    def sync(self) -> None:
+        """Make every write, finished file and folder change so far durable, now."""
+        sync_jobs(self.take_dirty())
 
     def close(self) -> None:
+        for fd in self._finished.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._finished.clear()
         for d in (self._files, self._dirs):
             for fd in d.values():
                 try:
@@ -172,3 +304,29 @@ class TargetFolder:
             os.close(self.root_fd)
         except OSError:
             pass
+
+
+def sync_jobs(jobs: list[tuple[int, bool, str]], durable: bool = True) -> None:
+    """fdatasync each file written (fsync for finished ones: their mode and
+    mtime too, and for folders: their entries), or with more than
+    SYNCFS_OVER of them one syncfs(2) of their file system; then close every
+    fd. Safe in a worker thread (the calls release the GIL)."""
+    try:
+        if not durable or not jobs:
+            return
+        if len(jobs) > SYNCFS_OVER and _SYNCFS is not None:
+            if _SYNCFS(jobs[0][0]) != 0:
+                e = ctypes.get_errno()
+                raise disk_error(OSError(e, os.strerror(e)), jobs[0][2])
+            return
+        for fd, data_only, rel in jobs:
+            try:
+                (os.fdatasync if data_only else os.fsync)(fd)
+            except OSError as exc:
+                raise disk_error(exc, rel or ".") from None
+    finally:
+        for fd, _, _ in jobs:
+            try:
+                os.close(fd)
+            except OSError:
+                pass

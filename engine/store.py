@@ -5,8 +5,15 @@ results (leaf hashes per file) that serve blocks and make rescans cheap.
 CloneDB: the link, the newest verified manifest, and which blocks of it are
 verified on disk, each with the Merkle proof it came with (so a clone serves
 any block it has verified, before the whole file is there). A block is
-recorded only after its bytes are written, so a clone killed at any moment
-refetches at most the blocks that were in flight.
+recorded only after its bytes are durable (engine/durable.py batches the
+records and syncs the files first), so a clone killed at any moment, or a
+machine losing power, refetches at most the blocks of the last batch.
+
+synchronous=FULL: a commit is on disk when it returns (one fsync of the WAL
+per commit; clones commit once per batch of blocks, not per block).
+
+A database SQLite cannot read (truncated, overwritten) raises StateDamaged,
+a one-line error; `dattui clone` recovers from it (engine/adopt.py).
 """
 
 from __future__ import annotations
@@ -14,7 +21,20 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from .errors import DiskError
+from .errors import DattuiError, DiskError
+
+
+class StateDamaged(DattuiError):
+    """The state database cannot be read."""
+
+    exit_code = 1
+
+
+def damaged(folder: Path, exc: Exception) -> StateDamaged:
+    return StateDamaged(
+        f"the state database {db_path(folder)} is damaged ({exc}); for a clone, run the same "
+        "`dattui clone LINK DIR` again: it checks the files already there against the share "
+        "and fetches only what differs")
 
 DB_DIR = ".dat"
 DB_NAME = "dattui.db"
@@ -47,10 +67,16 @@ def _connect(folder: Path, create: bool) -> sqlite3.Connection:
         if create:
             d.mkdir(mode=0o700, exist_ok=True)
         conn = sqlite3.connect(d / DB_NAME, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=5000")
-    except (OSError, sqlite3.OperationalError) as exc:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+    except sqlite3.DatabaseError as exc:
+        if isinstance(exc, sqlite3.OperationalError) and "not a database" not in str(exc) \
+                and "malformed" not in str(exc):
+            raise DiskError(f"cannot open the state database in {d}: {exc}; "
+                            "check that the folder is writable") from None
+        raise damaged(folder, exc) from None
+    except OSError as exc:
         raise DiskError(f"cannot open the state database in {d}: {exc}; "
                         "check that the folder is writable") from None
     return conn
@@ -62,7 +88,16 @@ class _DB:
     def __init__(self, folder: Path, create: bool = True) -> None:
         self.folder = folder
         self.conn = _connect(folder, create)
-        self.conn.executescript(_COMMON + self.SCHEMA)
+        try:
+            self.conn.executescript(_COMMON + self.SCHEMA)
+            self.conn.execute("SELECT count(*) FROM meta").fetchone()
+            self.conn.execute("SELECT count(*) FROM manifests").fetchone()
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise damaged(folder, exc) from None
+
+    def set_durable(self, durable: bool) -> None:
+        self.conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
 
     def get(self, key: str, default=None):
         row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
@@ -173,6 +208,25 @@ class CloneDB(_DB):
             self.conn.execute("BEGIN")
             self.conn.execute("INSERT OR REPLACE INTO done_files VALUES (?, ?)", (file, leaves))
             self.conn.execute("DELETE FROM verified WHERE file=?", (file,))
+
+    def record_batch(self, blocks: list[tuple[int, int, bytes, bytes | None]],
+                     done: list[tuple[int, bytes]]) -> None:
+        """One commit: verified blocks, then finished files (their block rows go)."""
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.executemany("INSERT OR IGNORE INTO verified VALUES (?, ?, ?, ?)", blocks)
+            self.conn.executemany("INSERT OR REPLACE INTO done_files VALUES (?, ?)", done)
+            self.conn.executemany("DELETE FROM verified WHERE file=?", [(f,) for f, _ in done])
+
+    def mark_unverified(self, file: int, good: dict[int, bytes]) -> None:
+        """A file found damaged: only `good` blocks (block -> leaf) stay verified
+        (without proof: served again once the file is whole)."""
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.execute("DELETE FROM done_files WHERE file=?", (file,))
+            self.conn.execute("DELETE FROM verified WHERE file=?", (file,))
+            self.conn.executemany("INSERT INTO verified VALUES (?, ?, ?, NULL)",
+                                  [(file, b, leaf) for b, leaf in good.items()])
 
     def file_undone(self, file: int) -> None:
         with self.conn:

@@ -23,6 +23,7 @@ USAGE = """dattui: move research data directly between machines.
   dattui sync [DIR]                keep a clone following (or a share serving) until Ctrl-C
   dattui status [DIR]              what a folder is: link, version, how complete
   dattui ls LINK                   a link's files and sizes, without downloading them
+  dattui verify [DIR]              re-hash a clone or share against its signed version
   dattui keys [DIR]                show a share's link; export/import its secret key
   dattui doctor [--peer [ID]]      why two machines cannot connect, and what to do
   dattui rendezvous --bind H:P     run a rendezvous server (STUN, meeting point, relay)
@@ -92,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--background", action="store_true",
                    help="hand the clone to the background daemon and return")
     _selection(p)
+    p.add_argument("--verify", action="store_true",
+                   help="first re-hash what is already in DIR (as `dattui verify`): what is "
+                        "damaged is fetched again")
     _lanes(p)
     _limits(p)
     _common(p)
@@ -123,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="what a folder is: a share or clone, its link, version, completeness")
     p.add_argument("dir", nargs="?", help="the folder (default: the current one)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p = sub.add_parser("verify", help="re-hash a clone or share against its signed version")
+    from .verify_cmd import add_arguments as _verify_arguments
+    _verify_arguments(p)
 
     p = sub.add_parser("rendezvous", help="run a rendezvous server (STUN, meeting point, relay)")
     p.add_argument("--bind", default="0.0.0.0:3478", metavar="HOST:PORT",
@@ -216,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("pull", "sync", "status"):
             from . import folder_cmds
             return asyncio.run(getattr(folder_cmds, "run_" + args.command)(args, cfg))
+        if args.command == "verify":
+            from .verify_cmd import run_verify
+            return run_verify(args)
         if args.command == "keys":
             from .keys_cmd import run_keys
             return run_keys(args)

@@ -139,6 +139,22 @@ async def run_share(args, cfg) -> int:
     return 0
 
 
+def _verify_first(folder: Path, json_mode: bool) -> None:
+    """`clone --verify`: re-hash what is there; what is damaged is fetched again."""
+    from dattui.engine.store import db_path
+    from dattui.engine.verify import verify_folder
+    if not db_path(folder).exists():
+        return
+    res = verify_folder(folder, mark=True)
+    bad = [f for f in res.files if f.status not in ("ok", "incomplete")]
+    if json_mode:
+        jsonout.emit({"event": "verified", "ok": res.ok, "version": res.version,
+                      "files": len(res.files), "mismatched": [f.path for f in bad]})
+    else:
+        print(f"verified {len(res.files)} files of version {res.version}: "
+              + (f"{len(bad)} damaged or missing, fetching them again" if bad else "no damage found"))
+
+
 def default_clone_dir(link: str) -> Path:
     return Path(parse_link(link).hex())
 
@@ -146,6 +162,8 @@ def default_clone_dir(link: str) -> Path:
 async def run_clone(args, cfg) -> int:
     parse_link(args.link)  # a malformed link fails before anything is created
     folder = Path(args.dir) if args.dir else default_clone_dir(args.link)
+    if getattr(args, "verify", False):
+        _verify_first(folder, args.json)
     engine = Engine(engine_options(args, cfg))
     await engine.start()
     stop = asyncio.Event()
@@ -159,6 +177,11 @@ async def run_clone(args, cfg) -> int:
                                      exclude=None if include is None and exclude is None else exclude or ())
             fe.print_line({"event": "cloning", "path": str(folder.absolute())},
                           f"cloning into {folder.absolute()}")
+            reason = engine.transfer(tid).adopt
+            if reason:
+                from dattui.engine.adopt import describe
+                fe.print_line({"event": "adopting", "reason": reason, "path": str(folder.absolute())},
+                              describe(reason, folder.absolute()))
             waiter = asyncio.ensure_future(engine.wait(tid, find_timeout=timeout))
             result = None
             while not stop.is_set():
