@@ -20,6 +20,7 @@ from pathlib import Path
 
 from . import keys, keystore
 from .clone import CloneSwarm
+from .liveness import Rules
 from .discovery.static import StaticPeers, parse_hostport, resolve
 from .errors import DattuiError, DiskError, NotFound, UsageError
 from .daemon.interface import FilePage
@@ -55,6 +56,8 @@ class EngineOptions:
     dht_bootstrap: tuple[str, ...] = ()
     rendezvous: tuple[str, ...] = ()
     pex: bool = True  # peers introduce each other; punches coordinated through a common peer
+    stall_timeout: float = 60.0      # a clone with no progress this long says why (and gives up)
+    peer_idle_timeout: float = 15.0  # a peer that stopped sending is dropped after this long
 
     @classmethod
     def from_config(cls, cfg, **overrides) -> "EngineOptions":
@@ -67,7 +70,8 @@ class EngineOptions:
             max_inflight_requests=cfg.transfer.max_inflight_requests,
             upload=cfg.transfer.upload, lanes=cfg.transfer.lanes, include_hidden=cfg.share.include_hidden,
             dht=cfg.discovery.dht, dht_bootstrap=tuple(cfg.discovery.dht_bootstrap),
-            rendezvous=tuple(cfg.discovery.rendezvous))
+            rendezvous=tuple(cfg.discovery.rendezvous),
+            stall_timeout=cfg.clone.stall_timeout, peer_idle_timeout=cfg.clone.peer_idle_timeout)
         base.update(overrides)
         return cls(**base)
 
@@ -269,8 +273,10 @@ class Engine:
                            max_inflight_bytes=self.options.max_inflight_bytes,
                            max_inflight_requests=self.options.max_inflight_requests,
                            upload=self.options.upload,
-                           lanes=self.lane_count, lane_options=self.lane_options)
+                           lanes=self.lane_count, lane_options=self.lane_options,
+                           rules=Rules(self.options.stall_timeout, self.options.peer_idle_timeout))
         swarm.pex = self.pex
+        swarm.given_peers = list(zip(peers, addrs))
         self.swarms[swarm.tid] = swarm
         self._done[swarm.tid] = self.node.loop.create_future()
         self.node.add_swarm(swarm)
@@ -320,11 +326,23 @@ class Engine:
                 await asyncio.wait_for(asyncio.shield(self._first_contact(swarm)), find_timeout)
             except asyncio.TimeoutError:
                 if not fut.done():
-                    raise NotFound(
-                        f"no peer sharing this link answered within {find_timeout:g} s: check the "
-                        "link, that `dattui share` is running on the other side, and run "
-                        "`dattui doctor`") from None
+                    raise NotFound(self._not_found(swarm, find_timeout)) from None
         return await fut
+
+    def _not_found(self, swarm, timeout: float) -> str:
+        """Why no peer authenticated: what was given with --peer, first."""
+        given = getattr(swarm, "given_peers", ())
+        silent = [text for text, addr in given if addr not in self.node.answered]
+        if given and len(silent) == len(given):
+            return (f"nothing answered at {', '.join(silent)} within {timeout:g} s: check the "
+                    "address, that `dattui share` runs there and that its UDP port is open "
+                    "(`dattui doctor` tells what blocks it)")
+        if given:
+            answered = [text for text, addr in given if addr in self.node.answered]
+            return (f"{', '.join(answered)} answered but does not share this link (nothing else "
+                    f"did within {timeout:g} s): check the link and the address")
+        return (f"no peer sharing this link answered within {timeout:g} s: check the link, that "
+                "`dattui share` is running on the other side, and run `dattui doctor`")
 
     async def _first_contact(self, swarm) -> None:
         while not swarm.contacted and not self._done[swarm.tid].done():
