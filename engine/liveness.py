@@ -288,6 +288,9 @@ class Liveness:
             return (f"the only peer{'s' if len(live) > 1 else ''} found offer{'' if len(live) > 1 else 's'} "
                     f"version {max(older)}, older than version {t.version} already here; "
                     f"waited {idle} for one with it")
+        if not t.version:
+            return (f"the connected peer{'s' if len(live) > 1 else ''} sent no manifest of this "
+                    f"share for {idle} (a clone that serves nothing, or too slow a path)")
         if any(s.phase is Phase.SLOW for s in live):
             return f"the peers stopped sending: no data for {idle}"
         if t.version and t.missing:
