@@ -67,7 +67,7 @@ from pathlib import Path
 
 from . import liveness as lv
 from . import manifest as mf
-from . import merkle, wire
+from . import merkle, names, wire
 from .blocksource import FileBlockSource
 from .clonefs import TargetFolder
 from .serve import BlockServer, manifest_frames, send_manifest
@@ -223,6 +223,7 @@ class CloneSwarm(SwarmBase):
         self.completed_at: float | None = None
         self.contacted = False  # a peer holding the link has authenticated in this run
         self.live = lv.Liveness(rules, started=time.monotonic())
+        self._folding: tuple[bool, bool] | None = None  # names.folding of the target, once
         self._watch_handle = self.loop.call_later(WATCH, self._watch)
         self._ping_token = 1 << 32
         self.lanes = lanes  # at most this many lane processes (engine/lanes/) per version
@@ -316,6 +317,7 @@ class CloneSwarm(SwarmBase):
         m = mf.decode(encoded)  # raises UnsafeManifest for paths leaving the folder
         if m.version <= self.version:
             return
+        self._check_names(m)
         for e in m.entries:
             self.target.check_existing(e.path, e.kind == mf.Kind.DIR)
         keep: dict[int, int] = {}
@@ -339,6 +341,19 @@ class CloneSwarm(SwarmBase):
         self.emit(ManifestReceived(self.tid, m.version, len(m.files), m.total_bytes, m.name))
         self._prepare_tree()
         self._ensure_tick()
+
+    def _check_names(self, m: mf.Manifest) -> None:
+        """Two names this folder's filesystem would hold as one (case, Unicode
+        normalisation) are refused, never merged."""
+        if self._folding is None:
+            self._folding = names.folding(self.target.root_fd)
+        pair = names.collision((e.path for e in m.entries), *self._folding)
+        if pair is not None:
+            raise UnsafeManifest(
+                f"refusing the share's manifest: {names.shown(pair[0], 80)} and "
+                f"{names.shown(pair[1], 80)} would be one file on the target folder's filesystem "
+                "(it ignores case or Unicode normalisation); nothing was written; clone onto a "
+                "case-sensitive filesystem or ask the sharer to rename one")
 
     def _forget_requests(self) -> None:
         """Every request of the version being left: cancelled."""
@@ -1017,7 +1032,8 @@ class CloneSwarm(SwarmBase):
         self._kick()
 
     def _on_manifest_part(self, peer: PeerConnection, f: wire.ManifestPart) -> None:
-        self.live.handle(lv.DataArrived(peer), time.monotonic())
+        if f.version > self.version:  # an older version's parts are no progress
+            self.live.handle(lv.DataArrived(peer, len(f.chunk)), time.monotonic())
         parts = peer.app.get("manifest")
         if f.offset == 0:
             if f.total > mf.MAX_MANIFEST_BYTES:
@@ -1111,7 +1127,7 @@ class CloneSwarm(SwarmBase):
         self.bytes_have += n
         self._remaining -= 1
         peer.blocks_down += 1
-        self.live.handle(lv.DataArrived(peer), time.monotonic())
+        self.live.handle(lv.DataArrived(peer, n), time.monotonic())
         if len(have) == e.blocks(m.block_size):
             self._file_complete(f.file, had_partial=len(have) > 1)
         else:

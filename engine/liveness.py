@@ -71,6 +71,7 @@ class PeerAuthenticated:
 class DataArrived:
     """Something useful from `peer`: a verified block or a manifest part."""
     peer: Hashable
+    nbytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +150,14 @@ class PeerState:
     ping_at: float = 0.0
     offered: int | None = None
     dropped: bool = False
+    first_useful: float | None = None
+    delivered: int = 0  # useful bytes since first_useful
+
+    def rate(self) -> float:
+        """Useful bytes/s from its first delivery to its last: unlike a sliding
+        window, this does not fall to nothing when the peer stops."""
+        span = self.last_useful - (self.first_useful or self.last_useful)
+        return self.delivered / span if span >= 0.25 else 0.0
 
 
 @dataclass(slots=True)
@@ -189,7 +198,7 @@ class Liveness:
     # ---- events ---------------------------------------------------------------------
     def handle(self, event, now: float) -> list:
         if isinstance(event, DataArrived):
-            return self._useful(event.peer, now)
+            return self._useful(event.peer, event.nbytes, now)
         if isinstance(event, Tick):
             return self._tick(event, now)
         if isinstance(event, PeerAuthenticated):
@@ -214,9 +223,13 @@ class Liveness:
             return [Unstuck()]
         return []
 
-    def _useful(self, peer: Hashable, now: float) -> list:
+    def _useful(self, peer: Hashable, nbytes: int, now: float) -> list:
         s = self.peers.get(peer)
         if s is not None:
+            if s.first_useful is None:
+                s.first_useful = now
+            else:
+                s.delivered += nbytes
             s.last_useful = now
             s.phase = Phase.OK
             a = self.addrs.get(s.addr)
@@ -252,7 +265,7 @@ class Liveness:
                 s.waiting_since = now
             if s.phase is Phase.OK:
                 if now - max(s.waiting_since, s.last_useful) >= request_timeout(
-                        load.inflight_bytes, load.rate, load.rtt):
+                        load.inflight_bytes, max(load.rate, s.rate()), load.rtt):
                     s.phase, s.slow_since, s.ping_at = Phase.SLOW, now, now
                     out += [Reassign(load.peer), Ping(load.peer)]
                 continue
@@ -284,15 +297,18 @@ class Liveness:
                         f"came back for {idle}")
             return f"no peer sharing this link answered for {idle}"
         older = [s.offered for s in live if s.offered is not None and s.offered < t.version]
+        serving = [l for l in t.loads if l.serves and l.peer in self.peers
+                   and not self.peers[l.peer].dropped]
         if older and len(older) == len(live):
             return (f"the only peer{'s' if len(live) > 1 else ''} found offer{'' if len(live) > 1 else 's'} "
                     f"version {max(older)}, older than version {t.version} already here; "
                     f"waited {idle} for one with it")
-        if not t.version:
+        if not t.version or not serving:
             return (f"the connected peer{'s' if len(live) > 1 else ''} sent no manifest of this "
                     f"share for {idle} (a clone that serves nothing, or too slow a path)")
-        if any(s.phase is Phase.SLOW for s in live):
-            return f"the peers stopped sending: no data for {idle}"
+        if any(s.phase is Phase.SLOW for s in live) or any(
+                l.inflight_bytes > 0 for l in t.loads if l.peer in self.peers):
+            return f"the peers stopped sending: asked for blocks, no data for {idle}"
         if t.version and t.missing:
             return f"the connected peers hold none of the blocks still missing; waited {idle}"
         return f"no progress for {idle}"
