@@ -116,3 +116,14 @@ def test_a_node_seen_again_is_no_progress():
     live.handle(lv.PeerClosed("p", False, "closed"), 1.0)
     live.handle(lv.PeerAuthenticated("p2", A, b"n"), 15.0)
     assert isinstance(tick(live, 20.0, load("p2", inflight=0))[0], lv.Stuck)
+
+
+def test_a_peer_that_stops_is_judged_by_the_rate_it_had_not_by_a_decayed_window():
+    live = lv.Liveness(RULES, started=0.0)
+    live.handle(lv.PeerAuthenticated("p", A, b"n1"), 0.0)
+    assert tick(live, 0.5, load("p", rate=0.0)) == []  # requests out from here on
+    for i in range(11):  # 10 MB/s for a second
+        live.handle(lv.DataArrived("p", 1_000_000), 1.0 + i / 10)
+    # the sliding-window rate has fallen to 0; 1 MiB at 10 MB/s is quick: 2 s, not 8
+    acts = tick(live, 4.2, load("p", rate=0.0, heard=2.0))
+    assert acts[0] == lv.Reassign("p")
