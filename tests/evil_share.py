@@ -13,6 +13,7 @@ requests honestly and then, by MODE:
   bad       answers with a block whose bytes do not match the signed tree
   other     answers with a block of another file under this one's name
   oversize  sends a frame longer than any frame may be
+--extra names a set of hostile paths (EXTRA below); --extra-json lists more.
 Prints one JSON line {"link", "port"} once serving, then {"event": "tripped"}
 when it starts misbehaving. Runs until killed.
 """
@@ -49,6 +50,7 @@ async def main() -> None:
     ap.add_argument("--version", type=int, default=1)
     ap.add_argument("--mode", default="honest")
     ap.add_argument("--extra", default="")
+    ap.add_argument("--extra-json", default="", help='[["file"|"dir", path], ...] to append')
     ap.add_argument("--home", default=None)
     args = ap.parse_args()
     from dattui.engine import api
@@ -116,6 +118,9 @@ async def main() -> None:
     m = swarm.manifest
     extra = tuple(mf.Entry(mf.Kind.FILE, p, 0o644, 0, 0, b"\x00" * 32)
                   for p in EXTRA.get(args.extra, ()))
+    if args.extra_json:
+        extra += tuple(mf.Entry(mf.Kind.FILE, p, 0o644, 0, 0, b"\x00" * 32) if k == "file"
+                       else mf.Entry(mf.Kind.DIR, p, 0o755, 0) for k, p in json.loads(args.extra_json))
     m = dataclasses.replace(m, version=args.version, entries=m.entries + extra)
     encoded, sig = mf.sign(m, key)
     swarm._set_manifest(m, encoded, sig)

@@ -36,10 +36,12 @@ peer_idle_timeout = 3
 class Evil:
     """tests/evil_share.py in a subprocess."""
 
-    def __init__(self, data: Path, home: Path, *, mode="honest", version=5, extra="", port=0):
+    def __init__(self, data: Path, home: Path, *, mode="honest", version=5, extra="", port=0,
+                 extra_json=""):
         self.proc = subprocess.Popen(
             [sys.executable, "-P", str(HERE / "evil_share.py"), SEED, str(data), "--mode", mode,
-             "--version", str(version), "--extra", extra, "--port", str(port), "--home", str(home)],
+             "--version", str(version), "--extra", extra, "--port", str(port), "--home", str(home),
+             "--extra-json", extra_json],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()
         if not line:
