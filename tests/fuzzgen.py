@@ -52,14 +52,14 @@ def frame_stream(rng: random.Random) -> bytes:
     return mutate(rng, raw) if rng.random() < 0.9 else raw
 
 
-def hostile_paths(rng: random.Random, count: int = 6) -> list[str]:
+def hostile_paths(rng: random.Random, count: int = 6, nasty: float = 0.15) -> list[str]:
     """Paths a hostile share might list: mostly harmless, some nasty."""
     out = []
     for _ in range(count):
-        depth = rng.choice([1, 1, 2, 3, rng.randrange(1, 400)])
+        depth = rng.choice([1, 1, 2, 3, rng.randrange(1, 20), rng.randrange(1, 400)])
         parts = []
         for _ in range(depth):
-            if rng.random() < 0.15:
+            if rng.random() < nasty:
                 parts.append(rng.choice(NASTY))
             else:
                 parts.append("".join(rng.choice("abcXYZ_-.09") for _ in range(rng.randrange(1, 12))))

@@ -50,10 +50,10 @@ def _snapshot(root):
     return out
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_real_clone_of_a_seeded_hostile_manifest_ends_cleanly(world, seed):  # noqa: F811
+@pytest.mark.parametrize("seed,nasty", [(0, 0.0), (1, 0.0), (2, 0.01), (3, 0.15), (4, 0.3)])
+def test_real_clone_of_a_seeded_hostile_manifest_ends_cleanly(world, seed, nasty):  # noqa: F811
     rng = random.Random(seed)
-    paths = fuzzgen.hostile_paths(rng, 8)
+    paths = fuzzgen.hostile_paths(rng, 8, nasty)
     extra = [[rng.choice(["file", "dir"]), p] for p in paths]
     evil = world.share(extra_json=json.dumps(extra))
     outside = world.path.parent
