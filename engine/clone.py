@@ -865,7 +865,7 @@ class CloneSwarm(SwarmBase):
             peer.close(ERR_GONE, "sent bad data earlier in this transfer")
             return
         self.contacted = True
-        self.live.handle(lv.PeerAuthenticated(peer, peer.link.addr, peer.remote_id), time.monotonic())
+        self._feed(lv.PeerAuthenticated(peer, peer.link.addr, peer.remote_id))
         super().attach(peer)
         self._start_peer(peer)
 
@@ -887,6 +887,10 @@ class CloneSwarm(SwarmBase):
         for act in self.live.handle(tick, now):
             self._carry_out(act)
         self._watch_handle = self.loop.call_later(WATCH, self._watch)
+
+    def _feed(self, event) -> None:
+        for act in self.live.handle(event, time.monotonic()):
+            self._carry_out(act)
 
     def _carry_out(self, act) -> None:
         if isinstance(act, lv.Reassign):
@@ -932,8 +936,7 @@ class CloneSwarm(SwarmBase):
         self._ensure_tick()
 
     def detach(self, peer: PeerConnection, reason: str) -> None:
-        self.live.handle(lv.PeerClosed(peer, peer.close_code in (ERR_BAD_BLOCK, ERR_PROTOCOL),
-                                       reason), time.monotonic())
+        self._feed(lv.PeerClosed(peer, peer.close_code in (ERR_BAD_BLOCK, ERR_PROTOCOL), reason))
         super().detach(peer, reason)
         self._drop_availability(peer)
         for key in list(peer.app.get("inflight", {})):
@@ -1033,7 +1036,7 @@ class CloneSwarm(SwarmBase):
 
     def _on_manifest_part(self, peer: PeerConnection, f: wire.ManifestPart) -> None:
         if f.version > self.version:  # an older version's parts are no progress
-            self.live.handle(lv.DataArrived(peer, len(f.chunk)), time.monotonic())
+            self._feed(lv.DataArrived(peer, len(f.chunk)))
         parts = peer.app.get("manifest")
         if f.offset == 0:
             if f.total > mf.MAX_MANIFEST_BYTES:
@@ -1046,7 +1049,7 @@ class CloneSwarm(SwarmBase):
             raise ProtocolError("manifest longer than announced")
 
     def _on_manifest_sig(self, peer: PeerConnection, f: wire.ManifestSignature) -> None:
-        self.live.handle(lv.VersionOffered(peer, f.version), time.monotonic())
+        self._feed(lv.VersionOffered(peer, f.version))
         self._drop_availability(peer)  # what it holds follows (HAVE_ALL or BITFIELD)
         parts = peer.app.pop("manifest", None)
         if parts is None:
@@ -1127,7 +1130,7 @@ class CloneSwarm(SwarmBase):
         self.bytes_have += n
         self._remaining -= 1
         peer.blocks_down += 1
-        self.live.handle(lv.DataArrived(peer, n), time.monotonic())
+        self._feed(lv.DataArrived(peer, n))
         if len(have) == e.blocks(m.block_size):
             self._file_complete(f.file, had_partial=len(have) > 1)
         else:

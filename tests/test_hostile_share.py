@@ -213,3 +213,27 @@ def test_peer_with_nothing_there_says_nothing_answered_at_host_port(world):
     p, _ = world.clone(None, peer="127.0.0.1:9", find=2)
     assert p.returncode == 3
     assert world.one_line(p).startswith("dattui: nothing answered at 127.0.0.1:9 ")
+
+
+async def test_sync_clone_keeps_waiting_and_shows_why(world):
+    """--sync (and the daemon, whose clones are --sync) never give up: the
+    status says what it waits for, and it continues once a peer delivers."""
+    import asyncio
+    from helpers import engine
+    evil = world.share(mode="stall:2")
+    e = await engine(world.path / "sync-home", stall_timeout=1.5, peer_idle_timeout=1.0)
+    try:
+        tid = await e.clone(evil.link, world.dst, sync=True, peers=[f"127.0.0.1:{evil.port}"])
+        swarm = e.transfer(tid)
+        for _ in range(int(BOUND / 0.05)):
+            if swarm.message.startswith("waiting: "):
+                break
+            await asyncio.sleep(0.05)
+        assert swarm.message.startswith("waiting: ") and not swarm.failed
+        assert e.status()[0].message == swarm.message
+        evil.stop()
+        world.share(mode="honest", port=evil.port)
+        await asyncio.wait_for(e.wait(tid), BOUND)
+        assert swarm.message == "" and swarm.completed
+    finally:
+        await e.close()
