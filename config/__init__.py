@@ -79,6 +79,8 @@ class TransferConfig:
 @dataclass(frozen=True)
 class CloneConfig:
     find_timeout: float
+    stall_timeout: float
+    peer_idle_timeout: float
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,8 @@ _CHECKS: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
     ("transfer", "max_inflight_requests"): (lambda v: v > 0, "a positive integer"),
     ("transfer", "lanes"): (lambda v: -1 <= v <= 8, "-1 (as many as the cores allow), 0 (none) or 1-8"),
     ("clone", "find_timeout"): (lambda v: v > 0, "a positive number of seconds"),
+    ("clone", "stall_timeout"): (lambda v: v > 0, "a positive number of seconds"),
+    ("clone", "peer_idle_timeout"): (lambda v: v > 0, "a positive number of seconds"),
     ("tui", "refresh_hz"): (lambda v: 0 < v <= 1000, "a number above 0 (redraws per second)"),
     ("bandwidth", "limit_up"): (lambda v: _parses(_bw.parse_rate, v),
                                 'a rate such as "20MB" (per second), "2MiB", "100mbit", or "" for none'),

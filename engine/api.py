@@ -24,6 +24,7 @@ from . import keys, keystore
 from .bandwidth import Limits, Plan, Throttle
 from .selection import Selection
 from .clone import CloneSwarm
+from .liveness import Rules
 from .discovery.static import StaticPeers, parse_hostport, resolve
 from .errors import DattuiError, DiskError, NotFound, UsageError
 from .daemon.interface import FilePage
@@ -66,6 +67,8 @@ class EngineOptions:
     limit_up: str = ""    # bandwidth limits (engine/bandwidth.py): "" none, "20MB", ...
     limit_down: str = ""
     bandwidth_schedule: tuple[str, ...] = ()
+    stall_timeout: float = 60.0      # a clone with no progress this long says why (and gives up)
+    peer_idle_timeout: float = 15.0  # a peer that stopped sending is dropped after this long
 
     @classmethod
     def from_config(cls, cfg, **overrides) -> "EngineOptions":
@@ -80,7 +83,8 @@ class EngineOptions:
             dht=cfg.discovery.dht, dht_bootstrap=tuple(cfg.discovery.dht_bootstrap),
             rendezvous=tuple(cfg.discovery.rendezvous),
             limit_up=cfg.bandwidth.limit_up, limit_down=cfg.bandwidth.limit_down,
-            bandwidth_schedule=tuple(cfg.bandwidth.schedule))
+            bandwidth_schedule=tuple(cfg.bandwidth.schedule),
+            stall_timeout=cfg.clone.stall_timeout, peer_idle_timeout=cfg.clone.peer_idle_timeout)
         base.update(overrides)
         return cls(**base)
 
@@ -104,6 +108,7 @@ class Engine:
         self.up = Throttle(None, time.monotonic())
         self.down = Throttle(None, time.monotonic())
         self._bandwidth_timer: asyncio.TimerHandle | None = None
+        self._startup_warnings: list[Logged] = []
 
     @property
     def lane_count(self) -> int:
@@ -159,8 +164,15 @@ class Engine:
             self._lan = LanAnnouncer(port=self.node.port, group=self.options.lan_group,
                                      group_port=self.options.lan_port,
                                      on_found=lambda f: self.node.peer_found(f.dkey, (f.host, f.port), "lan"))
-            await self._lan.start()
-            self.node.add_source(_LanSource(self._lan))
+            try:
+                await self._lan.start()
+            except OSError as exc:  # another program holds the port without sharing it
+                self._lan = None
+                self._warn_at_start(Logged("", "warning", f"no LAN discovery: UDP port {self.options.lan_port} "
+                                  f"cannot be opened ({exc.strerror}); peers on this network are "
+                                  "found through other means, or give one with --peer HOST:PORT"))
+            else:
+                self.node.add_source(_LanSource(self._lan))
         if self.options.dht:
             self._start_dht()
         if self.options.rendezvous:
@@ -222,9 +234,17 @@ class Engine:
 
     # ---- events and status -----------------------------------------------------------
     def subscribe(self) -> asyncio.Queue:
+        """A queue of every event from now on, after the warnings the engine
+        gave while it started (before anyone could listen)."""
         q: asyncio.Queue = asyncio.Queue(maxsize=10000)
+        for ev in self._startup_warnings:
+            q.put_nowait(ev)
         self._queues.append(q)
         return q
+
+    def _warn_at_start(self, ev: Logged) -> None:
+        self._startup_warnings.append(ev)
+        self._emit(ev)
 
     def _emit(self, ev: Event) -> None:
         self._log.append(describe(ev))
@@ -323,10 +343,12 @@ class Engine:
                            max_inflight_requests=self.options.max_inflight_requests,
                            upload=self.options.upload,
                            lanes=self.lane_count, lane_options=self.lane_options,
-                           selection=selection, durable=sync_enabled(), adopt=adopt_reason)
+                           selection=selection, durable=sync_enabled(), adopt=adopt_reason,
+                           rules=Rules(self.options.stall_timeout, self.options.peer_idle_timeout))
         swarm.pex = self.pex
         swarm.server.throttle = self.up
         swarm.down = self.down
+        swarm.given_peers = list(zip(peers, addrs))
         self.swarms[swarm.tid] = swarm
         self._done[swarm.tid] = self.node.loop.create_future()
         self.node.add_swarm(swarm)
@@ -403,11 +425,23 @@ class Engine:
                 await asyncio.wait_for(asyncio.shield(self._first_contact(swarm)), find_timeout)
             except asyncio.TimeoutError:
                 if not fut.done():
-                    raise NotFound(
-                        f"no peer sharing this link answered within {find_timeout:g} s: check the "
-                        "link, that `dattui share` is running on the other side, and run "
-                        "`dattui doctor`") from None
+                    raise NotFound(self._not_found(swarm, find_timeout)) from None
         return await fut
+
+    def _not_found(self, swarm, timeout: float) -> str:
+        """Why no peer authenticated: what was given with --peer, first."""
+        given = getattr(swarm, "given_peers", ())
+        silent = [text for text, addr in given if addr not in self.node.answered]
+        if given and len(silent) == len(given):
+            return (f"nothing answered at {', '.join(silent)} within {timeout:g} s: check the "
+                    "address, that `dattui share` runs there and that its UDP port is open "
+                    "(`dattui doctor` tells what blocks it)")
+        if given:
+            answered = [text for text, addr in given if addr in self.node.answered]
+            return (f"{', '.join(answered)} answered but does not share this link (nothing else "
+                    f"did within {timeout:g} s): check the link and the address")
+        return (f"no peer sharing this link answered within {timeout:g} s: check the link, that "
+                "`dattui share` is running on the other side, and run `dattui doctor`")
 
     async def _first_contact(self, swarm) -> None:
         while not swarm.contacted and not self._done[swarm.tid].done():

@@ -71,8 +71,9 @@ from collections.abc import Callable, Iterator
 from itertools import islice
 from pathlib import Path
 
+from . import liveness as lv
 from . import manifest as mf
-from . import adopt, merkle, wire
+from . import adopt, merkle, names, wire
 from .bandwidth import Throttle
 from .blocksource import FileBlockSource
 from .clonefs import TargetFolder
@@ -81,7 +82,8 @@ from .selection import Selection
 from .space import check_free_space
 from .treeops import remove_left_behind, sizes_differ
 from .serve import BlockServer, manifest_frames, send_manifest
-from .errors import DattuiError, DiskError, ProtocolError, UnsafeManifest
+from .clonefs import disk_error
+from .errors import DattuiError, DiskError, NotFound, ProtocolError, UnsafeManifest
 from .events import (BadBlockReceived, CloneCompleted, FileCompleted, FileProgress, Logged,
                      ManifestReceived, Role, State, TransferFailed, TransferStatus)
 from .lanes import share_lanes as lanes_policy
@@ -105,6 +107,7 @@ SEED_SENDING = 2         # a seed's oldest requests: likely on the wire, never m
 MAX_OFFERS = 4096        # per peer: blocks it announced that we lack, queued to ask it for
 SCAN_LIMIT = 4096        # blocks looked at per pick within one file
 SEED_COPY_AFTER = 1.5    # endgame: a seed copies a clone peer's request only when older
+WATCH = 0.5              # how often the liveness rules (engine/liveness.py) look at the peers
 
 Key = tuple[int, int]  # (file index, block index)
 
@@ -182,7 +185,8 @@ class CloneSwarm(SwarmBase):
                  max_inflight_requests: int = 256, upload: bool = True,
                  rng: random.Random | None = None, lanes: int = 0,
                  lane_options: dict | None = None, selection: Selection | None = None,
-                 durable: bool = True, adopt: str | None = None) -> None:
+                 durable: bool = True, adopt: str | None = None,
+                 rules: lv.Rules = lv.Rules()) -> None:
         super().__init__(public_key, folder, emit)
         self.db = db
         self.sync = sync
@@ -243,7 +247,11 @@ class CloneSwarm(SwarmBase):
         self.failed: DattuiError | None = None
         self.completed = False
         self.completed_at: float | None = None
-        self.contacted = False  # a peer has answered with the share's manifest in this run
+        self.contacted = False  # a peer holding the link has authenticated in this run
+        self.live = lv.Liveness(rules, started=time.monotonic())
+        self._folding: tuple[bool, bool] | None = None  # names.folding of the target, once
+        self._watch_handle = self.loop.call_later(WATCH, self._watch)
+        self._ping_token = 1 << 32
         self.lanes = lanes  # at most this many lane processes (engine/lanes/) per version
         self.lane_options = lane_options or {}
         self.lane_peers: list[LanePeer] = []
@@ -341,6 +349,7 @@ class CloneSwarm(SwarmBase):
         m = mf.decode(encoded)  # raises UnsafeManifest for paths leaving the folder
         if m.version <= self.version:
             return
+        self._check_names(m)
         for e in m.entries:
             self.target.check_existing(e.path, e.kind == mf.Kind.DIR)
         self.records.flush()  # what the version being left verified stays recorded
@@ -372,6 +381,19 @@ class CloneSwarm(SwarmBase):
         self.emit(ManifestReceived(self.tid, m.version, len(m.files), m.total_bytes, m.name))
         self._prepare_tree()
         self._ensure_tick()
+
+    def _check_names(self, m: mf.Manifest) -> None:
+        """Two names this folder's filesystem would hold as one (case, Unicode
+        normalisation) are refused, never merged."""
+        if self._folding is None:
+            self._folding = names.folding(self.target.root_fd)
+        pair = names.collision((e.path for e in m.entries), *self._folding)
+        if pair is not None:
+            raise UnsafeManifest(
+                f"refusing the share's manifest: {names.shown(pair[0], 80)} and "
+                f"{names.shown(pair[1], 80)} would be one file on the target folder's filesystem "
+                "(it ignores case or Unicode normalisation); nothing was written; clone onto a "
+                "case-sensitive filesystem or ask the sharer to rename one")
 
     def _forget_requests(self) -> None:
         """Every request of the version being left: cancelled."""
@@ -837,7 +859,8 @@ class CloneSwarm(SwarmBase):
     def _schedule(self, peer: PeerConnection) -> None:
         if self.manifest is None or self.failed or self.completed or peer.link.closed \
                 or peer.app.get("version") != self.version or peer.app.get("have") is None \
-                or peer.app.get("lanes_ready"):  # its lanes fetch; this process coordinates
+                or peer.app.get("lanes_ready") \
+                or self.live.is_slow(peer):  # its lanes fetch / it stopped delivering
             return
         now = time.monotonic()
         target = self._target(peer, now)
@@ -904,8 +927,68 @@ class CloneSwarm(SwarmBase):
     def attach(self, peer: PeerConnection) -> None:
         if peer.closed_reason:
             return  # closing already (a duplicate connection to a peer we have)
+        if self.live.refuses(peer.remote_id):
+            peer.close(ERR_GONE, "sent bad data earlier in this transfer")
+            return
+        self.contacted = True
+        self._feed(lv.PeerAuthenticated(peer, peer.link.addr, peer.remote_id))
         super().attach(peer)
         self._start_peer(peer)
+
+    def may_dial(self, addr) -> bool:
+        """Not a peer banned for bad data, nor one backing off after a close."""
+        return self.live.may_dial(addr, time.monotonic())
+
+    # ---- liveness: engine/liveness.py decides, this carries it out ----------------
+    def _watch(self) -> None:
+        self._watch_handle = None
+        if self._closed or self.failed or (self.completed and not self.sync):
+            return
+        now = time.monotonic()
+        loads = tuple(
+            lv.PeerLoad(p, p.app.get("inflight_bytes", 0), p.down.rate(now), p.link.rtt,
+                        p.last_heard, p.app.get("version") == self.version and self.version > 0)
+            for p in self.peers if isinstance(p, PeerConnection))
+        tick = lv.Tick(loads, self.version, not self.completed and self._remaining > 0)
+        for act in self.live.handle(tick, now):
+            self._carry_out(act)
+        self._watch_handle = self.loop.call_later(WATCH, self._watch)
+
+    def _feed(self, event) -> None:
+        for act in self.live.handle(event, time.monotonic()):
+            self._carry_out(act)
+
+    def _carry_out(self, act) -> None:
+        if isinstance(act, lv.Reassign):
+            peer = act.peer
+            mine = list(peer.app.get("inflight", {}))
+            if mine and not peer.link.closed:
+                peer.send_raw(b"".join(wire.encode(wire.Cancel(self.version, *k)) for k in mine))
+            for key in mine:
+                self._remember_cancel(peer, key)
+                if self._release(peer, key):
+                    self.retry[key] = None
+            self._kick()
+        elif isinstance(act, lv.Ping):
+            self._ping_token += 1
+            if not act.peer.link.closed:
+                act.peer.send(wire.Ping(self._ping_token))
+        elif isinstance(act, lv.Drop):
+            self.emit(Logged(self.tid, "warning", f"peer {act.peer.peer_id} at {act.peer.address} "
+                                                  f"dropped: {act.reason}"))
+            act.peer.close(ERR_GONE, act.reason)
+            self.detach(act.peer, act.reason)  # now: a dead connection takes a while to close
+        elif isinstance(act, lv.Stuck):
+            if self.completed:
+                return  # a finished --sync clone waits for new versions: nothing is stuck
+            if self.sync:
+                self.message = f"waiting: {act.cause}"
+                self.emit(Logged(self.tid, "warning", self.message))
+            else:
+                self._fail(NotFound(f"{act.cause}; giving up (run the same command again "
+                                    "to continue: what was verified is kept)"))
+        elif isinstance(act, lv.Unstuck):
+            self.message = ""
 
     def _start_peer(self, peer) -> None:
         peer.app["inflight"] = {}
@@ -919,6 +1002,7 @@ class CloneSwarm(SwarmBase):
         self._ensure_tick()
 
     def detach(self, peer: PeerConnection, reason: str) -> None:
+        self._feed(lv.PeerClosed(peer, peer.close_code in (ERR_BAD_BLOCK, ERR_PROTOCOL), reason))
         super().detach(peer, reason)
         self._drop_availability(peer)
         for key in list(peer.app.get("inflight", {})):
@@ -994,6 +1078,14 @@ class CloneSwarm(SwarmBase):
             peer.close(ERR_PROTOCOL, "unsafe manifest")
         except DattuiError as exc:
             self._fail(exc)
+        except OSError as exc:  # the target folder refused (a name the filesystem cannot take)
+            self._fail(disk_error(exc, "the target folder"))
+            peer.close(ERR_GONE, "cannot write")
+        except (ValueError, IndexError, KeyError, TypeError, RecursionError, OverflowError) as exc:
+            # a frame we could not handle: that peer goes, never a traceback
+            self.emit(Logged(self.tid, "warning", f"peer {peer.peer_id}: cannot handle "
+                                                  f"{type(frame).__name__}: {exc!r}"))
+            peer.close(ERR_PROTOCOL, f"frame not handled: {type(exc).__name__}")
 
     def _on_no_data(self, peer: PeerConnection, f: wire.NoData) -> None:
         key = (f.file, f.block)
@@ -1009,6 +1101,8 @@ class CloneSwarm(SwarmBase):
         self._kick()
 
     def _on_manifest_part(self, peer: PeerConnection, f: wire.ManifestPart) -> None:
+        if f.version > self.version:  # an older version's parts are no progress
+            self._feed(lv.DataArrived(peer, len(f.chunk)))
         parts = peer.app.get("manifest")
         if f.offset == 0:
             if f.total > mf.MAX_MANIFEST_BYTES:
@@ -1021,7 +1115,7 @@ class CloneSwarm(SwarmBase):
             raise ProtocolError("manifest longer than announced")
 
     def _on_manifest_sig(self, peer: PeerConnection, f: wire.ManifestSignature) -> None:
-        self.contacted = True
+        self._feed(lv.VersionOffered(peer, f.version))
         self._drop_availability(peer)  # what it holds follows (HAVE_ALL or BITFIELD)
         parts = peer.app.pop("manifest", None)
         if parts is None:
@@ -1102,6 +1196,7 @@ class CloneSwarm(SwarmBase):
         self.bytes_have += n
         self._remaining -= 1
         peer.blocks_down += 1
+        self._feed(lv.DataArrived(peer, n))
         if len(have) == e.blocks(m.block_size):
             self._file_complete(f.file, nbytes=n)
         else:
@@ -1273,6 +1368,9 @@ class CloneSwarm(SwarmBase):
         if self._tick_handle is not None:
             self._tick_handle.cancel()
             self._tick_handle = None
+        if self._watch_handle is not None:
+            self._watch_handle.cancel()
+            self._watch_handle = None
         await asyncio.gather(*(lp.process.stop() for lp in self.lane_peers), return_exceptions=True)
         await super().close()
         try:

@@ -78,8 +78,23 @@ class TargetFolder:
         if fd is not None:
             self._dirs.move_to_end(rel)
             return fd
-        parent, _, name = rel.rpartition("/")
-        pfd = self.dir_fd(parent, create)
+        # down from the deepest folder already open, one level at a time (a loop,
+        # not a recursion: a manifest may nest deeply)
+        parts = rel.split("/")
+        i, fd = len(parts) - 1, None
+        while i > 0:
+            fd = self._dirs.get("/".join(parts[:i]))
+            if fd is not None:
+                break
+            i -= 1
+        if fd is None:
+            fd = self.root_fd
+        for j in range(i, len(parts)):
+            fd = self._open_dir(fd, parts[j], "/".join(parts[:j + 1]), create)
+        return fd
+
+    def _open_dir(self, pfd: int, name: str, rel: str, create: bool) -> int:
+        """Open (and create) folder `name` in the folder open as `pfd`; cached as `rel`."""
         try:
             fd = os.open(name, _DIR_FLAGS, dir_fd=pfd)
         except FileNotFoundError:
@@ -87,7 +102,7 @@ class TargetFolder:
                 raise
             try:
                 os.mkdir(name, 0o755, dir_fd=pfd)
-                self._dirty_dirs.add(parent)
+                self._dirty_dirs.add(rel.rpartition("/")[0])
             except FileExistsError:
                 pass
             except OSError as exc:
@@ -98,12 +113,12 @@ class TargetFolder:
                 raise self._unsafe(rel, "a symlink or a file stands where a folder belongs") from None
             raise disk_error(exc, rel) from None
         self._dirs[rel] = fd
-        if len(self._dirs) > OPEN_DIRS:
-            old_rel, old = next(iter(self._dirs.items()))
-            if old_rel in self._dirty_dirs:
+        self._dirs.move_to_end(rel)
+        if len(self._dirs) > OPEN_DIRS:  # the parent may go: it is not used again
+            old_rel, old = self._dirs.popitem(last=False)
+            if old_rel in self._dirty_dirs:  # its new entries reach the disk first
                 self._fsync(old, old_rel)
                 self._dirty_dirs.discard(old_rel)
-            del self._dirs[old_rel]
             os.close(old)
         return fd
 

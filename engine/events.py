@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from .names import shown
 
 
 class Role(str, enum.Enum):
@@ -203,7 +204,7 @@ def describe(ev: Event) -> str:
     elif isinstance(ev, PathAttempted):
         text = f"{ev.step} {ev.address}: {ev.detail}"
     elif isinstance(ev, BadBlockReceived):
-        text = f"peer {ev.peer_id} sent a bad block ({ev.path} #{ev.block}): disconnected"
+        text = f"peer {ev.peer_id} sent a bad block ({shown(ev.path, 200)} #{ev.block}): disconnected"
     elif isinstance(ev, Logged):
         text = f"{ev.level}: {ev.message}"
     elif isinstance(ev, TransferFailed):

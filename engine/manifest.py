@@ -14,11 +14,12 @@ refuses any path that could leave the target folder.
 from __future__ import annotations
 
 import hashlib
+import re
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
-from . import keys, merkle
+from . import keys, merkle, names
 from .errors import UnsafeManifest
 
 FORMAT = 1
@@ -97,9 +98,15 @@ def verify(public_key: bytes, encoded: bytes, signature: bytes) -> bool:
     return keys.verify(public_key, signing_message(encoded), signature)
 
 
+MAX_NAME_BYTES = 255  # one path component: what Linux, macOS and Windows filesystems take
+MAX_DEPTH = 256       # components in one path
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0, DEL, C1
+
+
 def check_path(path: str) -> None:
-    """Refuse anything that is not a plain relative path inside the target."""
-    bad = None
+    """Refuse anything that is not a plain relative path inside the target,
+    or that no filesystem or terminal should be handed."""
+    bad, why = None, "that would leave the target folder"
     if not path:
         bad = "an empty path"
     elif "\x00" in path or "\\" in path:
@@ -112,10 +119,16 @@ def check_path(path: str) -> None:
             bad = "a path with '..', '.' or an empty component"
         elif parts[0] == RESERVED:
             bad = "a path inside .dat/"
+        elif len(parts) > MAX_DEPTH:
+            bad, why = f"a path {len(parts)} folders deep", f"deeper than the {MAX_DEPTH} allowed"
+        elif any(len(p.encode()) > MAX_NAME_BYTES for p in parts):
+            bad, why = "a name", f"longer than the {MAX_NAME_BYTES} bytes a filesystem takes"
+        elif _CONTROL.search(path):
+            bad, why = "a name", "with a control character"
     if bad:
         raise UnsafeManifest(
-            f"refusing the share's manifest: it names {bad} ({path[:80]!r}) that would "
-            "leave the target folder; ask the sharer to check their dattui version"
+            f"refusing the share's manifest: it names {bad} ({names.shown(path, 80)}) {why}; "
+            "nothing was written; ask the sharer to check their folder and dattui version"
         )
 
 
@@ -183,7 +196,7 @@ def decode(data: bytes) -> Manifest:
                 raise UnsafeManifest(
                     f"refusing the share's manifest: {parent!r} is both a file and a folder")
             parent = parent.rpartition("/")[0]
-    name = name.replace("/", "_").replace("\x00", "")
+    name = _CONTROL.sub("", name.replace("/", "_"))
     if name in ("", ".", ".."):
         name = ""
     return Manifest(version, block_size, name, tuple(entries))

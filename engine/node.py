@@ -63,6 +63,7 @@ class Node:
         self.endpoint: QuicEndpoint | None = None
         self._attempts: dict[tuple[bytes, Address], PeerConnection] = {}
         self._seen: set[tuple[bytes, Address]] = set()
+        self.answered: set[Address] = set()  # addresses whose QUIC handshake completed
         self._keepalive: asyncio.Task | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -113,6 +114,9 @@ class Node:
         swarm = self.swarms.get(dkey)
         if swarm is None or not getattr(swarm, "wants_peers", True):
             return
+        may_dial = getattr(swarm, "may_dial", None)
+        if may_dial is not None and not may_dial(addr):
+            return  # banned for this transfer, or backing off after a close
         if (dkey, addr) not in self._seen:
             self._seen.add((dkey, addr))
             self.emit(PeerFound(swarm.tid, f"{addr[0]}:{addr[1]}", source))

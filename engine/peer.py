@@ -55,6 +55,8 @@ class PeerConnection:
         self.connect_seconds = 0.0
         self.began = link.started  # when we started reaching this peer (a punch may come first)
         self.closed_reason = ""
+        self.close_code: int | None = None  # the code we closed it with, if we did
+        self.last_heard = time.monotonic()  # when any byte last arrived
         self.app: dict = {}  # per-swarm state (requests in flight, queues)
         link.handler = self
         node.loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_deadline)
@@ -90,10 +92,13 @@ class PeerConnection:
 
     def close(self, code: int, reason: str) -> None:
         self.closed_reason = self.closed_reason or reason
+        if self.close_code is None and not self.link.closed:
+            self.close_code = code
         self.link.close(code, reason)
 
     # ---- LinkHandler -----------------------------------------------------------
     def link_established(self, link: QuicLink) -> None:
+        self.node.answered.add(link.addr)
         if not link.initiator:
             return
         swarm = self.node.swarms.get(self.dkey)
@@ -109,6 +114,7 @@ class PeerConnection:
     def link_data(self, link: QuicLink, data: bytes) -> None:
         if self.state is PeerState.CLOSED:
             return
+        self.last_heard = time.monotonic()
         if self.state is PeerState.READY:
             self.down.add(len(data), time.monotonic())
         try:

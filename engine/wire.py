@@ -536,5 +536,6 @@ class FrameDecoder:
             body = memoryview(bytes(body))  # small frames own their bytes
         try:
             frames.append(cls.parse(body))
-        except struct.error as exc:
+        except (struct.error, ValueError, IndexError, UnicodeDecodeError) as exc:
+            # whatever a peer sends ends as a protocol error, never an exception out
             raise ProtocolError(f"malformed frame type {ftype:#x}: {exc}") from None

@@ -84,13 +84,16 @@ def format_eta(seconds: float | None) -> str:
 
 
 def _safe(s: str, limit: int = 300) -> str:
-    """Escape control characters (terminal escape injection from file names
-    or peers) and bound the length."""
+    """Escape control and format characters (terminal escape injection, bidi
+    reordering from file names or peers) and bound the length."""
     out = []
     for ch in s:
         o = ord(ch)
-        if o < 0x20 or 0x7F <= o < 0xA0 or o in (0x2028, 0x2029):
-            out.append(f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}")
+        if o < 0x20 or 0x7F <= o < 0xA0 or (o > 0xA0 and not ch.isprintable()):
+            # C0, DEL, C1; and bidi overrides, other format characters, line and
+            # paragraph separators, unassigned code points: nothing that can move
+            # the cursor or reorder what is shown
+            out.append(f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}" if o < 0x10000 else f"\\U{o:08x}")
         else:
             out.append(ch)
     text = "".join(out)

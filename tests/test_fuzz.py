@@ -1,0 +1,68 @@
+"""Seeded fuzzing, brief: decoders never raise anything but their own error,
+and a real clone handed a seeded hostile manifest ends in bounded time with
+exit 0 or 4, at most one stderr line, no traceback, nothing outside its
+target. scripts/fuzz.py runs the same generators (and atheris) for longer."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+
+import pytest
+
+import fuzzgen
+from dattui.engine import manifest as mf
+from dattui.engine import wire
+from dattui.engine.errors import ProtocolError, UnsafeManifest
+from test_hostile_share import world  # noqa: F401  (the fixture)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_frame_decoder_raises_only_protocol_errors(seed):
+    rng = random.Random(seed)
+    for _ in range(2000):
+        data = fuzzgen.frame_stream(rng)
+        d = wire.FrameDecoder()
+        step = rng.randrange(1, 64)
+        try:
+            for i in range(0, len(data), step):
+                d.feed(data[i:i + step])
+        except ProtocolError:
+            pass
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_manifest_decoder_raises_only_unsafe_manifest(seed):
+    rng = random.Random(1000 + seed)
+    for _ in range(1000):
+        try:
+            mf.decode(fuzzgen.manifest_bytes(rng))
+        except UnsafeManifest:
+            pass
+
+
+def _snapshot(root):
+    out = set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        for n in dirnames + filenames:
+            out.add(os.path.relpath(os.path.join(dirpath, n), root))
+    return out
+
+
+@pytest.mark.parametrize("seed,nasty", [(0, 0.0), (1, 0.0), (2, 0.01), (3, 0.15), (4, 0.3)])
+def test_real_clone_of_a_seeded_hostile_manifest_ends_cleanly(world, seed, nasty):  # noqa: F811
+    rng = random.Random(seed)
+    paths = fuzzgen.hostile_paths(rng, 8, nasty)
+    extra = [[rng.choice(["file", "dir"]), p] for p in paths]
+    evil = world.share(extra_json=json.dumps(extra))
+    outside = world.path.parent
+    before = {p for p in _snapshot(outside) if not p.startswith(world.path.name)}
+    p, _ = world.clone(evil)
+    assert p.returncode in (0, 4), p.stderr
+    assert "Traceback" not in p.stderr
+    if p.returncode == 4:
+        world.one_line(p)
+        assert sorted(os.listdir(world.dst)) == [".dat"]
+    after = {p for p in _snapshot(outside) if not p.startswith(world.path.name)}
+    assert after == before
