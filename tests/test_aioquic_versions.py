@@ -13,6 +13,7 @@ through aioquic's own code.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import re
@@ -54,6 +55,7 @@ def _verified_everywhere() -> list[str]:
     return sorted(set.intersection(*sets), key=Version)
 
 
+@functools.cache
 def _released() -> list[str]:
     """aioquic's released versions, from the package index (pip's own client);
     the verified ones when the index cannot be asked."""
@@ -94,9 +96,12 @@ def _venv(version: str) -> Path:
                                        if not re.match(r"aioquic\b", d)]
     if stamp.exists() and stamp.read_text() == "\n".join(deps):
         return python
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True, timeout=120)
-    p = subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                        *deps], capture_output=True, text=True, timeout=600)
+    # no pip of its own (ensurepip is most of a venv's making): this pip installs into it
+    subprocess.run([sys.executable, "-m", "venv", "--clear", "--without-pip", str(venv)],
+                   check=True, timeout=120)
+    p = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q",
+                        "--no-compile", "--disable-pip-version-check", *deps],
+                       capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
     stamp.write_text("\n".join(deps))
     return python
@@ -232,6 +237,16 @@ async def test_an_aioquic_that_behaves_otherwise_gets_aioquics_own_stream_paths(
     for e in await _in_process_transfer(tmp_path):
         assert "fastconn" not in e.fast_paths and "bulkstream" not in e.fast_paths
         assert "fastack" in e.fast_paths  # the rest still runs
+
+
+def test_doctor_tells_which_fast_paths_run(monkeypatch, fresh_decision):
+    from dattui.engine.doctor import _aioquic_check
+
+    monkeypatch.setattr(aioquic, "__version__", "1.6.9")
+    r = _aioquic_check()
+    assert r.name == "aioquic" and r.ok is True
+    assert r.summary.startswith(f"aioquic 1.6.9: {len(ALL_FAST)} of {len(ALL_FAST)} fast paths off")
+    assert "not verified on aioquic 1.6.9" in r.detail and "pyproject.toml" in r.advice
 
 
 async def test_the_switch_turns_every_fast_path_off(tmp_path, monkeypatch, fresh_decision):
