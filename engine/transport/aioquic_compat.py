@@ -11,7 +11,8 @@ only when all of these hold:
   (`VERIFIED`: its tests in tests/ pass there, byte for byte against aioquic's
   own path);
 - its self-test passes: a short run in memory of the fast path and of
-  aioquic's own code on the same input, compared (a few milliseconds in all);
+  aioquic's own code on the same input, compared (about 0.15 s for all of
+  them, when the first QuicEndpoint is made);
 - the fast paths it builds on are on (`NEEDS`).
 
 Otherwise aioquic's own code runs: plain `QuicConnection`, `QuicPacketRecovery`,

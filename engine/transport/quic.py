@@ -287,6 +287,9 @@ class QuicEndpoint:
         self._pmtu_nonces: dict[bytes, QuicLink] = {}
         self._pmtu_acks = TokenBucket(200.0, 50.0, 0.0)
         self.classify: Callable[[Address], PathKind] = lambda addr: PathKind.DIRECT
+        # the fast paths' self-tests run now (once per process, ~0.15 s), not
+        # when a peer's first packet waits for an answer
+        aioquic_compat.status()
 
     def _configuration(self, is_client: bool) -> QuicConfiguration:
         cfg = QuicConfiguration(is_client=is_client, alpn_protocols=[ALPN],
