@@ -201,6 +201,7 @@ class Doctor:
         else:
             out.append(CheckResult("lan", False, "no interface can reach the local network by multicast",
                                    advice="use --peer HOST:PORT to connect to a known address"))
+        out.append(_aioquic_check())
         return out
 
     def _port_check(self) -> CheckResult:
@@ -622,6 +623,26 @@ class Doctor:
             "unfinished": f.unfinished,
             "seconds": round(self.seconds, 2),
         }
+
+
+def _aioquic_check() -> CheckResult:
+    """Which aioquic this is, and which fast paths through it run (aioquic_compat)."""
+    from .transport import aioquic_compat
+
+    st = aioquic_compat.status()
+    off = [d for d in st.decisions if not d.on]
+    if st.engine_missing:
+        return CheckResult("aioquic", False,
+                           f"aioquic {st.aioquic_version} lacks what dattui needs: transfers fail",
+                           st.describe(), advice="install the aioquic pyproject.toml asks for")
+    if not off:
+        return CheckResult("aioquic", True,
+                           f"aioquic {st.aioquic_version}: every fast path runs", st.describe())
+    advice = "" if not st.switch_on else "install the aioquic pyproject.toml asks for"
+    return CheckResult("aioquic", True,
+                       f"aioquic {st.aioquic_version}: {len(off)} of {len(st.decisions)} fast paths "
+                       "off, aioquic's own code runs there (slower, same result)",
+                       st.describe(), advice=advice)
 
 
 def _options(options) -> DoctorOptions:

@@ -93,6 +93,9 @@ class PeerConnected(Event):
     connect_seconds: float   # from the first attempt at this peer (a punch, a dial)
     initiator: bool
     since_start: float = 0.0  # from the start of this share or clone
+    # the fast paths through aioquic this connection runs (empty: aioquic's own
+    # code throughout; engine/transport/aioquic_compat.py decides)
+    fast_paths: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -162,7 +162,8 @@ class Node:
                 loser.close(ERR_GONE, "duplicate connection")
         self.emit(PeerConnected(swarm.tid, peer.peer_id, peer.address, peer.path,
                                 round(peer.connect_seconds, 3), peer.link.initiator,
-                                round(time.monotonic() - swarm.started, 3)))
+                                round(time.monotonic() - swarm.started, 3),
+                                peer.link.fast_paths))
 
     def peer_closed(self, peer: PeerConnection, was_ready: bool) -> None:
         for key, p in list(self._attempts.items()):

@@ -32,7 +32,13 @@ def dattui_cmd(*args) -> list[str]:
     """argv that runs `dattui ARGS...` as a user would."""
     if _VENV:
         return [str(Path(_VENV) / "bin" / "dattui"), *map(str, args)]
-    return [sys.executable, "-P", "-c", _FROM_CHECKOUT.format(root=str(ROOT), module="dattui"),
+    return checkout_cmd(sys.executable, *args)
+
+
+def checkout_cmd(python: str, *args) -> list[str]:
+    """argv that runs this checkout's `dattui ARGS...` with `python` (say, a venv
+    with another aioquic), the checkout first on sys.path, whatever is installed."""
+    return [str(python), "-P", "-c", _FROM_CHECKOUT.format(root=str(ROOT), module="dattui"),
             *map(str, args)]
 
 

@@ -110,9 +110,9 @@ class LossTolerantCubic(CubicCongestionControl):
                 self.bytes_in_flight -= packet.sent_bytes
             self.tolerated_losses += len(packets)
             return
-        before = self._congestion_recovery_start_time
+        before = getattr(self, "_congestion_recovery_start_time", None)
         super().on_packets_lost(now=now, packets=packets)
-        if self._congestion_recovery_start_time != before:
+        if getattr(self, "_congestion_recovery_start_time", None) != before:
             self.congestion_events += 1
 
 

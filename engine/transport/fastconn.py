@@ -23,9 +23,12 @@ What both do to the connection's state is what aioquic's path does, step for
 step (tests/test_fastconn.py runs the same transfers through both and
 compares every datagram size both ways and every delivered byte).
 
-It reads and writes aioquic 1.x private fields; `supported()` checks they are
-where this was written against, and the endpoint uses plain `QuicConnection`
-when they are not.
+It reads and writes aioquic 1.7 private fields. The endpoint uses it only where
+engine/transport/aioquic_compat.py has found the aioquic in use to be one it
+was verified on and to behave as it expects (a short transfer in memory, this
+class against plain `QuicConnection`); `supported()` checks each connection's
+fields besides, and the endpoint uses plain `QuicConnection` when they are not
+there.
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ from aioquic.quic.packet import (
     QuicPacketType,
 )
 from aioquic.quic.packet_builder import QuicPacketBuilder, QuicSentPacket
-from aioquic.quic.recovery import MAX_ACK_RANGES, QuicPacketSpace
+from aioquic.quic import recovery as _recovery
+from aioquic.quic.recovery import QuicPacketSpace
 from aioquic.quic.stream import (
     QuicStreamReceiver,
     QuicStreamSender,
@@ -67,6 +71,9 @@ ZERO_RTT = tls.Epoch.ZERO_RTT
 CONNECTED = QuicConnectionState.CONNECTED
 StreamDataReceived = events.StreamDataReceived
 _VARINT_MASK = {1: 0x3F, 2: 0x3FFF, 4: 0x3FFFFFFF, 8: 0x3FFFFFFFFFFFFFFF}
+# the ACK ranges aioquic 1.7 keeps (older ones have no such constant: importing
+# the engine must not fail there, the fast path is off)
+MAX_ACK_RANGES = getattr(_recovery, "MAX_ACK_RANGES", None)
 
 _CONNECTION_FIELDS = (
     "_state", "_quic_logger", "_close_pending", "_handshake_complete", "_network_paths",
@@ -104,7 +111,8 @@ def _aioquic_fits() -> bool:
                                 max_datagram_size=1200)
     receiver = QuicStreamReceiver(stream_id=0, readable=True)
     window = getattr(QuicPacketSpace(), "received_packets", None)
-    return all(hasattr(builder, name) for name in _BUILDER_FIELDS) \
+    return MAX_ACK_RANGES is not None \
+        and all(hasattr(builder, name) for name in _BUILDER_FIELDS) \
         and all(hasattr(receiver, name) for name in _RECEIVER_FIELDS) \
         and hasattr(window, "_lower") and hasattr(window, "_received") \
         and [f.name for f in dataclasses.fields(QuicSentPacket)] == list(_SENT_PACKET_FIELDS) \

@@ -6,6 +6,12 @@ connection carrying the peer protocol.
 queued but not yet put on the wire: aioquic has no send-side backpressure,
 so the application checks this before queueing more), `close()`, and
 callbacks on its `handler`.
+
+The fast paths through aioquic (fastconn, fastack, bulkstream, pacing, path
+MTU discovery, the peer's ACK delay) are used only where aioquic_compat has
+found the aioquic in use to behave as they expect (and DATTUI_FAST_PATH is not
+0); elsewhere aioquic's own code runs. `QuicLink.fast_paths` says which a
+link runs.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from aioquic.quic.packet import QuicPacketType, pull_quic_header
 from ..events import PathKind
 from ..ratelimit import TokenBucket
 from .identity import NodeIdentity, certificate_public_key
-from . import congestion, pmtu
+from . import aioquic_compat, congestion, pmtu
 from .bulkstream import BulkStreamSender
 from .fastack import FastAckRecovery
 from .pacing import BurstPacer
@@ -74,6 +80,7 @@ class QuicLink:
         self.close_reason = ""
         self.pmtu: pmtu.PmtuSearch | None = None
         self._pmtu_timer: asyncio.TimerHandle | None = None
+        self.fast_paths = fast_paths_of(conn)
 
     # ---- what the layers above use -------------------------------------
     @property
@@ -115,7 +122,7 @@ class QuicLink:
         if self._stream_id is None:
             self._stream_id = self.conn.get_next_available_stream_id()
         self.conn.send_stream_data(self._stream_id, data)
-        if not self._written:
+        if not self._written and "bulkstream" in self.fast_paths:
             stream = self.conn._streams.get(self._stream_id)
             if stream is not None:
                 BulkStreamSender.adopt(stream.sender)
@@ -204,7 +211,8 @@ class QuicLink:
                 # aioquic announces max_ack_delay 25 ms but acknowledges within 1 ms
                 # (plus one read batch): both ends are dattui, so the probe timeout
                 # can use the real bound and a lost tail is resent sooner
-                if getattr(self.conn._loss, "max_ack_delay", None) is not None:
+                if "ack_delay" in self.fast_paths \
+                        and getattr(self.conn._loss, "max_ack_delay", None) is not None:
                     self.conn._loss.max_ack_delay = PEER_ACK_DELAY
                 self.endpoint.pmtu_start(self)
                 if self.handler:
@@ -279,6 +287,9 @@ class QuicEndpoint:
         self._pmtu_nonces: dict[bytes, QuicLink] = {}
         self._pmtu_acks = TokenBucket(200.0, 50.0, 0.0)
         self.classify: Callable[[Address], PathKind] = lambda addr: PathKind.DIRECT
+        # the fast paths' self-tests run now (once per process, ~0.15 s), not
+        # when a peer's first packet waits for an answer
+        aioquic_compat.status()
 
     def _configuration(self, is_client: bool) -> QuicConfiguration:
         cfg = QuicConfiguration(is_client=is_client, alpn_protocols=[ALPN],
@@ -295,11 +306,19 @@ class QuicEndpoint:
 
     @staticmethod
     def _connection(configuration: QuicConfiguration, **kw) -> QuicConnection:
-        conn = DattuiConnection(configuration=configuration, **kw)
-        if not fast_path_supported(conn):
-            conn.__class__ = QuicConnection  # an aioquic this fast path was not written for
-        BurstPacer.adopt(getattr(conn._loss, "_pacer", None))
-        FastAckRecovery.adopt(conn._loss)
+        """A connection with the fast paths the aioquic in use supports (decided
+        once per process by aioquic_compat), aioquic's own code for the rest."""
+        on = aioquic_compat.status().on
+        if "fastconn" in on:
+            conn = DattuiConnection(configuration=configuration, **kw)
+            if not fast_path_supported(conn):
+                conn.__class__ = QuicConnection  # fields not where this was written for
+        else:
+            conn = QuicConnection(configuration=configuration, **kw)
+        if "pacing" in on:
+            BurstPacer.adopt(getattr(conn._loss, "_pacer", None))
+        if "fastack" in on:
+            FastAckRecovery.adopt(conn._loss)
         return conn
 
     def connect(self, path) -> QuicLink:
@@ -437,7 +456,8 @@ class QuicEndpoint:
     # ---- path MTU discovery ---------------------------------------------------------
     def pmtu_start(self, link: QuicLink) -> None:
         path = link.path
-        if (self.probe_sendto is None or link.closed or type(path) is not DirectPath
+        if ("pmtu" not in link.fast_paths or self.probe_sendto is None or link.closed
+                or type(path) is not DirectPath
                 or not path.same_socket(self._sendto)):
             return
         base = self._params["max_datagram_size"]
@@ -533,6 +553,21 @@ def set_datagram_size(conn: QuicConnection, size: int) -> bool:
     if hasattr(cc, "additive_increase_factor"):
         cc.additive_increase_factor = size
     return True
+
+
+def fast_paths_of(conn: QuicConnection) -> tuple[str, ...]:
+    """The fast paths a connection runs (those adopted per stream or link, where
+    the process allows them: bulkstream, pmtu, ack_delay)."""
+    on = aioquic_compat.status().on
+    names = [n for n in ("bulkstream", "pmtu", "ack_delay") if n in on]
+    if type(conn) is DattuiConnection:
+        names += ["fastconn", "shortcrypto"]
+    loss = getattr(conn, "_loss", None)
+    if type(loss) is FastAckRecovery:
+        names.append("fastack")
+    if type(getattr(loss, "_pacer", None)) is BurstPacer:
+        names.append("pacing")
+    return tuple(sorted(names))
 
 
 def random_nonce() -> bytes:

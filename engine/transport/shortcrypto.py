@@ -6,7 +6,8 @@ same arithmetic (RFC 9001 sections 5.3 and 5.4) with the same key objects and
 give the same bytes (tests/test_shortcrypto.py checks them against aioquic's
 own). `sealer(ctx)` and `opener(ctx)` bind one context's keys once and return
 a function per packet (None when the context is not one they can work with:
-ChaCha20, keys not ready, another aioquic; callers then use aioquic's).
+ChaCha20, keys not ready, another aioquic; callers then use aioquic's;
+engine/transport/aioquic_compat.py compares both on the aioquic in use).
 A key update (or a teardown) gives the context another AEAD object, so a
 bound function is right for as long as `ctx.aead` is the object it was made
 with: callers key their cache on it.
@@ -16,8 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from aioquic._crypto import AEAD, CryptoError, HeaderProtection
+from aioquic.quic.crypto import CryptoError
 from cryptography.exceptions import InvalidTag
+
+try:  # aioquic's private module: where it is not, nothing here is usable
+    from aioquic._crypto import AEAD, HeaderProtection
+except ImportError:  # pragma: no cover - another aioquic
+    AEAD = HeaderProtection = None
 
 SAMPLE = 16
 PN_MAX = 4
@@ -28,8 +34,8 @@ Opener = Callable[[bytes, int, int], "tuple[bytes, bytes, int] | None"]
 
 
 def usable(ctx) -> bool:
-    hp, aead = ctx.hp, ctx.aead
-    return (type(hp) is HeaderProtection and type(aead) is AEAD
+    hp, aead = getattr(ctx, "hp", None), getattr(ctx, "aead", None)
+    return (AEAD is not None and type(hp) is HeaderProtection and type(aead) is AEAD
             and not hp._is_chacha20 and hasattr(hp, "_encryptor")
             and hasattr(aead, "_aead") and hasattr(aead, "_iv"))
 
