@@ -35,6 +35,7 @@ __all__ = [
     "CloneConfig",
     "ShareConfig",
     "TuiConfig",
+    "RendezvousConfig",
     "CONFIG_FILE_NAME",
     "load",
     "defaults",
@@ -90,6 +91,16 @@ class TuiConfig:
     refresh_hz: float
 
 
+@dataclass(frozen=True)
+class RendezvousConfig:
+    """What `dattui rendezvous` serves with (its flags override these)."""
+
+    relay_rate: int
+    relay_rate_per_allocation: int
+    relay_max_duration: float
+    relay_idle: float
+
+
 # Table name -> section class, in file order. `keys` is handled apart: it is a
 # table of binding id -> key name whose ids are those of the defaults file.
 _SECTIONS: dict[str, type] = {
@@ -99,6 +110,7 @@ _SECTIONS: dict[str, type] = {
     "clone": CloneConfig,
     "share": ShareConfig,
     "tui": TuiConfig,
+    "rendezvous": RendezvousConfig,
 }
 _KEYS = "keys"
 
@@ -113,6 +125,7 @@ class Config:
     clone: CloneConfig
     share: ShareConfig
     tui: TuiConfig
+    rendezvous: RendezvousConfig
     keys: Mapping[str, str]
     # The user file that was merged over the defaults, if any.
     source: Path | None = dataclasses.field(default=None, compare=False)
@@ -177,6 +190,12 @@ _CHECKS: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
     ("transfer", "lanes"): (lambda v: -1 <= v <= 8, "-1 (as many as the cores allow), 0 (none) or 1-8"),
     ("clone", "find_timeout"): (lambda v: v > 0, "a positive number of seconds"),
     ("tui", "refresh_hz"): (lambda v: 0 < v <= 1000, "a number above 0 (redraws per second)"),
+    ("rendezvous", "relay_rate"): (lambda v: 0 <= v <= 0xFFFFFFFF,
+                                   "0 (no limit) or bytes per second, at most 4294967295"),
+    ("rendezvous", "relay_rate_per_allocation"): (lambda v: 0 <= v <= 0xFFFFFFFF,
+                                                  "0 (no limit) or bytes per second, at most 4294967295"),
+    ("rendezvous", "relay_max_duration"): (lambda v: v >= 0, "0 (no limit) or a positive number of seconds"),
+    ("rendezvous", "relay_idle"): (lambda v: v > 0, "a positive number of seconds"),
 }
 
 _TYPE_WORDS = {
