@@ -102,7 +102,8 @@ async def run_rendezvous_cmd(args, cfg) -> int:
         if running:
             st = running[0].core.stats
             print(f"rendezvous: relayed {st.relayed_bytes} bytes in {st.allocations_made} allocation(s) "
-                  f"({st.allocations_expired} ended at the maximum duration), "
+                  f"({st.allocations_expired} ended at the maximum duration; at most "
+                  f"{st.max_allocation_bytes} bytes in one), "
                   f"dropped {st.relay_dropped_bytes} bytes over the rate", file=sys.stderr, flush=True)
 
     task = asyncio.ensure_future(run_rendezvous(host, port, tcp_port=args.tcp_port, alt=alt, ready=ready,

@@ -175,6 +175,7 @@ class Stats:
     relay_dropped_bytes: int = 0
     allocations_made: int = 0
     allocations_expired: int = 0          # closed at relay_max_duration
+    max_allocation_bytes: int = 0         # the most one closed allocation relayed
     refused: dict = field(default_factory=collections.Counter)
 
 
@@ -743,6 +744,7 @@ class RendezvousServerCore:
         return max(0, min(0xFFFE, int(alloc.created + self.limits.relay_max_duration - now)))
 
     def _close(self, alloc: _Allocation, reason: int, notify_not: Endpoint | None = None) -> list[Send]:
+        self.stats.max_allocation_bytes = max(self.stats.max_allocation_bytes, alloc.bytes)
         self._allocs.pop(alloc.channel, None)  # its share goes to the others at the next tick
         self._count(self._alloc_count, alloc.ip, -1)
         out = []

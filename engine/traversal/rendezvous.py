@@ -15,6 +15,12 @@ does not work at all and the client fell back to TCP). A relayed connection
 keeps punching and moves to the direct path when a probe is answered, without
 interrupting the transfer.
 
+A relay allocation may end (the server's maximum duration, or it went idle)
+while its connection still lives: the side that allocated it asks for a new
+one (ahead of a known end) and both sides move the connection onto it, as
+they move it to a punched path; the transfer goes on, nothing is fetched
+again.
+
 NAT mapping: the node asks every configured server address for its mapped
 address (STUN); when two server addresses see different ports, our NAT maps
 per destination ("hard"). We tell peers with one marker candidate,
@@ -53,6 +59,8 @@ RELAY_AFTER_BIRTHDAY = 2.6  # the birthday strategy needs about 1-2 s
 UDP_GIVE_UP = 2.5       # no answer over UDP by then: try TCP as well
 PUNCH_DEADLINE = 30.0
 RELAY_RETRY = 4.0
+RENEW_AHEAD = 5.0       # s before a relay allocation's known end: allocate the next one
+NO_END = 0xFFFF         # an allocation's lifetime when the server sets no end
 BIRTHDAY_SOCKETS = 256
 SPRAY_PROBES = 2048
 
@@ -82,6 +90,7 @@ class Attempt:
         self.started = time.monotonic()
         self.link = None
         self.channel: bytes | None = None
+        self._renew: asyncio.TimerHandle | None = None
         self.helpers: HelperSockets | None = None
         self.done = False
         peer_hard = HARD_MARK in peer.candidates
@@ -196,11 +205,37 @@ class Attempt:
         self.client.core.relay_allocate(self.key, self.peer.token, self.src.loop.time())
         self.client.pump()
 
-    def relay_ready(self, channel: bytes) -> None:
+    def relay_ready(self, channel: bytes, lifetime: int = NO_END) -> None:
         log.debug("relay ready %s initiator=%s link=%s", channel.hex(), self.initiator, self.link)
         self.channel = channel
-        if self.initiator and (self.link is None or self.link.closed):
+        if not self.initiator:
+            return
+        if self._renew is not None:
+            self._renew.cancel()
+            self._renew = None
+        if lifetime < NO_END:  # renew ahead of the end, so no packet waits for it
+            ahead = min(RENEW_AHEAD, lifetime / 4)
+            self._renew = self.src.loop.call_later(max(0.0, lifetime - ahead), self.relay_renew)
+        if self.link is None or self.link.closed:
             self._dial(self.client.relay_path(channel, self.peer.over_tcp))
+        elif self.link.path.relayed and getattr(self.link.path, "channel", channel) != channel:
+            self.link.path = self.client.relay_path(channel, self.peer.over_tcp)
+            self.link.path_changed()
+            self.note("moved", f"to a new relay allocation at {self.client.server[0]}:{self.client.server[1]}, "
+                               "without interruption")
+            self.src.node.endpoint.mark_dirty(self.link)
+
+    def relay_renew(self) -> None:
+        """The relay allocation under a live connection ends (or is about to):
+        allocate the next one; `relay_ready` moves the connection onto it."""
+        self._renew = None
+        if self.done or not self.initiator or self.link is None or self.link.closed:
+            return
+        if not self.link.path.relayed:
+            return  # punched meanwhile: no relay needed
+        log.debug("relay renew for %s", self.peer.observed)
+        self.client.core.relay_allocate(self.key, self.peer.token, self.src.loop.time())
+        self.client.pump()
 
     def _dial(self, path) -> None:
         peer = self.src.node.dial_path(self.key, path, "rendezvous")
@@ -211,7 +246,7 @@ class Attempt:
 
     def close(self) -> None:
         self.done = True
-        for t in (self._timer, self._relay_timer):
+        for t in (self._timer, self._relay_timer, self._renew):
             if t is not None:
                 t.cancel()
         if self.helpers is not None and (self.link is None or self.link.closed):
@@ -274,7 +309,7 @@ class _Client:
         kind = PathKind.RELAY_TCP if (self.tcp or peer_tcp) else PathKind.RELAY_UDP
         send = self.send_raw
         relay_data = rp.relay_data
-        return RelayPath(lambda d: send(relay_data(channel, d)), self.server, kind)
+        return RelayPath(lambda d: send(relay_data(channel, d)), self.server, kind, channel)
 
     def pump(self) -> None:
         now = self.src.loop.time()
@@ -466,11 +501,14 @@ class RendezvousSource:
         elif isinstance(ev, RelayBound):
             client, attempt = self.channels.get(ev.channel, (c, None))
             if attempt is not None:
-                attempt.relay_ready(ev.channel)
+                attempt.relay_ready(ev.channel, ev.lifetime)
         elif isinstance(ev, RelayDataReceived):
             self.relay_in(c, ev.channel, ev.payload)
         elif isinstance(ev, RelayClosed):
-            self.channels.pop(ev.channel, None)
+            _, attempt = self.channels.pop(ev.channel, (c, None))
+            if attempt is not None and attempt.channel == ev.channel and attempt.link is not None \
+                    and not attempt.link.closed and getattr(attempt.link.path, "channel", None) == ev.channel:
+                attempt.relay_renew()  # the connection still runs on it: allocate anew
 
     def _live(self, key: tuple[bytes, bytes]) -> bool:
         a = self.attempts.get(key)
