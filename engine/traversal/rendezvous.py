@@ -2,7 +2,13 @@
 
 For every active discovery key the node registers with each configured
 rendezvous server (from its one UDP socket, so the server sees the NAT mapping
-QUIC uses) and looks the key up every few seconds. For each peer listed, one
+QUIC uses), so a peer that reaches only some of them still finds it, and
+looks the key up every few seconds at its meeting server: the first one, in
+the configured order, that holds its registration. A server that stops
+answering (its registration or keepalive fails) is passed over for the next
+one; it is taken back when it answers again (the client core registers anew).
+Punches and relay offers are followed whichever server they come through;
+one peer met through two servers is dialled once. For each peer listed, one
 side (the smaller token) asks the server to coordinate a punch; both sides get
 PUNCH at once and probe each other's candidates from the node's socket. The
 requesting side dials QUIC over the first path that works:
@@ -43,7 +49,8 @@ from ..events import PathAttempted, PathKind
 from ..rendezvous import protocol as rp
 from ..rendezvous.client_core import (ObservedAddressChanged, PeersListed, PunchRequested,
                                       Registered, RelayAllocated, RelayBound, RelayClosed,
-                                      RelayDataReceived, RelayOffered, RendezvousClient)
+                                      RelayDataReceived, RelayOffered, RendezvousClient,
+                                      RequestFailed)
 from ..transport.paths import DirectPath, RelayPath
 from .probes import probe_router
 from .punch import Punched, Puncher, PunchState, Send
@@ -73,6 +80,15 @@ def own_address_kind(addr: Address, peer: rp.Peer) -> PathKind | None:
         return None
     from ..node import classify_incoming
     return classify_incoming(addr)
+
+
+def peer_fingerprint(peer: rp.Peer) -> tuple:
+    """What one node looks like through any server: its public IP, its port
+    (unless its NAT maps per destination, when each server sees another one)
+    and the local addresses it claims."""
+    hard = HARD_MARK in peer.candidates
+    return (peer.observed[0], None if hard else peer.observed[1],
+            frozenset(c for c in peer.candidates if c != HARD_MARK))
 
 
 def session_for(key: bytes, a: bytes, b: bytes) -> bytes:
@@ -358,6 +374,7 @@ class RendezvousSource:
         self.hard = False
         self._stun_tids: dict[bytes, Address] = {}
         self._lookup_task: asyncio.Task | None = None
+        self.distinct = list(dict.fromkeys(servers))  # in the configured order
 
     # ---- lifecycle --------------------------------------------------------------------
     async def start(self) -> None:
@@ -367,8 +384,10 @@ class RendezvousSource:
         d.add(stun.is_stun, self._stun_in, first=True)
         self.node.endpoint.classify = self._classify
         # every configured address answers STUN (two addresses of one server tell
-        # whether our NAT maps per destination); the first one is where we meet
-        self.clients.append(_Client(self, self.servers[0], tcp=False))
+        # whether our NAT maps per destination); we register with every one and
+        # meet at the first that holds our registration
+        for server in self.distinct:
+            self.clients.append(_Client(self, server, tcp=False))
         await self._stun_probe()
         if not self.mapped:  # no STUN answer at all: UDP is likely blocked, try TCP now
             await self._open_tcp()
@@ -393,16 +412,27 @@ class RendezvousSource:
         log.debug("stun: mapped %s -> hard=%s", self.mapped, self.hard)
 
     async def _open_tcp(self) -> None:
-        if any(c.tcp for c in self.clients):
+        if any(c.tcp and c.alive for c in self.clients):
             return
-        t = _Client(self, self.servers[0], tcp=True)
-        await t.open()
-        if t.alive:
+        for server in self.distinct:  # the first server that takes a TCP connection
+            t = _Client(self, server, tcp=True)
+            await t.open()
+            if not t.alive:
+                continue
             self.clients.append(t)
             now = self.loop.time()
             for k in self.keys:
                 t.core.register(k, self.candidates(), now)
             t.pump()
+            return
+
+    def meeting(self) -> "_Client | None":
+        """Where we look peers up: the first client, in the configured order
+        (UDP before TCP), that holds our registration."""
+        for c in self.clients:
+            if c.alive and c.registered:
+                return c
+        return None
 
     def _stun_in(self, data: bytes, addr: Address) -> None:
         try:
@@ -435,9 +465,11 @@ class RendezvousSource:
     def announce(self, dkey: bytes) -> None:
         self.keys.add(dkey)
         now = self.loop.time()
+        meeting = self.meeting()
         for c in self.clients:
             c.core.register(dkey, self.candidates(), now)
-            c.core.lookup(dkey, now)
+            if c is meeting:  # else the lookup follows the registration (Registered)
+                c.core.lookup(dkey, now)
             c.pump()
 
     def remove(self, dkey: bytes) -> None:
@@ -460,14 +492,16 @@ class RendezvousSource:
                 if not any(c.registered for c in self.clients):
                     await self._open_tcp()
             now = self.loop.time()
-            for c in self.clients:
-                if not c.alive or not c.registered:
-                    continue
-                for k in list(self.keys):
-                    swarm = self.node.swarms.get(k)
-                    if swarm is not None and getattr(swarm, "wants_peers", True):
-                        c.core.lookup(k, now)
-                c.pump()
+            c = self.meeting()
+            if c is None:
+                if tcp_tried and not any(x.tcp and x.alive for x in self.clients):
+                    await self._open_tcp()  # every server lost over UDP (and TCP): try TCP again
+                continue
+            for k in list(self.keys):
+                swarm = self.node.swarms.get(k)
+                if swarm is not None and getattr(swarm, "wants_peers", True):
+                    c.core.lookup(k, now)
+            c.pump()
 
     # ---- events from a server ------------------------------------------------------
     def event(self, c: _Client, ev) -> None:
@@ -475,18 +509,30 @@ class RendezvousSource:
         log.debug("%s %s: %s", "tcp" if c.tcp else "udp", c.server, type(ev).__name__)
         if isinstance(ev, Registered):
             c.registered = True
-            c.core.lookup(ev.key, now)
+            if c is self.meeting():
+                c.core.lookup(ev.key, now)
+        elif isinstance(ev, RequestFailed):
+            if ev.kind in ("register", "keepalive") and ev.code is None and c.registered:
+                c.registered = False  # the server stopped answering: meet at the next one
+                log.info("rendezvous %s:%d does not answer; meeting at the next server", *c.server)
+                nxt = self.meeting()
+                if nxt is not None:
+                    for k in self.keys:
+                        nxt.core.lookup(k, now)
+                    nxt.pump()
         elif isinstance(ev, ObservedAddressChanged):
             for k in self.keys:
                 c.core.register(k, self.candidates(), now)
         elif isinstance(ev, PeersListed):
             for peer in ev.peers:
-                if not self._live((ev.key, peer.token)):
+                if not self._live((ev.key, peer.token)) and not self._met_elsewhere(ev.key, peer, c):
                     c.core.connect(ev.key, peer.token, self.candidates(), now)
         elif isinstance(ev, PunchRequested):
             key = (ev.key, ev.peer.token)
             if self._live(key) or ev.key not in self.keys:
                 return  # both sides asked at once: the first punch goes on
+            if self._met_elsewhere(ev.key, ev.peer, c):
+                return  # the same peer, met through another server: that attempt goes on
             old = self.attempts.pop(key, None)
             if old is not None:
                 old.close()
@@ -509,6 +555,16 @@ class RendezvousSource:
             if attempt is not None and attempt.channel == ev.channel and attempt.link is not None \
                     and not attempt.link.closed and getattr(attempt.link.path, "channel", None) == ev.channel:
                 attempt.relay_renew()  # the connection still runs on it: allocate anew
+
+    def _met_elsewhere(self, key: bytes, peer: rp.Peer, c: "_Client") -> bool:
+        """Whether a live attempt through another server already reaches this
+        peer (tokens differ per server; a node's address and candidates do not)."""
+        fp = peer_fingerprint(peer)
+        for (k, token), a in self.attempts.items():
+            if k == key and a.client.server != c.server and peer_fingerprint(a.peer) == fp \
+                    and self._live((k, token)):
+                return True
+        return False
 
     def _live(self, key: tuple[bytes, bytes]) -> bool:
         a = self.attempts.get(key)
