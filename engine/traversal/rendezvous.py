@@ -8,7 +8,9 @@ the configured order, that holds its registration. A server that stops
 answering (its registration or keepalive fails) is passed over for the next
 one; it is taken back when it answers again (the client core registers anew).
 Punches and relay offers are followed whichever server they come through;
-one peer met through two servers is dialled once. For each peer listed, one
+a node asks for a punch with a peer it already reaches through another
+server's attempt no more (should two connections still form, the node keeps
+one, the same on both sides). For each peer listed, one
 side (the smaller token) asks the server to coordinate a punch; both sides get
 PUNCH at once and probe each other's candidates from the node's socket. The
 requesting side dials QUIC over the first path that works:
@@ -66,6 +68,7 @@ RELAY_AFTER_BIRTHDAY = 2.6  # the birthday strategy needs about 1-2 s
 UDP_GIVE_UP = 2.5       # no answer over UDP by then: try TCP as well
 PUNCH_DEADLINE = 30.0
 RELAY_RETRY = 4.0
+MEET_WAIT = 2.0         # s: a server that has not answered a registration by then is passed over
 RENEW_AHEAD = 5.0       # s before a relay allocation's known end: allocate the next one
 NO_END = 0xFFFF         # an allocation's lifetime when the server sets no end
 BIRTHDAY_SOCKETS = 256
@@ -277,6 +280,8 @@ class _Client:
         self.core = RendezvousClient(rng=src.rng, transport="tcp" if tcp else "udp",
                                      nonce=src.nonce)
         self.registered = False
+        self.failed = False      # its registration or keepalive went unanswered
+        self.asked: float | None = None   # monotonic time of the first unanswered registration
         self.writer: asyncio.StreamWriter | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._reader_task: asyncio.Task | None = None
@@ -428,10 +433,18 @@ class RendezvousSource:
 
     def meeting(self) -> "_Client | None":
         """Where we look peers up: the first client, in the configured order
-        (UDP before TCP), that holds our registration."""
+        (UDP before TCP), that has not failed; None while its registration is
+        still on its way (both sides of a punch must meet at the same server,
+        so a later server that happens to answer first does not take over)."""
+        now = time.monotonic()
         for c in self.clients:
-            if c.alive and c.registered:
+            if not c.alive or c.failed:
+                continue
+            if c.registered:
                 return c
+            if c.asked is not None and now - c.asked > MEET_WAIT:
+                continue  # no answer yet, long past what a live server takes: the next one
+            return None
         return None
 
     def _stun_in(self, data: bytes, addr: Address) -> None:
@@ -468,6 +481,8 @@ class RendezvousSource:
         meeting = self.meeting()
         for c in self.clients:
             c.core.register(dkey, self.candidates(), now)
+            if not c.registered and c.asked is None:
+                c.asked = time.monotonic()
             if c is meeting:  # else the lookup follows the registration (Registered)
                 c.core.lookup(dkey, now)
             c.pump()
@@ -509,11 +524,15 @@ class RendezvousSource:
         log.debug("%s %s: %s", "tcp" if c.tcp else "udp", c.server, type(ev).__name__)
         if isinstance(ev, Registered):
             c.registered = True
+            c.failed = False
+            c.asked = None
             if c is self.meeting():
-                c.core.lookup(ev.key, now)
+                for k in self.keys:
+                    c.core.lookup(k, now)
         elif isinstance(ev, RequestFailed):
-            if ev.kind in ("register", "keepalive") and ev.code is None and c.registered:
+            if ev.kind in ("register", "keepalive") and ev.code is None and not c.failed:
                 c.registered = False  # the server stopped answering: meet at the next one
+                c.failed = True
                 log.info("rendezvous %s:%d does not answer; meeting at the next server", *c.server)
                 nxt = self.meeting()
                 if nxt is not None:
@@ -531,8 +550,6 @@ class RendezvousSource:
             key = (ev.key, ev.peer.token)
             if self._live(key) or ev.key not in self.keys:
                 return  # both sides asked at once: the first punch goes on
-            if self._met_elsewhere(ev.key, ev.peer, c):
-                return  # the same peer, met through another server: that attempt goes on
             old = self.attempts.pop(key, None)
             if old is not None:
                 old.close()
