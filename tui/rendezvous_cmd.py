@@ -51,7 +51,9 @@ def limits_from(args, cfg) -> ServerLimits:
 
 
 def _rate_words(rate: int) -> str:
-    return "no limit" if not rate else f"{rate / 1e6:.3g} MB/s"
+    if not rate:
+        return "no limit"
+    return f"{rate / 1e9:.3g} GB/s" if rate >= 10**9 else f"{rate / 1e6:.3g} MB/s"
 
 
 def describe_limits(lim: ServerLimits) -> str:
