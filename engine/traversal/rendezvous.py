@@ -393,8 +393,14 @@ class RendezvousSource:
         # meet at the first that holds our registration
         for server in self.distinct:
             self.clients.append(_Client(self, server, tcp=False))
+        probed = time.monotonic()
         await self._stun_probe()
-        if not self.mapped:  # no STUN answer at all: UDP is likely blocked, try TCP now
+        for c in self.clients:
+            if c.server not in self.mapped:
+                c.asked = probed  # silent to STUN: passed over soon unless it answers a registration
+                if not self.mapped:
+                    c.failed = True  # no STUN answer at all: UDP is likely blocked here
+        if not self.mapped:  # try TCP now
             await self._open_tcp()
         self._lookup_task = asyncio.ensure_future(self._lookups())
 
