@@ -36,6 +36,7 @@ __all__ = [
     "CloneConfig",
     "ShareConfig",
     "TuiConfig",
+    "RendezvousConfig",
     "CONFIG_FILE_NAME",
     "load",
     "defaults",
@@ -100,6 +101,16 @@ class TuiConfig:
     refresh_hz: float
 
 
+@dataclass(frozen=True)
+class RendezvousConfig:
+    """What `dattui rendezvous` serves with (its flags override these)."""
+
+    relay_rate: int
+    relay_rate_per_allocation: int
+    relay_max_duration: float
+    relay_idle: float
+
+
 # Table name -> section class, in file order. `keys` is handled apart: it is a
 # table of binding id -> key name whose ids are those of the defaults file.
 _SECTIONS: dict[str, type] = {
@@ -110,6 +121,7 @@ _SECTIONS: dict[str, type] = {
     "share": ShareConfig,
     "bandwidth": BandwidthConfig,
     "tui": TuiConfig,
+    "rendezvous": RendezvousConfig,
 }
 _KEYS = "keys"
 
@@ -125,6 +137,7 @@ class Config:
     share: ShareConfig
     bandwidth: BandwidthConfig
     tui: TuiConfig
+    rendezvous: RendezvousConfig
     keys: Mapping[str, str]
     # The user file that was merged over the defaults, if any.
     source: Path | None = dataclasses.field(default=None, compare=False)
@@ -197,6 +210,12 @@ _CHECKS: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
                                   'a rate such as "20MB" (per second), "2MiB", "100mbit", or "" for none'),
     ("bandwidth", "schedule"): (lambda v: all(_parses(_bw.parse_rule, r) for r in v),
                                 'a list of rules such as "mon-fri 08:00-18:00 up=20MB down=50MB"'),
+    ("rendezvous", "relay_rate"): (lambda v: 0 <= v <= 0xFFFFFFFF,
+                                   "0 (no limit) or bytes per second, at most 4294967295"),
+    ("rendezvous", "relay_rate_per_allocation"): (lambda v: 0 <= v <= 0xFFFFFFFF,
+                                                  "0 (no limit) or bytes per second, at most 4294967295"),
+    ("rendezvous", "relay_max_duration"): (lambda v: v >= 0, "0 (no limit) or a positive number of seconds"),
+    ("rendezvous", "relay_idle"): (lambda v: v > 0, "a positive number of seconds"),
 }
 
 def _parses(parse: Callable[[str], Any], value: str) -> bool:

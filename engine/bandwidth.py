@@ -27,9 +27,9 @@ from .errors import UsageError
 
 _UNITS = {
     "": 1, "b": 1,
-    "k": 1e3, "kb": 1e3, "kib": 1024,
-    "m": 1e6, "mb": 1e6, "mib": 1024 ** 2,
-    "g": 1e9, "gb": 1e9, "gib": 1024 ** 3,
+    "k": 1e3, "kb": 1e3, "ki": 1024, "kib": 1024,
+    "m": 1e6, "mb": 1e6, "mi": 1024 ** 2, "mib": 1024 ** 2,
+    "g": 1e9, "gb": 1e9, "gi": 1024 ** 3, "gib": 1024 ** 3,
     "kbit": 1e3 / 8, "mbit": 1e6 / 8, "gbit": 1e9 / 8,
 }
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*?)(?:/s|ps)?\s*$", re.I)

@@ -26,9 +26,10 @@ def rendezvous_args() -> list[str]:
 
 
 class Rendezvous:
-    """One `dattui rendezvous` per server address: a server bound to 0.0.0.0 would
-    answer a request sent to the second address from the first one, which a NAT
-    that maps per destination drops. Nodes meet at the first; both answer STUN."""
+    """One `dattui rendezvous` per server address (two servers, as far as nodes can
+    tell): nodes register with both and meet at the first; both answer STUN.
+    (One server bound to 0.0.0.0 now answers each address from itself too:
+    tests/test_rendezvous_pktinfo.py.)"""
 
     def __init__(self, server_host) -> None:
         self.procs = []

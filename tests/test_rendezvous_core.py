@@ -401,8 +401,9 @@ def test_relay_forwards_both_ways(b_transport):
     assert net.send(p.relay_data(channel, b"evil"), B, "tcp" if b_transport == "udp" else "udp") == []
 
 
-def test_relay_bandwidth_is_capped():
-    limits = ServerLimits(relay_rate=10_000, relay_burst=20_000)
+@pytest.mark.parametrize("field", ["relay_rate", "relay_rate_per_allocation"])
+def test_relay_bandwidth_is_capped(field):
+    limits = ServerLimits(relay_burst=20_000, **{field: 10_000})
     net = Net(limits)
     a, b, channel = relay_pair(net)
     datagram = a.relay_send(channel, bytes(1000))
@@ -412,6 +413,97 @@ def test_relay_bandwidth_is_capped():
     passed = sum(bool(net.send(datagram, A)) for _ in range(100))
     assert passed == 10_000 // len(datagram) or passed == 10_000 // len(datagram) + 1
     assert net.server.stats.relay_dropped > 0
+
+
+def test_relay_is_unlimited_and_endless_by_default():
+    """The defaults suit a server that carries datasets: no rate, no end while data flows."""
+    net = Net(ServerLimits(registration_ttl=10_000))
+    a, b, channel = relay_pair(net)
+    grants = [e for e in events(a) if isinstance(e, (cc.RelayAllocated, cc.RelayBound))]
+    datagram = a.relay_send(channel, bytes(p.MAX_RELAY_PAYLOAD))
+    for _ in range(3 * 3600):  # three hours at a second's worth each
+        for _ in range(10):
+            assert net.send(datagram, A)
+        net.advance(1, client_timers=False)
+    assert net.server.allocations == 1 and net.server.stats.relay_dropped == 0
+    assert net.server.relayed_by(channel) == 3 * 3600 * 10 * len(datagram)
+    # still ends when idle
+    net.advance(ServerLimits().relay_idle + 1, client_timers=False)
+    assert net.server.allocations == 0
+    assert events(a, cc.RelayClosed) == [cc.RelayClosed(channel, p.CloseReason.IDLE)]
+
+
+def _drive(net: Net, senders, seconds: float, step: float = 0.01, per_step: int = 20):
+    """Each (client, addr, channel, datagrams per step or None for greedy)
+    offers datagrams of 1,000 bytes of payload; the server ticks every second.
+    Returns the bytes each allocation got through."""
+    got = [0] * len(senders)
+    next_tick = net.now + 1.0
+    end = net.now + seconds
+    while net.now < end:
+        net.now += step
+        for i, (client, addr, channel, n) in enumerate(senders):
+            datagram = client.relay_send(channel, bytes(1000))
+            for _ in range(per_step if n is None else n):
+                if net.server.receive(datagram, addr, net.now):
+                    got[i] += len(datagram)
+        if net.now >= next_tick:
+            net.server.handle_timer(net.now)
+            next_tick += 1.0
+    return got
+
+
+def _relay_pairs(net: Net, n: int):
+    out = []
+    for i in range(n):
+        a_addr, b_addr = (f"203.0.113.{100 + i}", 4000), (f"198.51.100.{100 + i}", 5000)
+        a, b = net.add(a_addr), net.add(b_addr)
+        b.register(KEY, [], net.now)
+        net.pump()
+        a.relay_allocate(KEY, b.token, net.now)
+        net.pump()
+        offer, = events(b, cc.RelayOffered)
+        b.relay_bind(offer.channel, net.now)
+        net.pump()
+        out.append((a, a_addr, offer.channel))
+    return out
+
+
+def test_relay_bandwidth_is_shared_fairly_on_a_fake_clock():
+    total = 1_000_000
+    net = Net(ServerLimits(relay_rate=total, relay_burst=20_000, registration_ttl=10_000))
+    (a1, addr1, ch1), (a2, addr2, ch2), (a3, addr3, ch3) = _relay_pairs(net, 3)
+    # two greedy flows: half each
+    _drive(net, [(a1, addr1, ch1, None), (a2, addr2, ch2, None)], 3)  # settle
+    got = _drive(net, [(a1, addr1, ch1, None), (a2, addr2, ch2, None)], 10)
+    assert all(abs(g / 10 - total / 2) < 0.05 * total for g in got), got
+    assert abs(sum(got) / 10 - total) < 0.05 * total
+    # a third, slow flow (10 kB/s) gets all it asks; the greedy ones split the rest
+    greedy = [(a1, addr1, ch1, None), (a2, addr2, ch2, None)]
+    got = [0, 0, 0]
+    for second in range(12):
+        part = _drive(net, greedy, 1)
+        part.append(_drive(net, [(a3, addr3, ch3, 10)], 0.01)[0])  # 10 datagrams a second
+        if second >= 2:  # settled
+            got = [g + x for g, x in zip(got, part)]
+    assert got[2] == 10 * 10 * 1013                   # nothing of the slow flow was dropped
+    for g in got[:2]:
+        assert abs(g / 10 - (total - 10_130) / 2) < 0.05 * total, got
+    # alone, one flow takes everything
+    _drive(net, [(a1, addr1, ch1, None)], 3)
+    got = _drive(net, [(a1, addr1, ch1, None)], 10)
+    assert abs(got[0] / 10 - total) < 0.05 * total, got
+    assert net.server.relay_shares()[ch1] > 0.9 * total
+
+
+def test_relay_per_allocation_cap_holds_within_the_total():
+    net = Net(ServerLimits(relay_rate=1_000_000, relay_rate_per_allocation=300_000,
+                           relay_burst=20_000, registration_ttl=10_000))
+    (a1, addr1, ch1), (a2, addr2, ch2) = _relay_pairs(net, 2)
+    _drive(net, [(a1, addr1, ch1, None), (a2, addr2, ch2, None)], 3)
+    got = _drive(net, [(a1, addr1, ch1, None), (a2, addr2, ch2, None)], 10)
+    assert all(abs(g / 10 - 300_000) < 0.05 * 300_000 for g in got), got
+    assert set(net.server.relay_shares().values()) == {300_000}
 
 
 def test_relay_max_duration_idle_and_bind_timeout():

@@ -4,6 +4,7 @@
                   [--no-port-mapping] [--dht-bootstrap HOST:PORT,...] [--port N] [--json] [-v]
     dattui doctor --peer                 host a two-machine test: prints a one-time test id
     dattui doctor --peer ID              join it from the other machine
+    dattui doctor --for-it               what to ask the network team to allow, as a text to send
 
 Each check is printed as it finishes (✓ good, ✗ a problem, ? could not tell
 or for information), its advice indented below, then the verdict and the
@@ -51,6 +52,9 @@ def add_arguments(p) -> None:
     p.add_argument("--no-port-mapping", action="store_true",
                    help="do not ask the gateway about UPnP-IGD, NAT-PMP or PCP")
     p.add_argument("-v", "--verbose", action="store_true", help="show each check's details")
+    p.add_argument("--for-it", action="store_true",
+                   help="print a short text for your network team: exactly which destinations, ports "
+                        "and protocols this machine needs allowed out (nothing is sent)")
 
 
 def doctor_options(args, cfg) -> DoctorOptions:
@@ -91,6 +95,9 @@ async def run_doctor(args, cfg) -> int:
     from dattui.engine.doctor import Doctor
 
     opts = doctor_options(args, cfg)
+    if getattr(args, "for_it", False):
+        print(for_it(opts))
+        return 0
     if args.peer is not None:
         return await _run_peer(args, cfg, opts)
     doc = Doctor(opts)
@@ -100,6 +107,30 @@ async def run_doctor(args, cfg) -> int:
     if args.json:
         print(json.dumps(doc.report(), indent=None, separators=(",", ":")), flush=True)
     return 0 if doc.verdict is not None and doc.verdict.kind == "direct" else 1
+
+
+def for_it(opts: DoctorOptions) -> str:
+    """The `--for-it` text for this machine's configuration. Server names are
+    resolved (a DNS lookup; an IP address is taken as it is)."""
+    import socket
+
+    from dattui.engine import netinfo
+    from dattui.engine.discovery.static import parse_hostport
+    from dattui.engine.doctor_checks.forit import RENDEZVOUS_PORT, ItFacts, for_it_text
+
+    servers = []
+    for text in dict.fromkeys(opts.rendezvous):
+        host, port = parse_hostport(text, RENDEZVOUS_PORT)
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+            ips = tuple(dict.fromkeys(i[4][0] for i in infos))
+        except OSError:
+            ips = ()
+        servers.append((text, ips, port))
+    local = tuple(ip for i in netinfo.local_addresses() if i.up and not i.is_loopback for ip in i.ipv4)
+    return for_it_text(ItFacts(hostname=socket.gethostname(), local_ips=local, port=opts.port,
+                               servers=tuple(servers), dht=opts.dht, dht_bootstrap=opts.dht_bootstrap,
+                               lan=opts.lan, port_mapping=opts.lan and opts.port_mapping))
 
 
 # -- the two-machine test ------------------------------------------------------------------

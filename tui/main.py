@@ -139,6 +139,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alt-bind", default=None, metavar="[HOST:]PORT|off",
                    help="alternate STUN port, and with HOST a second IP address, so clients can "
                         "test their NAT's filtering (RFC 5780; default: the next port, if free)")
+    p.add_argument("--relay-rate", default=None, metavar="RATE",
+                   help="relay bandwidth of the whole server, bytes/s (e.g. 100M, 1G, 50MiB; 0: no limit; "
+                        "default rendezvous.relay_rate, 0), shared fairly among relayed connections")
+    p.add_argument("--relay-rate-per-allocation", default=None, metavar="RATE",
+                   help="most bytes/s one relayed connection may use (0: no limit, the default)")
+    p.add_argument("--relay-max-duration", type=float, default=None, metavar="SECONDS",
+                   help="most seconds one relay allocation lasts; nodes then allocate a new one "
+                        "(0: no limit, the default)")
+    p.add_argument("--relay-idle", type=float, default=None, metavar="SECONDS",
+                   help="an allocation with no relayed data for this long ends (default 60)")
 
     p = sub.add_parser("doctor", help="why two machines cannot connect, and what to do (--peer: test two)")
     from .doctor_cmd import add_arguments as _doctor_arguments
@@ -207,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(run_daemon_command(args, cfg))
         if args.command == "rendezvous":
             from .rendezvous_cmd import run_rendezvous_cmd
-            return asyncio.run(run_rendezvous_cmd(args))
+            return asyncio.run(run_rendezvous_cmd(args, cfg))
         if args.command == "share":
             from .transfer_cmds import run_share
             return asyncio.run(run_share(args, cfg))

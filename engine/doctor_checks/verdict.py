@@ -201,6 +201,12 @@ class Verdict:
         return {"kind": self.kind, "ok": self.ok, "summary": self.summary, "steps": list(self.steps)}
 
 
+WHERE_FROM = ("a rendezvous server is small and anyone can run one: `dattui rendezvous` on any machine "
+              "with a public address (a lab or department server, a small cloud VM) that lets UDP and "
+              "TCP port 3478 in (and UDP 3479, for NAT tests); then --rendezvous THAT-HOST:3478 on both "
+              "machines")
+
+
 def verdict(f: Facts) -> Verdict:
     """The overall judgement and what to do about it."""
     relay = f.relay
@@ -221,7 +227,9 @@ def verdict(f: Facts) -> Verdict:
     if not f.servers:
         steps = ["add a rendezvous server with --rendezvous HOST:PORT (or `rendezvous` in the "
                  "[discovery] section of config.toml): it tells you your public address, helps "
-                 "peers punch through NATs and relays when nothing else works"]
+                 "peers punch through NATs and relays when nothing else works",
+                 WHERE_FROM,
+                 "`dattui doctor --for-it` prints what to ask your network team to allow"]
         dht = f.dht
         if f.dht_enabled and dht is not None and dht.answered:
             summary = ("no rendezvous server is configured: peers on this local network and peers "
@@ -237,19 +245,23 @@ def verdict(f: Facts) -> Verdict:
             "unreachable", False,
             f"no server answers, over UDP or TCP ({names}): this network lets nothing out to them, "
             "or they are down",
-            (f"check the address ({names}) and that the server runs there (`dattui rendezvous`)",
+            (f"check the address ({names}) and that the server runs there (`dattui rendezvous`, "
+             f"with UDP and TCP port {f.servers[0].address.rsplit(':', 1)[-1]} open to it)",
              "try from another network (a phone hotspot): if it works there, this network blocks "
-             f"outbound traffic: ask your network team to allow UDP and TCP to {relay_at}",
+             f"outbound traffic: ask your network team to allow UDP and TCP to {relay_at} "
+             "(`dattui doctor --for-it` prints the exact list to send them)",
+             WHERE_FROM,
              "peers on this local network can still be reached"))
     if not udp and tcp_ok:
         return Verdict(
             "tcp_relay", False,
             f"UDP is blocked here: transfers will go through the TCP relay at {relay_at}; "
             "ask your network team to allow outbound UDP",
-            ("transfers work now, but slower: the relay caps each connection's rate "
-             "and adds a detour",
+            ("transfers work now, but slower: every byte takes a detour through the relay "
+             "(and its operator may limit its rate)",
              "ask your network team to allow outbound UDP (to the rendezvous server on port "
-             f"{relay_at.rsplit(':', 1)[-1]} and to peers on any port); then direct connections can work",
+             f"{relay_at.rsplit(':', 1)[-1]} and to peers on any port); then direct connections can work; "
+             "`dattui doctor --for-it` prints the exact list to send them",
              "peers on this local network are still reached directly"))
     relay_note = []
     if relay is not None and not relay.udp and not relay.tcp:
@@ -286,7 +298,7 @@ def verdict(f: Facts) -> Verdict:
             tuple([first] + relay_note))
     if mapping == ED:
         steps = [f"transfers still work: they go through the relay at {relay_at} (slower, "
-                 "rate-limited), or a punched path when the other side's NAT is simple",
+                 "as fast as its operator allows), or a punched path when the other side's NAT is simple",
                  "for direct connections: forward a UDP port to this machine on the router (use "
                  "it with --port), or use a network whose NAT keeps one port per socket"]
         if f.portmap and f.portmap.mapping is not None:

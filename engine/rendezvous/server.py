@@ -11,6 +11,14 @@ UDP client, or two TCP clients. All decisions are made by
 `server_core.RendezvousServerCore`; this module only moves bytes and ticks
 the clock (once a second).
 
+A server bound to the wildcard address (0.0.0.0, ::) on a host with several
+addresses answers every datagram from the address it came to, as a NAT that
+filters by address (or one that maps per destination) requires: its UDP
+sockets read the destination address of each datagram (IP_PKTINFO /
+IPV6_RECVPKTINFO) and send to that peer from it (`PktinfoUdpSocket`).
+Relayed data and punch pushes to a peer leave from the address that peer
+last talked to.
+
 TCP is bounded too: connections per IP and in all, an idle timeout (a
 client's KEEPALIVE every 25 s keeps it open), and a cap on each connection's
 unsent output (relayed data beyond it is dropped, as UDP would).
@@ -21,8 +29,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import collections
 import random
 import socket
+import struct
 from collections.abc import Callable
 
 from ..transport.udp import Demux, UdpSocket, bind_udp
@@ -42,6 +52,88 @@ MAX_TCP_PER_IP = 8
 TCP_IDLE = 120.0
 TCP_MAX_UNSENT = 1 << 20
 AUTO = "auto"  # serve(alt=AUTO): an alternate port next to the primary one, when free
+
+
+# Linux values; the socket module names only some of them
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
+IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
+_PKTINFO_CMSG = socket.CMSG_SPACE(20)
+MAX_LOCAL_ADDRESSES = 65_536   # peers whose arrival address is remembered (least recent go)
+
+
+class PktinfoUdpSocket(UdpSocket):
+    """A wildcard-bound UDP socket that answers from the address each peer
+    talks to: every read learns the datagram's destination address (IP_PKTINFO
+    or IPV6_PKTINFO ancillary data), and a send to that peer names it as the
+    source (`sendmsg` with the same ancillary data). A peer not heard from yet
+    gets the kernel's choice. The table is bounded (least recently heard go);
+    the server's wildcard sockets share one, so an answer from the alternate
+    port (RFC 5780 CHANGE-REQUEST) leaves from the address the request came to."""
+
+    def __init__(self, sock: socket.socket, demux: Demux, loop: asyncio.AbstractEventLoop,
+                 local_of: "collections.OrderedDict[Address, str] | None" = None) -> None:
+        self._v6 = sock.family == socket.AF_INET6
+        if self._v6:
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        self.local_of = local_of if local_of is not None else collections.OrderedDict()
+        super().__init__(sock, demux, loop, offload=False)
+        self.gso = False
+
+    def _read_ready(self) -> None:
+        recvmsg = self.sock.recvmsg
+        dispatch = self.demux.dispatch
+        local_of = self.local_of
+        for _ in range(256):
+            try:
+                data, ancdata, _flags, addr = recvmsg(65535, _PKTINFO_CMSG)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                continue
+            self.bytes_in += len(data)
+            addr = addr[:2]
+            local = self._destination(ancdata)
+            if local is not None:
+                if local_of.get(addr) != local:
+                    local_of[addr] = local
+                    if len(local_of) > MAX_LOCAL_ADDRESSES:
+                        local_of.popitem(last=False)
+                else:
+                    local_of.move_to_end(addr)
+            try:
+                dispatch(data, addr)
+            except Exception:  # a handler bug must not kill the socket
+                log.exception("datagram handler failed")
+        self.demux.batch_end()
+
+    def _destination(self, ancdata) -> str | None:
+        for level, kind, cdata in ancdata:
+            if not self._v6 and level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(cdata) >= 12:
+                return socket.inet_ntop(socket.AF_INET, cdata[8:12])      # ipi_addr: the header's
+            if self._v6 and level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO and len(cdata) >= 20:
+                return socket.inet_ntop(socket.AF_INET6, cdata[:16])
+        return None
+
+    def sendto(self, data: bytes, addr: Address) -> None:
+        local = self.local_of.get(addr)
+        if local is None or self.closed:
+            super().sendto(data, addr)
+            return
+        if self._v6:
+            cmsg = (socket.IPPROTO_IPV6, IPV6_PKTINFO,
+                    socket.inet_pton(socket.AF_INET6, local) + struct.pack("@I", 0))
+        else:
+            cmsg = (socket.IPPROTO_IP, IP_PKTINFO,
+                    struct.pack("@i", 0) + socket.inet_aton(local) + bytes(4))
+        try:
+            self.bytes_out += self.sock.sendmsg([data], [cmsg], 0, addr)
+        except (BlockingIOError, InterruptedError):
+            self.send_errors += 1
+        except OSError:
+            self.send_errors += 1
 
 
 class Server:
@@ -267,12 +359,22 @@ async def serve(
         demux.add(lambda data: True, lambda data, addr: server_ref[0]._on_datagram(data, addr, via))
         return demux
 
-    udp = UdpSocket(sock, route(None), loop)
+    local_of: collections.OrderedDict[Address, str] = collections.OrderedDict()
+
+    def wrap(s: socket.socket, via: SocketKey | None) -> UdpSocket:
+        if _wildcard(s.getsockname()[0]):
+            try:
+                return PktinfoUdpSocket(s, route(via), loop, local_of)
+            except OSError:  # no IP_PKTINFO here: the kernel picks the source
+                pass
+        return UdpSocket(s, route(via), loop)
+
+    udp = wrap(sock, None)
     server = Server(core, udp, loop, max_tcp=max_tcp_connections, max_tcp_per_ip=max_tcp_per_ip,
                     tcp_idle=tcp_idle)
     server_ref.append(server)
     for key, s in alt_socks.items():
-        server._alt[key] = UdpSocket(s, route(key), loop)
+        server._alt[key] = wrap(s, key)
     try:
         server._tcp = await asyncio.start_server(
             server._on_connection, bind_host, udp_addr[1] if tcp_port is None else tcp_port,

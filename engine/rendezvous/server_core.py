@@ -29,8 +29,12 @@ Abuse resistance, all bounded by `ServerLimits`:
 - Registrations: per IP, per discovery key and in all; nodes in all.
   When a cap is reached new requests are refused (ERROR LIMIT); nothing that
   is already registered is evicted, so a flood cannot push others out.
-- Relay allocations: per IP and in all, each with a byte rate, a maximum
-  duration, an idle timeout and a deadline for the peer to bind.
+- Relay allocations: per IP and in all, each with an idle timeout and a
+  deadline for the peer to bind. Bandwidth is the operator's choice
+  (`relay_rate` in all, `relay_rate_per_allocation`; 0: no limit), shared
+  fairly among the allocations that move data (see `_reshare`); an
+  allocation may also be given a maximum duration (`relay_max_duration`,
+  0: none, it lives as long as data flows).
 - Punch pushes to one node are rate-limited (CONNECT cannot make a node spray).
 - Anti-amplification: no reply to an unverified UDP source is larger than
   the request (see `protocol`): state-changing requests need a cookie, the
@@ -100,15 +104,25 @@ class ServerLimits:
     punch_rate: float = 10.0              # PUNCH pushes/s to one node (a share with many clones)
     punch_burst: float = 40.0
     cookie_lifetime: float = 300.0        # s
-    relay_rate: int = 1 << 20             # bytes/s per allocation (both directions)
-    relay_burst: int = 256 * 1024         # bytes
-    relay_max_duration: float = 3600.0    # s from allocation
+    # Relay bandwidth, bytes/s, both directions counted; 0: no limit. `relay_rate`
+    # is the whole server's, shared fairly among the allocations that move data
+    # (max-min: what one does not use, the others get); `relay_rate_per_allocation`
+    # caps each one. A server an institution runs for its researchers carries
+    # datasets: no limit but the link's by default.
+    relay_rate: int = 0
+    relay_rate_per_allocation: int = 0
+    relay_burst: int = 256 * 1024         # bytes an allocation may send at once above its rate
+    relay_max_duration: float = 0.0       # s from allocation; 0: none (it ends when idle)
     relay_idle: float = 60.0              # s without relayed data
     relay_bind_timeout: float = 30.0      # s for the peer to RELAY_BIND
     max_allocations: int = 1024
     max_allocations_per_ip: int = 64  # one share relaying to a lab of clones
     stun_software: str | None = "dattui rendezvous"
     stun_strict: bool = False             # True: answer STUN only within the request's size
+
+
+RELAY_FLOOR = 8 * 1024          # bytes/s: the least demand assumed of a bound allocation
+_UNBOUNDED = float("inf")
 
 
 class _Node:
@@ -136,9 +150,13 @@ class _Allocation:
     ip: str
     created: float
     last: float
-    bucket: TokenBucket
+    bucket: TokenBucket | None            # None: no rate limit
     b: Endpoint | None = None
     bytes: int = 0
+    share: float = 0.0                    # bytes/s granted by the last `_fill` (0: unlimited)
+    demand: float = 0.0                   # bytes/s it wants, by the last `_measure`
+    window_bytes: int = 0                 # forwarded since the last `_reshare`
+    window_dropped: int = 0               # dropped over the rate since then
 
 
 @dataclass
@@ -154,6 +172,10 @@ class Stats:
     amplification_blocked: int = 0
     relayed_bytes: int = 0
     relay_dropped: int = 0
+    relay_dropped_bytes: int = 0
+    allocations_made: int = 0
+    allocations_expired: int = 0          # closed at relay_max_duration
+    max_allocation_bytes: int = 0         # the most one closed allocation relayed
     refused: dict = field(default_factory=collections.Counter)
 
 
@@ -207,6 +229,7 @@ class RendezvousServerCore:
         self._allocs: dict[bytes, _Allocation] = {}   # channel -> allocation
         self._alloc_by_ep: dict[Endpoint, dict[bytes, None]] = {}
         self._alloc_count: dict[str, int] = {}        # ip -> allocations made
+        self._measured = float("-inf")                # when demands were last measured
 
     # -- inspection ---------------------------------------------------------------
 
@@ -310,12 +333,14 @@ class RendezvousServerCore:
         lim = self.limits
         out: list[Send] = []
         for alloc in list(self._allocs.values()):
-            if now >= alloc.created + lim.relay_max_duration:
+            if lim.relay_max_duration and now >= alloc.created + lim.relay_max_duration:
+                self.stats.allocations_expired += 1
                 out += self._close(alloc, p.CloseReason.EXPIRED)
             elif alloc.b is None and now >= alloc.created + lim.relay_bind_timeout:
                 out += self._close(alloc, p.CloseReason.IDLE)
             elif alloc.b is not None and now >= alloc.last + lim.relay_idle:
                 out += self._close(alloc, p.CloseReason.IDLE)
+        self._reshare(now)
         buckets = self._buckets
         while buckets:
             ip, bucket = next(iter(buckets.items()))
@@ -571,7 +596,7 @@ class RendezvousServerCore:
             alloc = self._allocs[channel]
             if alloc.txid == msg.txid:
                 return [self._reply(p.RelayAllocated(msg.txid, channel, self._lifetime(alloc, now),
-                                                     lim.relay_rate), ep)]
+                                                     self._rate(alloc)), ep)]
         target = self._target(msg.key, msg.token)
         if target is None:
             return self._refuse(msg, ep, p.ErrorCode.NOT_FOUND, "relay_unknown")
@@ -584,13 +609,13 @@ class RendezvousServerCore:
         if not target.punch.take(now):
             return self._refuse(msg, ep, p.ErrorCode.RATE_LIMITED, "punch_rate")
         channel = self._new_id(self._allocs, p.CHANNEL_SIZE)
-        alloc = _Allocation(channel, msg.key, ep, msg.txid, ip, now, now,
-                            TokenBucket(lim.relay_rate, lim.relay_burst, now))
+        alloc = _Allocation(channel, msg.key, ep, msg.txid, ip, now, now, None)
         self._allocs[channel] = alloc
         self._alloc_by_ep.setdefault(ep, {})[channel] = None
         self._count(self._alloc_count, ip, 1)
+        self.stats.allocations_made += 1
         return [
-            self._reply(p.RelayAllocated(msg.txid, channel, self._lifetime(alloc, now), lim.relay_rate), ep),
+            self._reply(p.RelayAllocated(msg.txid, channel, self._lifetime(alloc, now), self._rate(alloc)), ep),
             self._reply(p.RelayOffer(0, msg.key, channel, self._token_at(ep, msg.key)), target.ep),
         ]
 
@@ -600,15 +625,21 @@ class RendezvousServerCore:
             return self._refuse(msg, ep, p.ErrorCode.NOT_FOUND, "bind_unknown")
         if alloc.b is not None and alloc.b != ep or alloc.a == ep:
             return self._refuse(msg, ep, p.ErrorCode.BAD_REQUEST, "bind_taken")
+        if alloc.b != ep:
+            alloc.b = ep
+            alloc.last = now
+            self._alloc_by_ep.setdefault(ep, {})[alloc.channel] = None
+            alloc.demand = _UNBOUNDED  # a new flow may use a full share at once
+            self._fill(now)
+            first = True
+        else:  # a retransmitted bind
+            first = False
         lifetime = self._lifetime(alloc, now)
-        bound = p.RelayBound(msg.txid, alloc.channel, lifetime, self.limits.relay_rate)
-        if alloc.b == ep:  # a retransmitted bind
+        rate = self._rate(alloc)
+        bound = p.RelayBound(msg.txid, alloc.channel, lifetime, rate)
+        if not first:
             return [self._reply(bound, ep)]
-        alloc.b = ep
-        alloc.last = now
-        self._alloc_by_ep.setdefault(ep, {})[alloc.channel] = None
-        return [self._reply(bound, ep),
-                self._reply(p.RelayBound(0, alloc.channel, lifetime, self.limits.relay_rate), alloc.a)]
+        return [self._reply(bound, ep), self._reply(p.RelayBound(0, alloc.channel, lifetime, rate), alloc.a)]
 
     def _on_relay_close(self, msg: p.RelayClose, ep: Endpoint, ip: str, now: float) -> list[Send]:
         alloc = self._allocs.get(msg.channel)
@@ -628,19 +659,93 @@ class RendezvousServerCore:
             dst = alloc.a
         else:
             return None
-        if not alloc.bucket.take(now, len(data)):
+        n = len(data)
+        if alloc.bucket is not None and not alloc.bucket.take(now, n):
             self.stats.relay_dropped += 1
+            self.stats.relay_dropped_bytes += n
+            alloc.window_dropped += n
             return []
         alloc.last = now
-        alloc.bytes += len(data)
-        self.stats.relayed_bytes += len(data)
+        alloc.bytes += n
+        alloc.window_bytes += n
+        self.stats.relayed_bytes += n
         return [Send(data, dst[1], dst[0])]
 
+    # fair shares of the relay's bandwidth
+
+    def _measure(self, now: float) -> None:
+        """Each bound allocation's demand from what it did since the last
+        measure: one that used (nearly) all it was granted, or lost data to
+        its rate, wants more than it has (unbounded); one that used less
+        wants twice what it used (room to grow; at least RELAY_FLOOR)."""
+        dt = now - self._measured
+        if dt < 0.5:
+            return
+        self._measured = now
+        for alloc in self._allocs.values():
+            if alloc.b is None:
+                continue
+            used = alloc.window_bytes / dt
+            if alloc.window_dropped or alloc.share == 0 or used >= 0.8 * alloc.share:
+                alloc.demand = _UNBOUNDED
+            else:
+                alloc.demand = max(2.0 * used, RELAY_FLOOR)
+            alloc.window_bytes = alloc.window_dropped = 0
+
+    def _fill(self, now: float) -> None:
+        """Grant each bound allocation its max-min fair share of `relay_rate`
+        (water-filling over the demands), never above `relay_rate_per_allocation`."""
+        lim = self.limits
+        total, per = lim.relay_rate, lim.relay_rate_per_allocation
+        bound = [a for a in self._allocs.values() if a.b is not None]
+        grants: dict[bytes, float] = {}
+        if total:
+            bound.sort(key=lambda a: min(a.demand, per) if per else a.demand)
+            remaining, left = float(total), len(bound)
+            for alloc in bound:
+                want = min(alloc.demand, per) if per else alloc.demand
+                g = min(want, remaining / left)
+                grants[alloc.channel] = g
+                remaining -= g
+                left -= 1
+        elif per:
+            grants = {a.channel: float(per) for a in bound}
+        for alloc in bound:
+            g = grants.get(alloc.channel, 0.0)
+            alloc.share = g
+            if g <= 0:
+                alloc.bucket = None
+            elif alloc.bucket is None:
+                alloc.bucket = TokenBucket(g, max(lim.relay_burst, 1), now)
+            else:
+                alloc.bucket.take(now, 0)  # refill at the old rate up to now
+                alloc.bucket.rate = g
+
+    def _reshare(self, now: float) -> None:
+        self._measure(now)
+        self._fill(now)
+
+    def relay_shares(self) -> dict[bytes, float]:
+        """Channel -> bytes/s granted now (0: unlimited), bound allocations only."""
+        return {a.channel: a.share for a in self._allocs.values() if a.b is not None}
+
+    def relayed_by(self, channel: bytes) -> int:
+        alloc = self._allocs.get(channel)
+        return alloc.bytes if alloc is not None else 0
+
+    def _rate(self, alloc: _Allocation) -> int:
+        """What RELAY_ALLOCATED/BOUND report: the bytes/s granted (0: no limit)."""
+        return min(0xFFFFFFFF, int(alloc.share))
+
     def _lifetime(self, alloc: _Allocation, now: float) -> int:
-        return max(0, min(0xFFFF, int(alloc.created + self.limits.relay_max_duration - now)))
+        """Seconds left; 0xFFFF: no fixed end (it lasts while data flows)."""
+        if not self.limits.relay_max_duration:
+            return 0xFFFF
+        return max(0, min(0xFFFE, int(alloc.created + self.limits.relay_max_duration - now)))
 
     def _close(self, alloc: _Allocation, reason: int, notify_not: Endpoint | None = None) -> list[Send]:
-        self._allocs.pop(alloc.channel, None)
+        self.stats.max_allocation_bytes = max(self.stats.max_allocation_bytes, alloc.bytes)
+        self._allocs.pop(alloc.channel, None)  # its share goes to the others at the next tick
         self._count(self._alloc_count, alloc.ip, -1)
         out = []
         for side in (alloc.a, alloc.b):

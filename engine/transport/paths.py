@@ -40,10 +40,16 @@ class RelayPath:
 
     relayed = True
 
-    def __init__(self, send: Callable[[bytes], None], addr: Address, kind: PathKind) -> None:
+    def __init__(self, send: Callable[[bytes], None], addr: Address, kind: PathKind,
+                 channel: bytes | None = None) -> None:
         self._send = send
         self.addr = addr  # the relay's address, for display
         self.kind = kind
+        self.channel = channel  # the relay allocation it goes through (None: unnamed)
+
+    def same_relay(self, other) -> bool:
+        """Whether `other` goes through the same relay allocation."""
+        return getattr(other, "channel", None) == self.channel and other.addr == self.addr
 
     def send(self, data: bytes) -> None:
         self._send(data)

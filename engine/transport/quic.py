@@ -372,6 +372,18 @@ class QuicEndpoint:
                 link.path_changed()
             self.mark_dirty(link)
             return
+        elif via is not None and via.relayed and link.path.relayed and not link.path.same_relay(via):
+            # a relayed connection heard through another relay allocation (the old
+            # one reached its end and the peer allocated a new one, or another
+            # server relays now): answer through it once a packet proves authentic
+            before = link.largest_received()
+            link.datagram(data, now)
+            self._received.add(link)
+            if link.largest_received() > before:
+                link.path = via
+                link.path_changed()
+            self.mark_dirty(link)
+            return
         elif via is None and link.path.addr != addr and link.path.same_socket(self._sendto):
             # The peer's address changed (NAT rebinding, a laptop on a new network):
             # answer where its packets now come from, once one of them has proved

@@ -2,7 +2,15 @@
 
 For every active discovery key the node registers with each configured
 rendezvous server (from its one UDP socket, so the server sees the NAT mapping
-QUIC uses) and looks the key up every few seconds. For each peer listed, one
+QUIC uses), so a peer that reaches only some of them still finds it, and
+looks the key up every few seconds at its meeting server: the first one, in
+the configured order, that holds its registration. A server that stops
+answering (its registration or keepalive fails) is passed over for the next
+one; it is taken back when it answers again (the client core registers anew).
+Punches and relay offers are followed whichever server they come through;
+a node asks for a punch with a peer it already reaches through another
+server's attempt no more (should two connections still form, the node keeps
+one, the same on both sides). For each peer listed, one
 side (the smaller token) asks the server to coordinate a punch; both sides get
 PUNCH at once and probe each other's candidates from the node's socket. The
 requesting side dials QUIC over the first path that works:
@@ -14,6 +22,12 @@ A relay is requested when no probe has been answered after RELAY_AFTER seconds
 does not work at all and the client fell back to TCP). A relayed connection
 keeps punching and moves to the direct path when a probe is answered, without
 interrupting the transfer.
+
+A relay allocation may end (the server's maximum duration, or it went idle)
+while its connection still lives: the side that allocated it asks for a new
+one (ahead of a known end) and both sides move the connection onto it, as
+they move it to a punched path; the transfer goes on, nothing is fetched
+again.
 
 NAT mapping: the node asks every configured server address for its mapped
 address (STUN); when two server addresses see different ports, our NAT maps
@@ -37,7 +51,8 @@ from ..events import PathAttempted, PathKind
 from ..rendezvous import protocol as rp
 from ..rendezvous.client_core import (ObservedAddressChanged, PeersListed, PunchRequested,
                                       Registered, RelayAllocated, RelayBound, RelayClosed,
-                                      RelayDataReceived, RelayOffered, RendezvousClient)
+                                      RelayDataReceived, RelayOffered, RendezvousClient,
+                                      RequestFailed)
 from ..transport.paths import DirectPath, RelayPath
 from .probes import probe_router
 from .punch import Punched, Puncher, PunchState, Send
@@ -53,6 +68,9 @@ RELAY_AFTER_BIRTHDAY = 2.6  # the birthday strategy needs about 1-2 s
 UDP_GIVE_UP = 2.5       # no answer over UDP by then: try TCP as well
 PUNCH_DEADLINE = 30.0
 RELAY_RETRY = 4.0
+MEET_WAIT = 2.0         # s: a server that has not answered a registration by then is passed over
+RENEW_AHEAD = 5.0       # s before a relay allocation's known end: allocate the next one
+NO_END = 0xFFFF         # an allocation's lifetime when the server sets no end
 BIRTHDAY_SOCKETS = 256
 SPRAY_PROBES = 2048
 
@@ -65,6 +83,15 @@ def own_address_kind(addr: Address, peer: rp.Peer) -> PathKind | None:
         return None
     from ..node import classify_incoming
     return classify_incoming(addr)
+
+
+def peer_fingerprint(peer: rp.Peer) -> tuple:
+    """What one node looks like through any server: its public IP, its port
+    (unless its NAT maps per destination, when each server sees another one)
+    and the local addresses it claims."""
+    hard = HARD_MARK in peer.candidates
+    return (peer.observed[0], None if hard else peer.observed[1],
+            frozenset(c for c in peer.candidates if c != HARD_MARK))
 
 
 def session_for(key: bytes, a: bytes, b: bytes) -> bytes:
@@ -82,6 +109,7 @@ class Attempt:
         self.started = time.monotonic()
         self.link = None
         self.channel: bytes | None = None
+        self._renew: asyncio.TimerHandle | None = None
         self.helpers: HelperSockets | None = None
         self.done = False
         peer_hard = HARD_MARK in peer.candidates
@@ -196,11 +224,37 @@ class Attempt:
         self.client.core.relay_allocate(self.key, self.peer.token, self.src.loop.time())
         self.client.pump()
 
-    def relay_ready(self, channel: bytes) -> None:
+    def relay_ready(self, channel: bytes, lifetime: int = NO_END) -> None:
         log.debug("relay ready %s initiator=%s link=%s", channel.hex(), self.initiator, self.link)
         self.channel = channel
-        if self.initiator and (self.link is None or self.link.closed):
+        if not self.initiator:
+            return
+        if self._renew is not None:
+            self._renew.cancel()
+            self._renew = None
+        if lifetime < NO_END:  # renew ahead of the end, so no packet waits for it
+            ahead = min(RENEW_AHEAD, lifetime / 4)
+            self._renew = self.src.loop.call_later(max(0.0, lifetime - ahead), self.relay_renew)
+        if self.link is None or self.link.closed:
             self._dial(self.client.relay_path(channel, self.peer.over_tcp))
+        elif self.link.path.relayed and getattr(self.link.path, "channel", channel) != channel:
+            self.link.path = self.client.relay_path(channel, self.peer.over_tcp)
+            self.link.path_changed()
+            self.note("moved", f"to a new relay allocation at {self.client.server[0]}:{self.client.server[1]}, "
+                               "without interruption")
+            self.src.node.endpoint.mark_dirty(self.link)
+
+    def relay_renew(self) -> None:
+        """The relay allocation under a live connection ends (or is about to):
+        allocate the next one; `relay_ready` moves the connection onto it."""
+        self._renew = None
+        if self.done or not self.initiator or self.link is None or self.link.closed:
+            return
+        if not self.link.path.relayed:
+            return  # punched meanwhile: no relay needed
+        log.debug("relay renew for %s", self.peer.observed)
+        self.client.core.relay_allocate(self.key, self.peer.token, self.src.loop.time())
+        self.client.pump()
 
     def _dial(self, path) -> None:
         peer = self.src.node.dial_path(self.key, path, "rendezvous")
@@ -211,7 +265,7 @@ class Attempt:
 
     def close(self) -> None:
         self.done = True
-        for t in (self._timer, self._relay_timer):
+        for t in (self._timer, self._relay_timer, self._renew):
             if t is not None:
                 t.cancel()
         if self.helpers is not None and (self.link is None or self.link.closed):
@@ -226,6 +280,8 @@ class _Client:
         self.core = RendezvousClient(rng=src.rng, transport="tcp" if tcp else "udp",
                                      nonce=src.nonce)
         self.registered = False
+        self.failed = False      # its registration or keepalive went unanswered
+        self.asked: float | None = None   # monotonic time of the first unanswered registration
         self.writer: asyncio.StreamWriter | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._reader_task: asyncio.Task | None = None
@@ -274,7 +330,7 @@ class _Client:
         kind = PathKind.RELAY_TCP if (self.tcp or peer_tcp) else PathKind.RELAY_UDP
         send = self.send_raw
         relay_data = rp.relay_data
-        return RelayPath(lambda d: send(relay_data(channel, d)), self.server, kind)
+        return RelayPath(lambda d: send(relay_data(channel, d)), self.server, kind, channel)
 
     def pump(self) -> None:
         now = self.src.loop.time()
@@ -323,6 +379,7 @@ class RendezvousSource:
         self.hard = False
         self._stun_tids: dict[bytes, Address] = {}
         self._lookup_task: asyncio.Task | None = None
+        self.distinct = list(dict.fromkeys(servers))  # in the configured order
 
     # ---- lifecycle --------------------------------------------------------------------
     async def start(self) -> None:
@@ -332,10 +389,18 @@ class RendezvousSource:
         d.add(stun.is_stun, self._stun_in, first=True)
         self.node.endpoint.classify = self._classify
         # every configured address answers STUN (two addresses of one server tell
-        # whether our NAT maps per destination); the first one is where we meet
-        self.clients.append(_Client(self, self.servers[0], tcp=False))
+        # whether our NAT maps per destination); we register with every one and
+        # meet at the first that holds our registration
+        for server in self.distinct:
+            self.clients.append(_Client(self, server, tcp=False))
+        probed = time.monotonic()
         await self._stun_probe()
-        if not self.mapped:  # no STUN answer at all: UDP is likely blocked, try TCP now
+        for c in self.clients:
+            if c.server not in self.mapped:
+                c.asked = probed  # silent to STUN: passed over soon unless it answers a registration
+                if not self.mapped:
+                    c.failed = True  # no STUN answer at all: UDP is likely blocked here
+        if not self.mapped:  # try TCP now
             await self._open_tcp()
         self._lookup_task = asyncio.ensure_future(self._lookups())
 
@@ -358,16 +423,35 @@ class RendezvousSource:
         log.debug("stun: mapped %s -> hard=%s", self.mapped, self.hard)
 
     async def _open_tcp(self) -> None:
-        if any(c.tcp for c in self.clients):
+        if any(c.tcp and c.alive for c in self.clients):
             return
-        t = _Client(self, self.servers[0], tcp=True)
-        await t.open()
-        if t.alive:
+        for server in self.distinct:  # the first server that takes a TCP connection
+            t = _Client(self, server, tcp=True)
+            await t.open()
+            if not t.alive:
+                continue
             self.clients.append(t)
             now = self.loop.time()
             for k in self.keys:
                 t.core.register(k, self.candidates(), now)
             t.pump()
+            return
+
+    def meeting(self) -> "_Client | None":
+        """Where we look peers up: the first client, in the configured order
+        (UDP before TCP), that has not failed; None while its registration is
+        still on its way (both sides of a punch must meet at the same server,
+        so a later server that happens to answer first does not take over)."""
+        now = time.monotonic()
+        for c in self.clients:
+            if not c.alive or c.failed:
+                continue
+            if c.registered:
+                return c
+            if c.asked is not None and now - c.asked > MEET_WAIT:
+                continue  # no answer yet, long past what a live server takes: the next one
+            return None
+        return None
 
     def _stun_in(self, data: bytes, addr: Address) -> None:
         try:
@@ -400,9 +484,13 @@ class RendezvousSource:
     def announce(self, dkey: bytes) -> None:
         self.keys.add(dkey)
         now = self.loop.time()
+        meeting = self.meeting()
         for c in self.clients:
             c.core.register(dkey, self.candidates(), now)
-            c.core.lookup(dkey, now)
+            if not c.registered and c.asked is None:
+                c.asked = time.monotonic()
+            if c is meeting:  # else the lookup follows the registration (Registered)
+                c.core.lookup(dkey, now)
             c.pump()
 
     def remove(self, dkey: bytes) -> None:
@@ -425,14 +513,16 @@ class RendezvousSource:
                 if not any(c.registered for c in self.clients):
                     await self._open_tcp()
             now = self.loop.time()
-            for c in self.clients:
-                if not c.alive or not c.registered:
-                    continue
-                for k in list(self.keys):
-                    swarm = self.node.swarms.get(k)
-                    if swarm is not None and getattr(swarm, "wants_peers", True):
-                        c.core.lookup(k, now)
-                c.pump()
+            c = self.meeting()
+            if c is None:
+                if tcp_tried and not any(x.tcp and x.alive for x in self.clients):
+                    await self._open_tcp()  # every server lost over UDP (and TCP): try TCP again
+                continue
+            for k in list(self.keys):
+                swarm = self.node.swarms.get(k)
+                if swarm is not None and getattr(swarm, "wants_peers", True):
+                    c.core.lookup(k, now)
+            c.pump()
 
     # ---- events from a server ------------------------------------------------------
     def event(self, c: _Client, ev) -> None:
@@ -440,13 +530,27 @@ class RendezvousSource:
         log.debug("%s %s: %s", "tcp" if c.tcp else "udp", c.server, type(ev).__name__)
         if isinstance(ev, Registered):
             c.registered = True
-            c.core.lookup(ev.key, now)
+            c.failed = False
+            c.asked = None
+            if c is self.meeting():
+                for k in self.keys:
+                    c.core.lookup(k, now)
+        elif isinstance(ev, RequestFailed):
+            if ev.kind in ("register", "keepalive") and ev.code is None and not c.failed:
+                c.registered = False  # the server stopped answering: meet at the next one
+                c.failed = True
+                log.info("rendezvous %s:%d does not answer; meeting at the next server", *c.server)
+                nxt = self.meeting()
+                if nxt is not None:
+                    for k in self.keys:
+                        nxt.core.lookup(k, now)
+                    nxt.pump()
         elif isinstance(ev, ObservedAddressChanged):
             for k in self.keys:
                 c.core.register(k, self.candidates(), now)
         elif isinstance(ev, PeersListed):
             for peer in ev.peers:
-                if not self._live((ev.key, peer.token)):
+                if not self._live((ev.key, peer.token)) and not self._met_elsewhere(ev.key, peer, c):
                     c.core.connect(ev.key, peer.token, self.candidates(), now)
         elif isinstance(ev, PunchRequested):
             key = (ev.key, ev.peer.token)
@@ -466,11 +570,24 @@ class RendezvousSource:
         elif isinstance(ev, RelayBound):
             client, attempt = self.channels.get(ev.channel, (c, None))
             if attempt is not None:
-                attempt.relay_ready(ev.channel)
+                attempt.relay_ready(ev.channel, ev.lifetime)
         elif isinstance(ev, RelayDataReceived):
             self.relay_in(c, ev.channel, ev.payload)
         elif isinstance(ev, RelayClosed):
-            self.channels.pop(ev.channel, None)
+            _, attempt = self.channels.pop(ev.channel, (c, None))
+            if attempt is not None and attempt.channel == ev.channel and attempt.link is not None \
+                    and not attempt.link.closed and getattr(attempt.link.path, "channel", None) == ev.channel:
+                attempt.relay_renew()  # the connection still runs on it: allocate anew
+
+    def _met_elsewhere(self, key: bytes, peer: rp.Peer, c: "_Client") -> bool:
+        """Whether a live attempt through another server already reaches this
+        peer (tokens differ per server; a node's address and candidates do not)."""
+        fp = peer_fingerprint(peer)
+        for (k, token), a in self.attempts.items():
+            if k == key and a.client.server != c.server and peer_fingerprint(a.peer) == fp \
+                    and self._live((k, token)):
+                return True
+        return False
 
     def _live(self, key: tuple[bytes, bytes]) -> bool:
         a = self.attempts.get(key)
