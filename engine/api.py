@@ -338,9 +338,10 @@ class Engine:
             return
         swarm.resume_state = swarm.state
         self._static.pause(swarm.dkey)  # before remove_swarm, which forgets static peers
-        self.node.remove_swarm(swarm)
+        reason = f"{swarm.role.value} paused"
+        self.node.remove_swarm(swarm, reason)
         for p in list(swarm.peers):
-            p.close(0, "paused")
+            p.close(0, reason)
         swarm.state = State.PAUSED
         swarm.paused()
         self.node.endpoint.flush()

@@ -65,7 +65,7 @@ from collections.abc import Callable, Iterator
 from itertools import islice
 from pathlib import Path
 
-from . import manifest as mf
+from . import collaborators, manifest as mf
 from . import merkle, wire
 from .blocksource import FileBlockSource
 from .clonefs import TargetFolder
@@ -418,6 +418,7 @@ class CloneSwarm(SwarmBase):
         if bf is None:
             peer.app["have"] = True
             self._n_all += 1
+            collaborators.report(self, (peer,), force=True)  # it holds all: tell it our progress
         else:
             bits = bytearray(bf.bits)
             count, entries = self._count, m.entries
@@ -830,6 +831,7 @@ class CloneSwarm(SwarmBase):
         if self._closed or self.failed or self.completed or not self.peers:
             return
         self._kick()
+        collaborators.report(self, self.peers)
         if self.lanes > 0:
             self.cpu.sample()
             self._maybe_lanes()
@@ -1151,6 +1153,7 @@ class CloneSwarm(SwarmBase):
         self.state = State.SEEDING if self.sync else State.DONE
         self.emit(CloneCompleted(self.tid, m.version, len(m.files), m.total_bytes,
                                  self.bytes_received, self.completed_at - self.started))
+        collaborators.report(self, self.peers, force=True)
         if self.upload:  # what a peer that saw our bitfield holds now: everything
             for p in self.peers:
                 if p.app.get("have") is not True and not p.link.closed:

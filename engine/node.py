@@ -99,14 +99,16 @@ class Node:
             if hasattr(s, "announce"):
                 s.announce(swarm.dkey)
 
-    def remove_swarm(self, swarm) -> None:
+    def remove_swarm(self, swarm, reason: str = "") -> None:
         self.swarms.pop(swarm.dkey, None)
+        role = getattr(getattr(swarm, "role", None), "value", "share")
+        reason = reason or f"{role} stopped"
         for s in self.sources:
             if hasattr(s, "remove"):
                 s.remove(swarm.dkey)
         for (dkey, _), peer in list(self._attempts.items()):
             if dkey == swarm.dkey:
-                peer.close(ERR_GONE, "share stopped")
+                peer.close(ERR_GONE, reason)
 
     # ---- dialling ------------------------------------------------------------
     def peer_found(self, dkey: bytes, addr: Address, source: str) -> None:
@@ -165,9 +167,12 @@ class Node:
             if p is peer:
                 del self._attempts[key]
         if was_ready:
-            swarm = self.swarms.get(peer.dkey)
+            swarm = self.swarms.get(peer.dkey) or peer.swarm
             tid = swarm.tid if swarm else peer.dkey.hex()[:16]
-            self.emit(PeerDisconnected(tid, peer.peer_id, peer.address, peer.closed_reason or "closed"))
+            reason = peer.closed_reason or "closed"
+            if swarm is not None and hasattr(swarm, "leave_reason"):
+                reason = swarm.leave_reason(peer, reason)
+            self.emit(PeerDisconnected(tid, peer.peer_id, peer.address, reason))
 
     async def _keepalive_loop(self) -> None:
         token = 0

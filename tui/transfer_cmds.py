@@ -51,9 +51,16 @@ def _progress_object(st: ev.TransferStatus) -> dict:
             "files_done": st.files_done, "files_total": st.files_total,
             "bytes_received": st.bytes_received, "bytes_sent": st.bytes_sent,
             "rate_down": round(st.rate_down), "rate_up": round(st.rate_up),
-            "peers": [{"peer": p.peer_id, "address": p.address, "path": p.path.value,
-                       "rtt_ms": round(p.rtt_ms, 2), "datagram_size": p.datagram_size}
-                      for p in st.peers]}
+            "peers": [_peer_object(p) for p in st.peers]}
+
+
+def _peer_object(p: ev.PeerStatus) -> dict:
+    d = {"peer": p.peer_id, "address": p.address, "path": p.path.value,
+         "rtt_ms": round(p.rtt_ms, 2), "datagram_size": p.datagram_size}
+    if p.have_bytes >= 0:  # sharing side: what the clone holds of the version
+        d.update(have_bytes=p.have_bytes, have_total=p.have_total,
+                 have_rate=round(p.have_rate), have_all=p.have_all)
+    return d
 
 
 class Frontend:
