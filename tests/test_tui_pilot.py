@@ -534,3 +534,34 @@ async def test_the_engine_going_away_is_reported_not_fatal():
         await wait_for(pilot, lambda: any("Pause failed" in n.message
                                           for n in app._notifications), what="failure notice")
         assert isinstance(app.screen, SharesScreen)
+
+
+# ---- the sharing side sees its collaborators ------------------------------------------
+
+def _share_with_clones(t: float):
+    from dataclasses import replace
+    from fake_engine import demo_snapshot
+    survey = demo_snapshot(20.0)[0]
+    half, done = survey.peers
+    total = survey.bytes_total
+    peers = (replace(half, have_bytes=int(total * min(0.45 + 0.01 * t, 0.5)), have_total=total,
+                     have_rate=25_000_000.0),
+             replace(done, have_bytes=total, have_total=total, have_all=True))
+    return (replace(survey, peers=peers),)
+
+
+async def test_share_shows_each_clones_progress():
+    engine = FakeEngine([(float(t), _share_with_clones(float(t))) for t in range(6)])
+    app = dashboard(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        table = await started(pilot, engine)
+        # the list's percentage follows the clones, not what the share holds (100 %)
+        assert cell_text(table, SURVEY, "progress") == "75.0%"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, TransferScreen), what="transfer screen")
+        peers = app.screen.query_one("#peers", DataTable)
+        await wait_for(pilot, lambda: peers.row_count == 2, what="2 peers")
+        has = sorted(peers.get_cell(k, "has").plain.strip() for k in peers.rows)
+        assert has == ["50.0%", "done"]
+        summary = app.screen.query_one("#summary", Static).render().plain
+        assert "2 clones 75.0%" in summary

@@ -137,7 +137,33 @@ def fraction_of(have: int, total: int, complete: bool = False) -> float:
     return min(max(have / total, 0.0), 1.0)
 
 
+def clones_held(status: TransferStatus) -> tuple[int, int, int] | None:
+    """Sharing side: (bytes held, bytes of the version, clones) summed over the
+    connected clones that report their progress; None when none does."""
+    if status.role is not Role.SHARE:
+        return None
+    reporting = [p for p in status.peers if p.have_bytes >= 0 and p.have_total > 0]
+    if not reporting:
+        return None
+    return (sum(p.have_bytes for p in reporting), sum(p.have_total for p in reporting),
+            len(reporting))
+
+
+def peer_held(p) -> str:
+    """What one peer reports holding of the version: '45.1%', 'done' or '-'."""
+    if p.have_all:
+        return "done"
+    if p.have_bytes < 0 or p.have_total <= 0:
+        return "-"
+    return percent(fraction_of(p.have_bytes, p.have_total, False))
+
+
 def status_fraction(status: TransferStatus) -> float:
+    """A clone: what it holds. A share: what its connected clones hold (when
+    they report it), else what it serves."""
+    held = clones_held(status)
+    if held is not None:
+        return fraction_of(held[0], held[1], False)
     complete = status.state in (State.DONE, State.SEEDING)
     if status.role is Role.SHARE and status.state is not State.SCANNING:
         complete = True
