@@ -27,6 +27,7 @@ log = logging.getLogger("dattui.node")
 
 KEEPALIVE = 10.0
 BUFFER_CHECK = 1.0  # how often the socket buffers are sized to the fastest path
+DUPLICATE = "duplicate connection"
 SOURCE_PATH = {"lan": PathKind.LAN, "peer-arg": PathKind.DIRECT, "dht": PathKind.DIRECT}
 
 
@@ -63,6 +64,7 @@ class Node:
         self.endpoint: QuicEndpoint | None = None
         self._attempts: dict[tuple[bytes, Address], PeerConnection] = {}
         self._seen: set[tuple[bytes, Address]] = set()
+        self._announced: set[tuple[bytes, bytes]] = set()  # (dkey, node id) told as connected
         self._keepalive: asyncio.Task | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -123,6 +125,10 @@ class Node:
     def dial(self, dkey: bytes, addr: Address, path: PathKind, source: str = "") -> PeerConnection | None:
         if (dkey, addr) in self._attempts or self.endpoint is None:
             return None
+        swarm = self.swarms.get(dkey)
+        if any(p.link.addr[:2] == tuple(addr[:2]) and not p.link.closed
+               for p in getattr(swarm, "peers", ())):
+            return None  # connected already (it dialled us): LAN announces repeat every 5 s
         if addr[1] == self.port and addr[0] in ("127.0.0.1", self.host):
             return None  # ourselves
         link = self.endpoint.connect(DirectPath(self.socket.sendto, addr, path))
@@ -148,16 +154,22 @@ class Node:
         swarm = peer.swarm or self.swarms.get(peer.dkey)
         # two connections between the same pair of nodes: keep the one dialled
         # by the smaller node id, on both sides alike
+        # (both found each other on the LAN and dialled at once). Neither
+        # connection's end is news to the front ends: the peer stays connected.
         for other in list(getattr(swarm, "peers", [])):
             if other.remote_id == peer.remote_id and other is not peer:
                 mine = self.identity.public
                 def dialler(p: PeerConnection) -> bytes:
                     return mine if p.link.initiator else p.remote_id
                 loser = peer if dialler(other) < dialler(peer) else other
+                loser.duplicate = True
+                loser.close(ERR_GONE, DUPLICATE)
                 if loser is peer:
-                    peer.close(ERR_GONE, "duplicate connection")
                     return
-                loser.close(ERR_GONE, "duplicate connection")
+        key = (peer.dkey, peer.remote_id)
+        if key in self._announced:
+            return  # it replaces a duplicate already announced as connected
+        self._announced.add(key)
         self.emit(PeerConnected(swarm.tid, peer.peer_id, peer.address, peer.path,
                                 round(peer.connect_seconds, 3), peer.link.initiator,
                                 round(time.monotonic() - swarm.started, 3)))
@@ -166,8 +178,17 @@ class Node:
         for key, p in list(self._attempts.items()):
             if p is peer:
                 del self._attempts[key]
+        key = (peer.dkey, peer.remote_id)
+        if peer.duplicate or peer.closed_reason == DUPLICATE:
+            return  # the other connection to this peer stays
+        swarm = self.swarms.get(peer.dkey) or peer.swarm
+        if any(p.remote_id == peer.remote_id and p is not peer and not p.link.closed
+               for p in getattr(swarm, "peers", ())):
+            return
+        if not was_ready and key in self._announced:
+            was_ready = True  # what replaced a dropped duplicate never came: it is gone
+        self._announced.discard(key)
         if was_ready:
-            swarm = self.swarms.get(peer.dkey) or peer.swarm
             tid = swarm.tid if swarm else peer.dkey.hex()[:16]
             reason = peer.closed_reason or "closed"
             if swarm is not None and hasattr(swarm, "leave_reason"):

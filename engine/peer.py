@@ -55,6 +55,7 @@ class PeerConnection:
         self.connect_seconds = 0.0
         self.began = link.started  # when we started reaching this peer (a punch may come first)
         self.closed_reason = ""
+        self.duplicate = False  # closed as the second connection to a peer we have
         self.app: dict = {}  # per-swarm state (requests in flight, queues)
         link.handler = self
         node.loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_deadline)
