@@ -22,6 +22,7 @@ from . import keys, keystore
 from .clone import CloneSwarm
 from .discovery.static import StaticPeers, parse_hostport, resolve
 from .errors import DattuiError, DiskError, NotFound, UsageError
+from .folderlock import FolderLock
 from .daemon.interface import FilePage
 from .events import CloneCompleted, Event, Logged, State, TransferFailed, TransferStatus, describe
 from .manifest import DEFAULT_BLOCK_SIZE
@@ -81,6 +82,7 @@ class Engine:
         self._queues: list[asyncio.Queue] = []
         self._static: StaticPeers | None = None
         self._lan = None
+        self._locks: dict[str, FolderLock] = {}  # tid -> the folder it owns
         self.dht = None
         self.rendezvous = None
         self.pex = None
@@ -238,7 +240,14 @@ class Engine:
         tid = key.discovery_key.hex()[:16]
         if tid in self.swarms:
             return tid
-        swarm = ShareSwarm(folder, key, ShareDB(folder), self._emit,
+        lock = FolderLock.acquire(folder)
+        try:
+            db = ShareDB(folder)
+        except BaseException:
+            lock.release()
+            raise
+        self._locks[tid] = lock
+        swarm = ShareSwarm(folder, key, db, self._emit,
                            block_size=self.options.block_size,
                            include_hidden=self.options.include_hidden if include_hidden is None else include_hidden,
                            rescan_interval=self.options.rescan_interval,
@@ -250,6 +259,7 @@ class Engine:
         except BaseException:
             self.swarms.pop(tid, None)
             await swarm.close()
+            self._release(tid)
             raise
         self.node.add_swarm(swarm)
         swarm.start_rescans()
@@ -262,7 +272,12 @@ class Engine:
         addrs = [resolve(*parse_hostport(p)) for p in peers]
         folder = folder.absolute()
         self._prepare_clone_folder(folder, public)
-        db = CloneDB(folder)
+        lock = FolderLock.acquire(folder)
+        try:
+            db = CloneDB(folder)
+        except BaseException:
+            lock.release()
+            raise
         db.set("public_key", public)
         db.set("role", "clone")
         swarm = CloneSwarm(public, folder, db, self._emit, sync=sync,
@@ -272,6 +287,7 @@ class Engine:
                            lanes=self.lane_count, lane_options=self.lane_options)
         swarm.pex = self.pex
         self.swarms[swarm.tid] = swarm
+        self._locks[swarm.tid] = lock
         self._done[swarm.tid] = self.node.loop.create_future()
         self.node.add_swarm(swarm)
         for addr in addrs:
@@ -293,8 +309,8 @@ class Engine:
                 if role == "share":
                     raise UsageError(f"{folder} is a shared folder, not a clone: choose another target")
                 if recorded is not None and recorded != public:
-                    raise UsageError(f"{folder} is a clone of another link "
-                                     f"({keys.format_link(recorded)[:20]}…): choose another target")
+                    raise UsageError(f"{folder} is a clone of another link, "
+                                     f"{keys.format_link(recorded)}: choose another target")
             elif any(folder.iterdir()):
                 raise UsageError(f"{folder} already exists and is not empty: choose a new or empty "
                                  "folder (nothing in it was touched)")
@@ -321,7 +337,8 @@ class Engine:
             except asyncio.TimeoutError:
                 if not fut.done():
                     raise NotFound(
-                        f"no peer sharing this link answered within {find_timeout:g} s: check the "
+                        f"no peer sharing {keys.link_label(swarm.public_key)} answered within "
+                        f"{find_timeout:g} s: check the "
                         "link, that `dattui share` is running on the other side, and run "
                         "`dattui doctor`") from None
         return await fut
@@ -393,8 +410,14 @@ class Engine:
             self._static.remove(swarm.dkey)
             self._static.forget_paused(swarm.dkey)
         await swarm.close()
+        self._release(swarm.tid)
         if self.node and self.node.endpoint:
             self.node.endpoint.flush()
+
+    def _release(self, tid: str) -> None:
+        lock = self._locks.pop(tid, None)
+        if lock is not None:
+            lock.release()
 
 
 class _LanSource:

@@ -13,10 +13,13 @@ from rich.console import Console
 from dattui.engine import events as ev
 from dattui.engine.api import Engine, EngineOptions
 from dattui.engine.errors import DattuiError
-from dattui.engine.keys import parse_link
+from dattui.engine.keys import link_label, parse_link
 
+from dattui.engine.store import db_path
+
+from . import clone_target as ct
 from . import jsonout
-from .progress import ProgressView
+from .progress import ProgressView, format_bytes
 
 PROGRESS_EVERY = 1.0
 
@@ -76,6 +79,7 @@ class Frontend:
         self.view = None if json_mode else ProgressView(self.console, role, refresh_hz)
         self._last_progress = 0.0
         self._last_object: dict | None = None
+        self.mute = False  # events are dropped, the live view stays as it is
 
     def __enter__(self):
         if self.view:
@@ -96,13 +100,15 @@ class Frontend:
     def pump(self, tid: str | None = None) -> None:
         while not self.queue.empty():
             e = self.queue.get_nowait()
+            if self.mute:
+                continue
             if self.json:
                 if not isinstance(e, self.QUIET_IN_JSON):
                     jsonout.emit(jsonout.event_object(e))
             elif self.view:
                 self.view.event(e)
         statuses = [s for s in self.engine.status() if tid is None or s.tid == tid]
-        if not statuses:
+        if not statuses or self.mute:
             return
         st = statuses[0]
         if self.view:
@@ -138,32 +144,76 @@ async def run_share(args, cfg) -> int:
                 except asyncio.TimeoutError:
                     pass
             share_task.cancel()
+            fe.print_line({"event": "stopped", "path": str(folder.resolve())},
+                          f"stopped sharing {folder.resolve()}; `dattui share` here serves the "
+                          "same link again")
     finally:
         await engine.close()
     return 0
 
 
 def default_clone_dir(link: str) -> Path:
-    return Path(parse_link(link).hex())
+    """Where a clone starts without a folder: a clone of this link already in
+    the current folder, else the hidden staging folder (renamed after the
+    share once its manifest arrives; tui/clone_target.py)."""
+    public = parse_link(link)
+    return ct.existing_clone(Path("."), public) or ct.staging_dir(Path("."), public)
+
+
+def _amount(have: int, total: int) -> str:
+    return f"{format_bytes(have)} of {format_bytes(total)}"
 
 
 async def run_clone(args, cfg) -> int:
-    parse_link(args.link)  # a malformed link fails before anything is created
+    public = parse_link(args.link)  # a malformed link fails before anything is created
     folder = Path(args.dir) if args.dir else default_clone_dir(args.link)
+    staging = folder if folder.name.startswith(ct.STAGING_PREFIX) else None
+    folder_existed, state_existed = folder.exists(), db_path(folder).exists()
     engine = Engine(engine_options(args, cfg))
     await engine.start()
     stop = asyncio.Event()
     _stop_on_signals(stop)
     timeout = args.timeout if args.timeout is not None else cfg.clone.find_timeout
+    swarm = None
     try:
         with Frontend(engine, args.json, ev.Role.CLONE, cfg.tui.refresh_hz) as fe:
             tid = await engine.clone(args.link, folder, sync=args.sync, peers=args.peer or [])
-            fe.print_line({"event": "cloning", "path": str(folder.absolute())},
-                          f"cloning into {folder.absolute()}")
+            swarm = engine.transfer(tid)
+            if staging is not None:
+                fe.mute = True  # its connection ends when the folder gets its name
+                fe.print_line({"event": "looking", "link": args.link},
+                              f"looking for the share of {link_label(public)}")
+            else:
+                fe.print_line({"event": "cloning", "path": str(folder.absolute())},
+                              f"cloning into {folder.absolute()}")
+            start_version = swarm.version if swarm.manifest is not None else 0
+            if start_version and 0 < swarm.bytes_have < swarm.manifest.total_bytes:
+                fe.print_line({"event": "resuming", "version": start_version,
+                               "bytes_have": swarm.bytes_have,
+                               "bytes_total": swarm.manifest.total_bytes},
+                              f"resuming: {_amount(swarm.bytes_have, swarm.manifest.total_bytes)} "
+                              "already verified")
             waiter = asyncio.ensure_future(engine.wait(tid, find_timeout=timeout))
             result = None
             while not stop.is_set():
                 fe.pump(tid)
+                if staging is not None and swarm.manifest is not None:
+                    # the share's name is known: the folder takes it, the clone goes on there
+                    waiter.cancel()
+                    name = ct.safe_name(swarm.manifest.name, public)
+                    await engine.stop(tid)
+                    fe.pump(tid)
+                    folder = ct.free_target(Path("."), name)
+                    ct.move_staging(staging, folder)
+                    staging, folder_existed, state_existed = None, True, True
+                    tid = await engine.clone(args.link, folder, sync=args.sync,
+                                             peers=args.peer or [])
+                    swarm = engine.transfer(tid)
+                    fe.mute = False
+                    fe.print_line({"event": "cloning", "path": str(folder.absolute())},
+                                  f"cloning into {folder.absolute()}")
+                    waiter = asyncio.ensure_future(engine.wait(tid))
+                    continue
                 if waiter.done():
                     result = waiter.result()  # raises DattuiError on failure/timeout
                     if not args.sync:
@@ -177,14 +227,25 @@ async def run_clone(args, cfg) -> int:
             if result is None:
                 waiter.cancel()
                 fe.pump(tid)
+                m = swarm.manifest
+                have = swarm.bytes_have if m else 0
+                fe.print_line({"event": "stopped", "path": str(folder.absolute()),
+                               "bytes_have": have, "bytes_total": m.total_bytes if m else 0},
+                              f"stopped: {_amount(have, m.total_bytes)} verified in {folder}; "
+                              "the same command continues" if m and not swarm.completed
+                              else f"stopped{'' if m else ': nothing received'}")
                 return 130
-            swarm = engine.transfer(tid)
             fe.pump(tid)
+            up_to_date = swarm.bytes_received == 0 and result.version == start_version
             fe.print_line({"event": "done", "link": args.link, "path": str(folder.absolute()),
                            "version": result.version, "files": result.files,
                            "bytes": result.bytes, "bytes_received": swarm.bytes_received,
-                           "seconds": round(result.seconds, 3)},
+                           "seconds": round(result.seconds, 3), "up_to_date": up_to_date},
+                          f"already up to date: version {result.version}, {result.files} files, "
+                          f"{format_bytes(result.bytes)} in {folder}" if up_to_date else
                           f"done: {result.files} files, {result.bytes} bytes in {folder}")
     finally:
         await engine.close()
+        if swarm is not None and swarm.manifest is None:  # it received nothing: it leaves nothing
+            ct.remove_if_nothing_received(folder, folder_existed, state_existed)
     return 0
