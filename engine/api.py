@@ -23,6 +23,7 @@ from .clone import CloneSwarm
 from .discovery.static import StaticPeers, parse_hostport, resolve
 from .errors import DattuiError, DiskError, NotFound, UsageError
 from .folderlock import FolderLock
+from .node import RECONNECTING
 from .daemon.interface import FilePage
 from .events import CloneCompleted, Event, Logged, State, TransferFailed, TransferStatus, describe
 from .manifest import DEFAULT_BLOCK_SIZE
@@ -397,9 +398,15 @@ class Engine:
         swarm = self.swarms[tid]
         self._static.add(swarm.dkey, resolve(*parse_hostport(hostport)))
 
-    async def stop(self, tid: str) -> None:
+    async def stop(self, tid: str, *, reconnecting: bool = False) -> None:
+        """Stop a share or clone. `reconnecting`: it starts again at once (a
+        clone moving to its folder), which its peers are told, so that they
+        say nothing of the connection that ends."""
         swarm = self.swarms.get(tid)
         if swarm is not None:
+            if reconnecting:
+                for p in list(swarm.peers):
+                    p.close(0, RECONNECTING)
             await self._close_swarm(swarm)
 
     async def _close_swarm(self, swarm) -> None:

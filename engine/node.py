@@ -28,6 +28,7 @@ log = logging.getLogger("dattui.node")
 KEEPALIVE = 10.0
 BUFFER_CHECK = 1.0  # how often the socket buffers are sized to the fastest path
 DUPLICATE = "duplicate connection"
+RECONNECTING = "reconnecting"  # closed by a peer that connects again at once (engine.stop)
 SOURCE_PATH = {"lan": PathKind.LAN, "peer-arg": PathKind.DIRECT, "dht": PathKind.DIRECT}
 
 
@@ -179,8 +180,11 @@ class Node:
             if p is peer:
                 del self._attempts[key]
         key = (peer.dkey, peer.remote_id)
-        if peer.duplicate or peer.closed_reason == DUPLICATE:
-            return  # the other connection to this peer stays
+        if peer.swarm is not None and self.swarms.get(peer.dkey) is not peer.swarm:
+            self._announced.discard(key)
+            return  # its share or clone was stopped or paused here: that is the news
+        if peer.duplicate or peer.closed_reason in (DUPLICATE, RECONNECTING):
+            return  # the other connection to this peer stays, or the peer is coming back
         swarm = self.swarms.get(peer.dkey) or peer.swarm
         if any(p.remote_id == peer.remote_id and p is not peer and not p.link.closed
                for p in getattr(swarm, "peers", ())):

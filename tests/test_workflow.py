@@ -145,3 +145,15 @@ def test_ctrl_c_says_what_is_kept(tmp_path):
     stopped = [json.loads(l) for l in out.splitlines() if l.startswith("{")][-1]
     assert stopped["event"] == "stopped" and stopped["bytes_have"] == 0
     assert not dst.exists()  # it received nothing: nothing is left
+
+
+def test_a_clone_moving_to_its_named_folder_is_one_connection_to_the_share(shared, tmp_path):
+    src, sp = shared
+    p, lines = _clone_in(tmp_path / "work", sp.link, tmp_path / "hc", "--peer",
+                         f"127.0.0.1:{sp.port}")
+    assert p.returncode == 0, p.stderr
+    assert [l["event"] for l in lines].count("peer_connected") == 1
+    assert lines[-1]["bytes_received"] == lines[-1]["bytes"]  # counted in both folders
+    wait_line(sp.lines, lambda l: l["event"] == "peer_disconnected")
+    events = [l["event"] for l in sp.lines]
+    assert events.count("peer_connected") == events.count("peer_disconnected") == 1

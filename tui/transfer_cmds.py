@@ -175,6 +175,7 @@ async def run_clone(args, cfg) -> int:
     _stop_on_signals(stop)
     timeout = args.timeout if args.timeout is not None else cfg.clone.find_timeout
     swarm = None
+    received_before = 0  # bytes received in the staging folder, before it got its name
     try:
         with Frontend(engine, args.json, ev.Role.CLONE, cfg.tui.refresh_hz) as fe:
             tid = await engine.clone(args.link, folder, sync=args.sync, peers=args.peer or [])
@@ -201,7 +202,8 @@ async def run_clone(args, cfg) -> int:
                     # the share's name is known: the folder takes it, the clone goes on there
                     waiter.cancel()
                     name = ct.safe_name(swarm.manifest.name, public)
-                    await engine.stop(tid)
+                    received_before += swarm.bytes_received
+                    await engine.stop(tid, reconnecting=True)
                     fe.pump(tid)
                     folder = ct.free_target(Path("."), name)
                     ct.move_staging(staging, folder)
@@ -236,10 +238,11 @@ async def run_clone(args, cfg) -> int:
                               else f"stopped{'' if m else ': nothing received'}")
                 return 130
             fe.pump(tid)
-            up_to_date = swarm.bytes_received == 0 and result.version == start_version
+            bytes_received = received_before + swarm.bytes_received
+            up_to_date = bytes_received == 0 and result.version == start_version
             fe.print_line({"event": "done", "link": args.link, "path": str(folder.absolute()),
                            "version": result.version, "files": result.files,
-                           "bytes": result.bytes, "bytes_received": swarm.bytes_received,
+                           "bytes": result.bytes, "bytes_received": bytes_received,
                            "seconds": round(result.seconds, 3), "up_to_date": up_to_date},
                           f"already up to date: version {result.version}, {result.files} files, "
                           f"{format_bytes(result.bytes)} in {folder}" if up_to_date else
