@@ -23,9 +23,11 @@ from .clone import CloneSwarm
 from .discovery.static import StaticPeers, parse_hostport, resolve
 from .errors import DattuiError, DiskError, NotFound, UsageError
 from .folderlock import FolderLock
+from .versionlog import VersionRecorder
 from .node import RECONNECTING
 from .daemon.interface import FilePage
-from .events import CloneCompleted, Event, Logged, State, TransferFailed, TransferStatus, describe
+from .events import (CloneCompleted, Event, Logged, ManifestReceived, State, TransferFailed,
+                     TransferStatus, VersionPublished, describe)
 from .manifest import DEFAULT_BLOCK_SIZE
 from .node import Node
 from .share import ShareSwarm
@@ -84,6 +86,7 @@ class Engine:
         self._static: StaticPeers | None = None
         self._lan = None
         self._locks: dict[str, FolderLock] = {}  # tid -> the folder it owns
+        self._versions = VersionRecorder()  # every signed version, for `dattui log`
         self.dht = None
         self.rendezvous = None
         self.pex = None
@@ -185,6 +188,8 @@ class Engine:
         return q
 
     def _emit(self, ev: Event) -> None:
+        if isinstance(ev, (VersionPublished, ManifestReceived)) and ev.tid in self.swarms:
+            self._versions.seen(self.swarms[ev.tid])
         self._log.append(describe(ev))
         for q in self._queues:
             if q.full():
@@ -289,6 +294,7 @@ class Engine:
         swarm.pex = self.pex
         self.swarms[swarm.tid] = swarm
         self._locks[swarm.tid] = lock
+        self._versions.known(swarm.tid, swarm.manifest)
         self._done[swarm.tid] = self.node.loop.create_future()
         self.node.add_swarm(swarm)
         for addr in addrs:
@@ -418,6 +424,7 @@ class Engine:
             self._static.forget_paused(swarm.dkey)
         await swarm.close()
         self._release(swarm.tid)
+        self._versions.forget(swarm.tid)
         if self.node and self.node.endpoint:
             self.node.endpoint.flush()
 
