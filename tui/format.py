@@ -24,6 +24,7 @@ from dattui.engine.events import (
     Logged,
     ManifestReceived,
     PathKind,
+    PeerCompleted,
     PeerConnected,
     PeerDisconnected,
     PathAttempted,
@@ -230,6 +231,12 @@ def event_text(ev: Event, names: Mapping[str, str]) -> Text:
             + (f": {safe(ev.reason, 200)}" if ev.reason else ""),
             style="yellow",
         )
+    elif isinstance(ev, PeerCompleted):
+        body = Text(
+            f"collaborator {safe(ev.peer_id[:8])} has the whole version {ev.version} "
+            f"({ev.files} files, {format_bytes(ev.bytes)})",
+            style="bold green",
+        )
     elif isinstance(ev, PeerFound):
         body = Text(f"found peer {safe(ev.address, 80)} via {safe(ev.source, 20)}")
     elif isinstance(ev, BadBlockReceived):
@@ -291,8 +298,9 @@ def attempt_text(ev: Event, names: Mapping[str, str]) -> Text | None:
             f" ({'we dialled' if ev.initiator else 'they dialled'})",
         )
     elif isinstance(ev, PeerDisconnected):
+        gone_well = ev.reason.startswith(("left with the whole version", "paused at"))
         body = Text.assemble(
-            ("lost  ", "bold yellow"),
+            ("left  ", "green") if gone_well else ("lost  ", "bold yellow"),
             f"{safe(ev.address, 80)} peer {safe(ev.peer_id[:8])}",
             (": " + safe(ev.reason, 200)) if ev.reason else "",
         )
