@@ -538,20 +538,9 @@ async def test_the_engine_going_away_is_reported_not_fatal():
 
 # ---- the sharing side sees its collaborators ------------------------------------------
 
-def _share_with_clones(t: float):
-    from dataclasses import replace
-    from fake_engine import demo_snapshot
-    survey = demo_snapshot(20.0)[0]
-    half, done = survey.peers
-    total = survey.bytes_total
-    peers = (replace(half, have_bytes=int(total * min(0.45 + 0.01 * t, 0.5)), have_total=total,
-                     have_rate=25_000_000.0),
-             replace(done, have_bytes=total, have_total=total, have_all=True))
-    return (replace(survey, peers=peers),)
-
-
 async def test_share_shows_each_clones_progress():
-    engine = FakeEngine([(float(t), _share_with_clones(float(t))) for t in range(6)])
+    from fake_engine import share_with_clones_recording
+    engine = FakeEngine(share_with_clones_recording())
     app = dashboard(engine)
     async with app.run_test(size=SIZE) as pilot:
         table = await started(pilot, engine)
