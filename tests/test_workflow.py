@@ -157,3 +157,23 @@ def test_a_clone_moving_to_its_named_folder_is_one_connection_to_the_share(share
     wait_line(sp.lines, lambda l: l["event"] == "peer_disconnected")
     events = [l["event"] for l in sp.lines]
     assert events.count("peer_connected") == events.count("peer_disconnected") == 1
+
+
+def test_resume_is_announced_once(shared, tmp_path):
+    src, sp = shared
+    dst = tmp_path / "dst"
+    p, lines = run_clone(sp.link, dst, tmp_path / "hc", "--peer", f"127.0.0.1:{sp.port}")
+    assert p.returncode == 0, p.stderr
+    total = lines[-1]["bytes"]
+    gone = (dst / "big.bin").stat().st_size
+    (dst / "big.bin").unlink()  # what is left of the clone is still verified
+    p, lines = run_clone(sp.link, dst, tmp_path / "hc", "--peer", f"127.0.0.1:{sp.port}")
+    assert p.returncode == 0, p.stderr
+    resuming = [l for l in lines if l["event"] == "resuming"]
+    assert len(resuming) == 1
+    assert resuming[0]["bytes_have"] == total - gone and resuming[0]["bytes_total"] == total
+    assert lines[-1]["bytes_received"] == gone and not lines[-1]["up_to_date"]
+    p = subprocess.run(cmd("clone", sp.link, dst, "--no-lan", "--peer", f"127.0.0.1:{sp.port}"),
+                       capture_output=True, text=True, env=env(tmp_path / "hc"), timeout=60)
+    assert p.returncode == 0 and p.stdout.count("already up to date") == 1
+    assert "resuming" not in p.stdout
