@@ -109,9 +109,11 @@ class Node:
         for s in self.sources:
             if hasattr(s, "remove"):
                 s.remove(swarm.dkey)
-        for (dkey, _), peer in list(self._attempts.items()):
-            if dkey == swarm.dkey:
+        self._announced = {k for k in self._announced if k[0] != swarm.dkey}
+        for key, peer in list(self._attempts.items()):
+            if key[0] == swarm.dkey:
                 peer.close(ERR_GONE, reason)
+                del self._attempts[key]  # closing: a swarm of this key may dial it again at once
 
     # ---- dialling ------------------------------------------------------------
     def peer_found(self, dkey: bytes, addr: Address, source: str) -> None:
@@ -181,8 +183,7 @@ class Node:
                 del self._attempts[key]
         key = (peer.dkey, peer.remote_id)
         if peer.swarm is not None and self.swarms.get(peer.dkey) is not peer.swarm:
-            self._announced.discard(key)
-            return  # its share or clone was stopped or paused here: that is the news
+            return  # its share or clone was stopped or paused here (remove_swarm): that is the news
         if peer.duplicate or peer.closed_reason in (DUPLICATE, RECONNECTING):
             return  # the other connection to this peer stays, or the peer is coming back
         swarm = self.swarms.get(peer.dkey) or peer.swarm
