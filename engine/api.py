@@ -27,8 +27,12 @@ from .clone import CloneSwarm
 from .liveness import Rules
 from .discovery.static import StaticPeers, parse_hostport, resolve
 from .errors import DattuiError, DiskError, NotFound, UsageError
+from .folderlock import FolderLock
+from .versionlog import VersionRecorder
+from .node import RECONNECTING
 from .daemon.interface import FilePage
-from .events import CloneCompleted, Event, Logged, State, TransferFailed, TransferStatus, describe
+from .events import (CloneCompleted, Event, Logged, ManifestReceived, State, TransferFailed,
+                     TransferStatus, VersionPublished, describe)
 from .manifest import DEFAULT_BLOCK_SIZE
 from .node import Node
 from .share import ShareSwarm
@@ -98,6 +102,8 @@ class Engine:
         self._queues: list[asyncio.Queue] = []
         self._static: StaticPeers | None = None
         self._lan = None
+        self._locks: dict[str, FolderLock] = {}  # tid -> the folder it owns
+        self._versions = VersionRecorder()  # every signed version, for `dattui log`
         self.dht = None
         self.rendezvous = None
         self.pex = None
@@ -247,6 +253,8 @@ class Engine:
         self._emit(ev)
 
     def _emit(self, ev: Event) -> None:
+        if isinstance(ev, (VersionPublished, ManifestReceived)) and ev.tid in self.swarms:
+            self._versions.seen(self.swarms[ev.tid])
         self._log.append(describe(ev))
         for q in self._queues:
             if q.full():
@@ -305,7 +313,14 @@ class Engine:
         tid = key.discovery_key.hex()[:16]
         if tid in self.swarms:
             return tid
-        swarm = ShareSwarm(folder, key, ShareDB(folder), self._emit,
+        lock = FolderLock.acquire(folder)
+        try:
+            db = ShareDB(folder)
+        except BaseException:
+            lock.release()
+            raise
+        self._locks[tid] = lock
+        swarm = ShareSwarm(folder, key, db, self._emit,
                            block_size=self.options.block_size,
                            include_hidden=self.options.include_hidden if include_hidden is None else include_hidden,
                            rescan_interval=self.options.rescan_interval,
@@ -318,6 +333,7 @@ class Engine:
         except BaseException:
             self.swarms.pop(tid, None)
             await swarm.close()
+            self._release(tid)
             raise
         self.node.add_swarm(swarm)
         swarm.start_rescans()
@@ -335,7 +351,12 @@ class Engine:
         addrs = [resolve(*parse_hostport(p)) for p in peers]
         folder = folder.absolute()
         self._prepare_clone_folder(folder, public)
-        db, adopt_reason = adopt.open_state(folder)
+        lock = FolderLock.acquire(folder)
+        try:
+            db, adopt_reason = adopt.open_state(folder)
+        except BaseException:
+            lock.release()
+            raise
         db.set("public_key", public)
         db.set("role", "clone")
         swarm = CloneSwarm(public, folder, db, self._emit, sync=sync,
@@ -350,6 +371,8 @@ class Engine:
         swarm.down = self.down
         swarm.given_peers = list(zip(peers, addrs))
         self.swarms[swarm.tid] = swarm
+        self._locks[swarm.tid] = lock
+        self._versions.known(swarm.tid, swarm.manifest)
         self._done[swarm.tid] = self.node.loop.create_future()
         self.node.add_swarm(swarm)
         for addr in addrs:
@@ -395,8 +418,8 @@ class Engine:
                 if role == "share":
                     raise UsageError(f"{folder} is a shared folder, not a clone: choose another target")
                 if recorded is not None and recorded != public:
-                    raise UsageError(f"{folder} is a clone of another link "
-                                     f"({keys.format_link(recorded)[:20]}…): choose another target")
+                    raise UsageError(f"{folder} is a clone of another link, "
+                                     f"{keys.format_link(recorded)}: choose another target")
             # a folder with files but no state: checked against the manifest (engine/adopt.py)
         else:
             try:
@@ -438,10 +461,12 @@ class Engine:
                     "(`dattui doctor` tells what blocks it)")
         if given:
             answered = [text for text, addr in given if addr in self.node.answered]
-            return (f"{', '.join(answered)} answered but does not share this link (nothing else "
-                    f"did within {timeout:g} s): check the link and the address")
-        return (f"no peer sharing this link answered within {timeout:g} s: check the link, that "
-                "`dattui share` is running on the other side, and run `dattui doctor`")
+            return (f"{', '.join(answered)} answered but does not share "
+                    f"{keys.link_label(swarm.public_key)} (nothing else did within {timeout:g} s): "
+                    "check the link and the address")
+        return (f"no peer sharing {keys.link_label(swarm.public_key)} answered within {timeout:g} s: "
+                "check the link, that `dattui share` is running on the other side, and run "
+                "`dattui doctor`")
 
     async def _first_contact(self, swarm) -> None:
         while not swarm.contacted and not self._done[swarm.tid].done():
@@ -455,9 +480,10 @@ class Engine:
             return
         swarm.resume_state = swarm.state
         self._static.pause(swarm.dkey)  # before remove_swarm, which forgets static peers
-        self.node.remove_swarm(swarm)
+        reason = f"{swarm.role.value} paused"
+        self.node.remove_swarm(swarm, reason)
         for p in list(swarm.peers):
-            p.close(0, "paused")
+            p.close(0, reason)
         swarm.state = State.PAUSED
         swarm.paused()
         self.node.endpoint.flush()
@@ -496,9 +522,15 @@ class Engine:
         swarm = self.swarms[tid]
         self._static.add(swarm.dkey, resolve(*parse_hostport(hostport)))
 
-    async def stop(self, tid: str) -> None:
+    async def stop(self, tid: str, *, reconnecting: bool = False) -> None:
+        """Stop a share or clone. `reconnecting`: it starts again at once (a
+        clone moving to its folder), which its peers are told, so that they
+        say nothing of the connection that ends."""
         swarm = self.swarms.get(tid)
         if swarm is not None:
+            if reconnecting:
+                for p in list(swarm.peers):
+                    p.close(0, RECONNECTING)
             await self._close_swarm(swarm)
 
     async def _close_swarm(self, swarm) -> None:
@@ -509,8 +541,15 @@ class Engine:
             self._static.remove(swarm.dkey)
             self._static.forget_paused(swarm.dkey)
         await swarm.close()
+        self._release(swarm.tid)
+        self._versions.forget(swarm.tid)
         if self.node and self.node.endpoint:
             self.node.endpoint.flush()
+
+    def _release(self, tid: str) -> None:
+        lock = self._locks.pop(tid, None)
+        if lock is not None:
+            lock.release()
 
 
 class _LanSource:

@@ -72,7 +72,7 @@ from itertools import islice
 from pathlib import Path
 
 from . import liveness as lv
-from . import manifest as mf
+from . import collaborators, manifest as mf
 from . import adopt, merkle, names, wire
 from .bandwidth import Throttle
 from .blocksource import FileBlockSource
@@ -499,6 +499,7 @@ class CloneSwarm(SwarmBase):
         if bf is None:
             peer.app["have"] = True
             self._n_all += 1
+            collaborators.report(self, (peer,), force=True)  # it holds all: tell it our progress
         else:
             bits = bytearray(bf.bits)
             count, entries = self._count, m.entries
@@ -918,6 +919,7 @@ class CloneSwarm(SwarmBase):
             self._fail(exc)
             return
         self._kick()
+        collaborators.report(self, self.peers)
         if self.lanes > 0:
             self.cpu.sample()
             self._maybe_lanes()
@@ -1317,6 +1319,7 @@ class CloneSwarm(SwarmBase):
         self.state = State.SEEDING if self.sync else State.DONE
         self.emit(CloneCompleted(self.tid, m.version, self._file_count, self._selected_bytes,
                                  self.bytes_received, self.completed_at - self.started))
+        collaborators.report(self, self.peers, force=True)
         if self.upload and len(self.done) >= self._all_files:  # what a peer that saw our bitfield holds now: everything
             for p in self.peers:
                 if p.app.get("have") is not True and not p.link.closed:

@@ -106,6 +106,32 @@ class PeerDisconnected(Event):
 
 
 @dataclass(frozen=True)
+class PeerProgressed(Event):
+    """Sharing side: how much of the version a connected clone holds, as it
+    reports (wire PROGRESS); at most about once a second per peer."""
+
+    peer_id: str
+    address: str
+    version: int
+    bytes_have: int
+    bytes_total: int
+    files_done: int
+    files_total: int
+    rate: float  # bytes/s the clone's holding grows by, from whatever peers
+
+
+@dataclass(frozen=True)
+class PeerCompleted(Event):
+    """Sharing side: a connected clone has the whole version verified on disk."""
+
+    peer_id: str
+    address: str
+    version: int
+    files: int
+    bytes: int
+
+
+@dataclass(frozen=True)
 class ManifestReceived(Event):
     version: int
     files: int
@@ -163,6 +189,12 @@ class PeerStatus:
     blocks_up: int
     connected_seconds: float
     datagram_size: int = 1452  # bytes per datagram now (path MTU discovery raises it)
+    # sharing side: what the peer (a clone) reports holding of the version;
+    # have_bytes -1 when it has reported nothing (an older dattui, another version)
+    have_bytes: int = -1
+    have_total: int = 0
+    have_rate: float = 0.0
+    have_all: bool = False
 
 
 @dataclass(frozen=True)
@@ -202,6 +234,11 @@ def describe(ev: Event) -> str:
         text = f"peer {ev.peer_id} connected at {ev.address} ({ev.path.value}, {ev.connect_seconds:.2f} s)"
     elif isinstance(ev, PeerDisconnected):
         text = f"peer {ev.peer_id} at {ev.address} disconnected: {ev.reason}"
+    elif isinstance(ev, PeerProgressed):
+        pct = 100.0 * ev.bytes_have / ev.bytes_total if ev.bytes_total else 100.0
+        text = f"peer {ev.peer_id} holds {pct:.1f} % of version {ev.version}"
+    elif isinstance(ev, PeerCompleted):
+        text = f"collaborator {ev.peer_id} has the whole version {ev.version}"
     elif isinstance(ev, PeerFound):
         text = f"found {ev.address} through {ev.source}"
     elif isinstance(ev, PathAttempted):

@@ -32,6 +32,13 @@ def format_link(public_key: bytes) -> str:
     return LINK_PREFIX + public_key.hex()
 
 
+def link_label(public_key: bytes) -> str:
+    """A link shortened for messages, still telling two links apart: the first
+    and the last 8 hex characters (a typo anywhere but the middle shows)."""
+    h = public_key.hex()
+    return f"{LINK_PREFIX}{h[:8]}…{h[-8:]}"
+
+
 def parse_link(text: str) -> bytes:
     """Public key from a link. Accepts `dat://<hex>`, bare hex, a trailing slash,
     and upper-case hex. Raises BadLink with a one-line hint otherwise."""

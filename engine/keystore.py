@@ -134,7 +134,7 @@ def load(public_key: bytes, state: Path) -> ShareKey | None:
     if key.public != public_key:
         raise UsageError(
             f"{path}: this secret key belongs to a different share "
-            f"({key.link[:18]}…); move the file away and import the right one"
+            f"({key.link}); move the file away and import the right one"
         )
     return key
 

@@ -27,6 +27,8 @@ log = logging.getLogger("dattui.node")
 
 KEEPALIVE = 10.0
 BUFFER_CHECK = 1.0  # how often the socket buffers are sized to the fastest path
+DUPLICATE = "duplicate connection"
+RECONNECTING = "reconnecting"  # closed by a peer that connects again at once (engine.stop)
 SOURCE_PATH = {"lan": PathKind.LAN, "peer-arg": PathKind.DIRECT, "dht": PathKind.DIRECT}
 
 
@@ -64,6 +66,7 @@ class Node:
         self._attempts: dict[tuple[bytes, Address], PeerConnection] = {}
         self._seen: set[tuple[bytes, Address]] = set()
         self.answered: set[Address] = set()  # addresses whose QUIC handshake completed
+        self._announced: set[tuple[bytes, bytes]] = set()  # (dkey, node id) told as connected
         self._keepalive: asyncio.Task | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -100,14 +103,18 @@ class Node:
             if hasattr(s, "announce"):
                 s.announce(swarm.dkey)
 
-    def remove_swarm(self, swarm) -> None:
+    def remove_swarm(self, swarm, reason: str = "") -> None:
         self.swarms.pop(swarm.dkey, None)
+        role = getattr(getattr(swarm, "role", None), "value", "share")
+        reason = reason or f"{role} stopped"
         for s in self.sources:
             if hasattr(s, "remove"):
                 s.remove(swarm.dkey)
-        for (dkey, _), peer in list(self._attempts.items()):
-            if dkey == swarm.dkey:
-                peer.close(ERR_GONE, "share stopped")
+        self._announced = {k for k in self._announced if k[0] != swarm.dkey}
+        for key, peer in list(self._attempts.items()):
+            if key[0] == swarm.dkey:
+                peer.close(ERR_GONE, reason)
+                del self._attempts[key]  # closing: a swarm of this key may dial it again at once
 
     # ---- dialling ------------------------------------------------------------
     def peer_found(self, dkey: bytes, addr: Address, source: str) -> None:
@@ -125,6 +132,10 @@ class Node:
     def dial(self, dkey: bytes, addr: Address, path: PathKind, source: str = "") -> PeerConnection | None:
         if (dkey, addr) in self._attempts or self.endpoint is None:
             return None
+        swarm = self.swarms.get(dkey)
+        if any(p.link.addr[:2] == tuple(addr[:2]) and not p.link.closed
+               for p in getattr(swarm, "peers", ())):
+            return None  # connected already (it dialled us): LAN announces repeat every 5 s
         if addr[1] == self.port and addr[0] in ("127.0.0.1", self.host):
             return None  # ourselves
         link = self.endpoint.connect(DirectPath(self.socket.sendto, addr, path))
@@ -150,16 +161,22 @@ class Node:
         swarm = peer.swarm or self.swarms.get(peer.dkey)
         # two connections between the same pair of nodes: keep the one dialled
         # by the smaller node id, on both sides alike
+        # (both found each other on the LAN and dialled at once). Neither
+        # connection's end is news to the front ends: the peer stays connected.
         for other in list(getattr(swarm, "peers", [])):
             if other.remote_id == peer.remote_id and other is not peer:
                 mine = self.identity.public
                 def dialler(p: PeerConnection) -> bytes:
                     return mine if p.link.initiator else p.remote_id
                 loser = peer if dialler(other) < dialler(peer) else other
+                loser.duplicate = True
+                loser.close(ERR_GONE, DUPLICATE)
                 if loser is peer:
-                    peer.close(ERR_GONE, "duplicate connection")
                     return
-                loser.close(ERR_GONE, "duplicate connection")
+        key = (peer.dkey, peer.remote_id)
+        if key in self._announced:
+            return  # it replaces a duplicate already announced as connected
+        self._announced.add(key)
         self.emit(PeerConnected(swarm.tid, peer.peer_id, peer.address, peer.path,
                                 round(peer.connect_seconds, 3), peer.link.initiator,
                                 round(time.monotonic() - swarm.started, 3),
@@ -169,10 +186,24 @@ class Node:
         for key, p in list(self._attempts.items()):
             if p is peer:
                 del self._attempts[key]
+        key = (peer.dkey, peer.remote_id)
+        if peer.swarm is not None and self.swarms.get(peer.dkey) is not peer.swarm:
+            return  # its share or clone was stopped or paused here (remove_swarm): that is the news
+        if peer.duplicate or peer.closed_reason in (DUPLICATE, RECONNECTING):
+            return  # the other connection to this peer stays, or the peer is coming back
+        swarm = self.swarms.get(peer.dkey) or peer.swarm
+        if any(p.remote_id == peer.remote_id and p is not peer and not p.link.closed
+               for p in getattr(swarm, "peers", ())):
+            return
+        if not was_ready and key in self._announced:
+            was_ready = True  # what replaced a dropped duplicate never came: it is gone
+        self._announced.discard(key)
         if was_ready:
-            swarm = self.swarms.get(peer.dkey)
             tid = swarm.tid if swarm else peer.dkey.hex()[:16]
-            self.emit(PeerDisconnected(tid, peer.peer_id, peer.address, peer.closed_reason or "closed"))
+            reason = peer.closed_reason or "closed"
+            if swarm is not None and hasattr(swarm, "leave_reason"):
+                reason = swarm.leave_reason(peer, reason)
+            self.emit(PeerDisconnected(tid, peer.peer_id, peer.address, reason))
 
     async def _keepalive_loop(self) -> None:
         token = 0

@@ -57,6 +57,7 @@ class PeerConnection:
         self.closed_reason = ""
         self.close_code: int | None = None  # the code we closed it with, if we did
         self.last_heard = time.monotonic()  # when any byte last arrived
+        self.duplicate = False  # closed as the second connection to a peer we have
         self.app: dict = {}  # per-swarm state (requests in flight, queues)
         link.handler = self
         node.loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_deadline)

@@ -12,6 +12,7 @@ from pathlib import Path
 from . import manifest as mf
 from . import scan, wire
 from .blocksource import FileBlockSource
+from .collaborators import Collaborators
 from .events import (FileProgress, Logged, PeerStatus, Role, ScanProgressed, State, SymlinkSkipped,
                      TransferStatus, VersionPublished)
 from .lanes.share_lanes import ShareLanes
@@ -39,6 +40,7 @@ class ShareServer(SwarmBase):
         self.signature = b""
         self.blocks = FileBlockSource(self._open, lambda i, e: self.db.leaves(e.path), changed)
         self.server = BlockServer(self)
+        self.collaborators = Collaborators(self.tid, lambda: self.manifest, emit)
 
     def _set_manifest(self, m: mf.Manifest, encoded: bytes, sig: bytes) -> None:
         self.manifest, self.encoded, self.signature, self.version = m, encoded, sig, m.version
@@ -60,11 +62,19 @@ class ShareServer(SwarmBase):
                 self.server.request(peer, frame)
         elif isinstance(frame, wire.GetManifest):
             self.send_manifest(peer, frame.have_version)
+        elif isinstance(frame, wire.Progress):
+            self.collaborators.progress(peer, frame)
         else:
             self.common_frame(peer, frame)
 
     def on_writable(self, peer: PeerConnection) -> None:
         self.server.pump(peer)
+
+    def peer_extra(self, peer: PeerConnection, now: float) -> dict:
+        return self.collaborators.status_of(peer, now)
+
+    def leave_reason(self, peer: PeerConnection, reason: str) -> str:
+        return self.collaborators.leave_reason(peer, reason)
 
     def send_manifest(self, peer: PeerConnection, have_version: int) -> None:
         if self.manifest is not None:  # still scanning: peers hear NewVersion when published

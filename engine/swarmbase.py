@@ -65,8 +65,16 @@ class SwarmBase:
                 bytes_down=p.down.total, bytes_up=p.up.total,
                 blocks_down=p.blocks_down, blocks_up=p.blocks_up,
                 connected_seconds=now - (p.connected_at or now),
-                datagram_size=p.link.datagram_size))
+                datagram_size=p.link.datagram_size, **self.peer_extra(p, now)))
         return tuple(out)
+
+    def peer_extra(self, peer: PeerConnection, now: float) -> dict:
+        """More PeerStatus fields for one peer (the share: what the peer holds)."""
+        return {}
+
+    def leave_reason(self, peer: PeerConnection, reason: str) -> str:
+        """Why a peer left, as front ends should say it."""
+        return reason
 
     def _status(self, **kw) -> TransferStatus:
         peers = self.peer_statuses()

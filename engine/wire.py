@@ -461,10 +461,36 @@ class Lanes:
         return cls(tuple(ports), bool(flags & 1))
 
 
+_PROGRESS = struct.Struct(">QQI")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """From a clone to a peer that holds the whole version (the share, a
+    finished clone): how much of `version` the sender holds verified, so the
+    sharing side can show its collaborators' progress. Sent when the peer's
+    summary says it holds everything, then at most a few times a second while
+    it changes, and once more when the clone has the whole version. Purely
+    informative: nothing is requested or served because of it. Peers of an
+    earlier protocol revision skip it (unknown frame types are skipped)."""
+
+    TYPE = 0x16
+    version: int
+    bytes_have: int
+    files_done: int
+
+    def payload(self) -> bytes:
+        return _PROGRESS.pack(self.version, self.bytes_have, self.files_done)
+
+    @classmethod
+    def parse(cls, p: memoryview) -> "Progress":
+        return cls(*_PROGRESS.unpack(p))
+
+
 FRAME_TYPES = {c.TYPE: c for c in (Hello, Auth, GetManifest, ManifestPart, ManifestSignature,
                                    Request, Cancel, NoData, Data, NewVersion, Ping, Pong, Close,
                                    Have, HaveAll, Bitfield, HaveBlocks, Pex, PunchRequest,
-                                   PunchIntro, Lanes)}
+                                   PunchIntro, Lanes, Progress)}
 
 
 def encode(frame) -> bytes:

@@ -522,6 +522,22 @@ def demo_snapshot(t: float) -> Snapshot:
     return (survey, genomes, climate, notes)
 
 
+def share_with_clones_snapshot(t: float) -> Snapshot:
+    """The demo's seeding share at `t` (0..5 s) whose two clones report what
+    they hold: one halfway and moving, one with the whole version."""
+    survey = demo_snapshot(20.0)[0]
+    half, done = survey.peers
+    total = survey.bytes_total
+    peers = (dataclasses.replace(half, have_bytes=int(total * min(0.45 + 0.01 * t, 0.5)),
+                                 have_total=total, have_rate=25_000_000.0),
+             dataclasses.replace(done, have_bytes=total, have_total=total, have_all=True))
+    return (dataclasses.replace(survey, peers=peers),)
+
+
+def share_with_clones_recording() -> list[Frame]:
+    return [(float(t), share_with_clones_snapshot(float(t))) for t in range(6)]
+
+
 def demo_recording() -> list[Frame]:
     """Twenty seconds of a seeding share, a clone in progress, a paused clone
     and a share still looking for peers."""

@@ -80,7 +80,7 @@ def test_ls_lists_a_links_files_without_fetching_data(tmp_path):
     (src / "sub").mkdir(parents=True)
     (src / "a.csv").write_text("x,y\n1,2\n")
     (src / "sub" / "big.bin").write_bytes(b"\0" * 300_000)
-    (src / "evil\x1b[31mname.txt").write_text("e")
+    (src / "evil\u202ename.txt").write_text("e")  # a bidi override: allowed, shown escaped
     sp = ShareProcess(src, tmp_path / "hs", "--port", "0")
     try:
         p = _run(tmp_path / "hc", "ls", sp.link, "--json", "--no-lan", "--peer", f"127.0.0.1:{sp.port}",
@@ -88,12 +88,12 @@ def test_ls_lists_a_links_files_without_fetching_data(tmp_path):
         assert p.returncode == 0, p.stderr
         rows = [json.loads(line) for line in p.stdout.splitlines()]
         assert [(r["path"], r["size"]) for r in rows[:-1]] == [
-            ("a.csv", 8), ("evil\x1b[31mname.txt", 1), ("sub/big.bin", 300_000)]
+            ("a.csv", 8), ("evil\u202ename.txt", 1), ("sub/big.bin", 300_000)]
         assert rows[-1]["event"] == "listed" and rows[-1]["files"] == 3
         p = _run(tmp_path / "hc", "ls", sp.link, "--no-lan", "--peer", f"127.0.0.1:{sp.port}",
                  cwd=tmp_path)
         assert p.returncode == 0, p.stderr
-        assert "\x1b" not in p.stdout and "evil\\x1b[31mname.txt" in p.stdout
+        assert "\u202e" not in p.stdout and "evil\\u202ename.txt" in p.stdout
         assert "3 files" in p.stdout.splitlines()[-1]
         # nothing written: no clone folder, no state beside where it ran
         assert sorted(x.name for x in tmp_path.iterdir()) == ["hc", "hs", "src"]

@@ -142,10 +142,10 @@ def test_updates_are_cheap_and_redraws_bounded(monkeypatch):
     calls = 0
     real = progress.render
 
-    def counting(status):
+    def counting(status, *rest):
         nonlocal calls
         calls += 1
-        return real(status)
+        return real(status, *rest)
 
     monkeypatch.setattr(progress, "render", counting)
     console = _console()

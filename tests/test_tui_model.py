@@ -202,3 +202,18 @@ def test_path_attempts_are_shown_on_the_connectivity_screen():
                        "no probe answered yet: relaying through 203.0.113.10:3478")
     text = attempt_text(ev, {}).plain
     assert "relay" in text and "203.0.113.5:3282" in text and "no probe answered" in text
+
+
+def test_a_clone_that_left_with_everything_is_not_lost():
+    from dattui.engine.events import PeerCompleted, PeerDisconnected, PeerProgressed
+    from dattui.tui.format import attempt_text, event_text
+    from dattui.tui.model import Dashboard
+    left = PeerDisconnected("t", "0123abcd", "192.0.2.7:3282", "left with the whole version")
+    assert attempt_text(left, {}).plain.split()[1] == "left"
+    gone = PeerDisconnected("t", "0123abcd", "192.0.2.7:3282", "idle timeout")
+    assert attempt_text(gone, {}).plain.split()[1] == "lost"
+    done = PeerCompleted("t", "0123abcd", "192.0.2.7:3282", 3, 5, 1000)
+    assert "has the whole version 3" in event_text(done, {}).plain
+    m = Dashboard()
+    m.add_event(PeerProgressed("t", "0123abcd", "192.0.2.7:3282", 3, 10, 1000, 0, 5, 1.0), 0.0)
+    assert m.event_seq == 0  # progress is in the status, not the log

@@ -534,3 +534,23 @@ async def test_the_engine_going_away_is_reported_not_fatal():
         await wait_for(pilot, lambda: any("Pause failed" in n.message
                                           for n in app._notifications), what="failure notice")
         assert isinstance(app.screen, SharesScreen)
+
+
+# ---- the sharing side sees its collaborators ------------------------------------------
+
+async def test_share_shows_each_clones_progress():
+    from fake_engine import share_with_clones_recording
+    engine = FakeEngine(share_with_clones_recording())
+    app = dashboard(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        table = await started(pilot, engine)
+        # the list's percentage follows the clones, not what the share holds (100 %)
+        assert cell_text(table, SURVEY, "progress") == "75.0%"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, TransferScreen), what="transfer screen")
+        peers = app.screen.query_one("#peers", DataTable)
+        await wait_for(pilot, lambda: peers.row_count == 2, what="2 peers")
+        has = sorted(peers.get_cell(k, "has").plain.strip() for k in peers.rows)
+        assert has == ["50.0%", "done"]
+        summary = app.screen.query_one("#summary", Static).render().plain
+        assert "2 clones 75.0%" in summary

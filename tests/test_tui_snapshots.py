@@ -16,7 +16,7 @@ import time
 import pytest
 from textual.widgets import Input, RichLog, Static
 
-from fake_engine import FakeEngine, dashboard, load_recording
+from fake_engine import FakeEngine, dashboard, load_recording, share_with_clones_recording
 from dattui.tui.screens.connectivity import ConnectivityScreen
 from dattui.tui.screens.help import HelpScreen
 from dattui.tui.screens.log import LogScreen
@@ -132,3 +132,10 @@ def test_shares_without_colour(snap_compare, monkeypatch):
     engine = FakeEngine(load_recording("demo"))
     assert snap_compare(dashboard(engine), terminal_size=(80, 24),
                         run_before=scenario(engine, (), SCREENS["shares"][1]))
+
+
+def test_share_with_clones_reporting_progress(snap_compare):
+    """A share's screen: its clones' progress in the summary and the 'has' column."""
+    engine = FakeEngine(share_with_clones_recording())
+    assert snap_compare(dashboard(engine), terminal_size=(80, 24),
+                        run_before=scenario(engine, ("enter",), files_loaded))

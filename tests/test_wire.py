@@ -34,6 +34,7 @@ GOLDEN = [
      "0000003914" + "55" * 16 + "66" * 32 + "01" "04" "cb007107" "0cd2"),
     (wire.Lanes((3283, 40000)), "0000000715" "00" "02" "0cd3" "9c40"),
     (wire.Lanes((3283,), True), "0000000515" "01" "01" "0cd3"),
+    (wire.Progress(2, 1000, 3), "0000001516" "0000000000000002" "00000000000003e8" "00000003"),
     (wire.Close(1, "bye"), "000000060d0001627965"),
 ]
 DATA_HEX = "00000035090000000000000002000000050000000901" + "77" * 32 + "78797a"
@@ -141,6 +142,7 @@ def _frame(ftype: int, payload: bytes) -> bytes:
     ("too many lanes", _frame(0x15, bytes([0, wire.MAX_LANES + 1]) + b"\x01\x00" * (wire.MAX_LANES + 1))),
     ("lane count short of its ports", _frame(0x15, b"\x00\x02\x01\x00")),
     ("lane port 0", _frame(0x15, b"\x00\x01\x00\x00")),
+    ("short progress", _frame(0x16, bytes(19))),
 ])
 def test_hostile_swarm_frames_are_protocol_errors(name, raw):
     with pytest.raises(ProtocolError):

@@ -218,7 +218,9 @@ class DattuiApp(App[None]):
         self._show(LogScreen)
 
     async def action_quit(self) -> None:
-        self.exit(message=QUIT_MESSAGE)
+        # no exit message here: the command that ran the app says goodbye once,
+        # after the alternate screen is gone (tui/daemon_cmds.py)
+        self.exit()
 
     # ---- keys ---------------------------------------------------------------------
 

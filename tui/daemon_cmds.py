@@ -52,12 +52,10 @@ async def run_daemon_command(args, cfg) -> int:
             print(f"bandwidth of every transfer in the daemon: up {format_rate(up)}, "
                   f"down {format_rate(down)}", file=sys.stderr)
         if args.command == "dashboard":
-            from .app import DattuiApp
+            from .app import QUIT_MESSAGE, DattuiApp
             app = DattuiApp(client, cfg)
             await app.run_async()
-            # the app's exit message can vanish with the alternate screen: say it once more
-            print("dattui: transfers keep running in the background; `dattui` attaches again, "
-                  "`dattui stop` ends them", file=sys.stderr)
+            print(QUIT_MESSAGE, file=sys.stderr)  # once, after the alternate screen is gone
             return 0
         if args.command == "list":
             rows = await client.status()

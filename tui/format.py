@@ -24,6 +24,7 @@ from dattui.engine.events import (
     Logged,
     ManifestReceived,
     PathKind,
+    PeerCompleted,
     PeerConnected,
     PeerDisconnected,
     PathAttempted,
@@ -137,7 +138,33 @@ def fraction_of(have: int, total: int, complete: bool = False) -> float:
     return min(max(have / total, 0.0), 1.0)
 
 
+def clones_held(status: TransferStatus) -> tuple[int, int, int] | None:
+    """Sharing side: (bytes held, bytes of the version, clones) summed over the
+    connected clones that report their progress; None when none does."""
+    if status.role is not Role.SHARE:
+        return None
+    reporting = [p for p in status.peers if p.have_bytes >= 0 and p.have_total > 0]
+    if not reporting:
+        return None
+    return (sum(p.have_bytes for p in reporting), sum(p.have_total for p in reporting),
+            len(reporting))
+
+
+def peer_held(p) -> str:
+    """What one peer reports holding of the version: '45.1%', 'done' or '-'."""
+    if p.have_all:
+        return "done"
+    if p.have_bytes < 0 or p.have_total <= 0:
+        return "-"
+    return percent(fraction_of(p.have_bytes, p.have_total, False))
+
+
 def status_fraction(status: TransferStatus) -> float:
+    """A clone: what it holds. A share: what its connected clones hold (when
+    they report it), else what it serves."""
+    held = clones_held(status)
+    if held is not None:
+        return fraction_of(held[0], held[1], False)
     complete = status.state in (State.DONE, State.SEEDING)
     if status.role is Role.SHARE and status.state is not State.SCANNING:
         complete = True
@@ -204,6 +231,12 @@ def event_text(ev: Event, names: Mapping[str, str]) -> Text:
             + (f": {safe(ev.reason, 200)}" if ev.reason else ""),
             style="yellow",
         )
+    elif isinstance(ev, PeerCompleted):
+        body = Text(
+            f"collaborator {safe(ev.peer_id[:8])} has the whole version {ev.version} "
+            f"({ev.files} files, {format_bytes(ev.bytes)})",
+            style="bold green",
+        )
     elif isinstance(ev, PeerFound):
         body = Text(f"found peer {safe(ev.address, 80)} via {safe(ev.source, 20)}")
     elif isinstance(ev, BadBlockReceived):
@@ -265,8 +298,9 @@ def attempt_text(ev: Event, names: Mapping[str, str]) -> Text | None:
             f" ({'we dialled' if ev.initiator else 'they dialled'})",
         )
     elif isinstance(ev, PeerDisconnected):
+        gone_well = ev.reason.startswith(("left with the whole version", "paused at"))
         body = Text.assemble(
-            ("lost  ", "bold yellow"),
+            ("left  ", "green") if gone_well else ("lost  ", "bold yellow"),
             f"{safe(ev.address, 80)} peer {safe(ev.peer_id[:8])}",
             (": " + safe(ev.reason, 200)) if ev.reason else "",
         )

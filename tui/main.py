@@ -160,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("stop", help="stop the background daemon (transfers stop; they resume next time)")
     p = sub.add_parser("dashboard", help="the full-screen dashboard (same as plain `dattui`)")
 
+    p = sub.add_parser("log", help="the signed versions a shared or cloned folder has had")
+    p.add_argument("target", nargs="?", metavar="DIR|LINK",
+                   help="the folder (default: this one), or the link of a clone in this folder")
+    p.add_argument("--json", action="store_true", help="one JSON object per version")
     p = sub.add_parser("keys", help="show a share's link (`dattui keys DIR`); export or import its secret key")
     ksub = p.add_subparsers(dest="keys_command")
     show = ksub.add_parser("show", help="print the link of a shared folder")
@@ -236,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "verify":
             from .verify_cmd import run_verify
             return run_verify(args)
+        if args.command == "log":
+            from .log_cmd import run_log
+            return run_log(args)
         if args.command == "keys":
             from .keys_cmd import run_keys
             return run_keys(args)

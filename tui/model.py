@@ -15,6 +15,7 @@ from typing import NamedTuple
 from dattui.engine.events import (
     Event,
     PeerConnected,
+    PeerProgressed,
     PeerDisconnected,
     PathAttempted,
     PeerFound,
@@ -109,7 +110,10 @@ class Dashboard:
     # ---- events ---------------------------------------------------------------
 
     def add_event(self, ev: Event, stamp: float) -> None:
-        """Keep `ev` (cheap: an append to bounded buffers)."""
+        """Keep `ev` (cheap: an append to bounded buffers). A clone's progress
+        as its share hears it is in the status snapshots, not the log."""
+        if isinstance(ev, PeerProgressed):
+            return
         self.event_seq += 1
         self._events.append(Entry(self.event_seq, stamp, ev))
         if isinstance(ev, _ATTEMPT_TYPES):

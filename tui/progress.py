@@ -25,6 +25,7 @@ from dattui.engine.events import (
     BadBlockReceived,
     Event,
     FileCompleted,
+    PeerCompleted,
     PeerConnected,
     PeerDisconnected,
     Role,
@@ -179,6 +180,22 @@ def _total(status: TransferStatus) -> Table:
         rate = status.rate_up
         arrow = "↑ "
         tail = "sent " + format_bytes(status.bytes_sent)
+        reporting = [p for p in status.peers if p.have_bytes >= 0 and p.have_total > 0]
+        if reporting:  # the bar follows the collaborators, not what the share holds
+            have = sum(p.have_bytes for p in reporting)
+            total = sum(p.have_total for p in reporting)
+            frac = _fraction(have, total)
+            label = "clone" if len(reporting) == 1 else f"{len(reporting)} clones"
+            grid.add_row(
+                Text(label, style="bold"),
+                ProgressBar(total=1000, completed=round(frac * 1000),
+                            complete_style="green" if frac >= 1 else "cyan", finished_style="green"),
+                Text(_percent(frac), style="bold"),
+                Text(f"{format_bytes(have)} / {format_bytes(total)}"),
+                Text(arrow + format_rate(rate)),
+                Text(tail),
+            )
+            return grid
     bar = ProgressBar(
         total=1000, completed=round(frac * 1000),
         complete_style="green" if frac >= 1 else "cyan",
@@ -217,10 +234,22 @@ def _files(status: TransferStatus) -> Table | None:
     return grid
 
 
-def _peers(status: TransferStatus) -> RenderableType:
+def _has(p) -> str:
+    """What a peer reports holding of the version (sharing side)."""
+    if p.have_all:
+        return "done"
+    if p.have_bytes < 0 or p.have_total <= 0:
+        return "-"
+    return _percent(_fraction(p.have_bytes, p.have_total)).strip()
+
+
+def _peers(status: TransferStatus, seen: int = 0) -> RenderableType:
     if not status.peers:
+        if seen:
+            return Text("no peers connected now", style="dim")
         waiting = status.state in (State.SEARCHING, State.CONNECTING, State.SEEDING)
         return Text("no peers connected" + (" yet" if waiting else ""), style="dim")
+    share = status.role is Role.SHARE
     table = Table(
         box=None, show_edge=False, pad_edge=False, header_style="bold dim",
         expand=False,
@@ -231,8 +260,13 @@ def _peers(status: TransferStatus) -> RenderableType:
     table.add_column("rtt", no_wrap=True, justify="right")
     table.add_column("down", no_wrap=True, justify="right")
     table.add_column("up", no_wrap=True, justify="right")
+    if share:
+        table.add_column("has", no_wrap=True, justify="right")
+        table.add_column("gets", no_wrap=True, justify="right")
     for p in status.peers:
         rtt = f"{p.rtt_ms:.0f} ms" if math.isfinite(p.rtt_ms) and p.rtt_ms >= 0 else "-"
+        extra = (_has(p), format_rate(p.have_rate) if p.have_bytes >= 0 and not p.have_all
+                 else "") if share else ()
         table.add_row(
             Text(_safe(p.peer_id[:8])),
             Text(_safe(p.address, 60)),
@@ -240,6 +274,7 @@ def _peers(status: TransferStatus) -> RenderableType:
             rtt,
             format_rate(p.rate_down),
             format_rate(p.rate_up),
+            *extra,
         )
     return table
 
@@ -248,13 +283,14 @@ def _path_value(path: object) -> str:
     return _safe(str(getattr(path, "value", path)))
 
 
-def render(status: TransferStatus) -> RenderableType:
-    """The live area for one snapshot: header, total bar, file bars, peers."""
+def render(status: TransferStatus, seen: int = 0) -> RenderableType:
+    """The live area for one snapshot: header, total bar, file bars, peers
+    (`seen`: how many peers have been connected so far)."""
     parts: list[RenderableType] = [_header(status), _total(status)]
     files = _files(status)
     if files is not None:
         parts.append(files)
-    parts.append(_peers(status))
+    parts.append(_peers(status, seen))
     return Group(*parts)
 
 
@@ -280,6 +316,7 @@ class ProgressView:
         self.role = role
         self.refresh_hz = float(refresh_hz)
         self._status: TransferStatus | None = None
+        self._seen: set[str] = set()
         self._live = Live(
             get_renderable=self._renderable,
             console=console,
@@ -303,7 +340,7 @@ class ProgressView:
         status = self._status  # one read: the engine may replace it meanwhile
         if status is None:
             return _placeholder(self.role)
-        return render(status)
+        return render(status, len(self._seen))
 
     def event(self, ev: Event) -> None:
         """Print one log line above the live area for the events users care about."""
@@ -314,6 +351,7 @@ class ProgressView:
     def _format_event(self, ev: Event) -> Text | None:
         stamp = Text(time.strftime("%H:%M:%S "), style="dim")
         if isinstance(ev, PeerConnected):
+            self._seen.add(ev.peer_id)
             body = Text.assemble(
                 ("peer ", ""), (_safe(ev.peer_id[:8]), "bold"),
                 f" connected from {_safe(ev.address, 80)} "
@@ -327,6 +365,12 @@ class ProgressView:
                 + (f": {_safe(ev.reason, 120)}" if ev.reason else ""),
             )
             body.stylize("yellow")
+        elif isinstance(ev, PeerCompleted):
+            body = Text.assemble(
+                ("collaborator ", ""), (_safe(ev.peer_id[:8]), "bold"),
+                f" has the whole version {ev.version} ({ev.files} files, {format_bytes(ev.bytes)})",
+            )
+            body.stylize("bold green")
         elif isinstance(ev, BadBlockReceived):
             body = Text(
                 f"bad block {ev.block} of {_safe(ev.path)} from peer "

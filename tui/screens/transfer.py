@@ -20,12 +20,14 @@ from textual.widgets import DataTable, Header, Input, Sparkline, Static
 from dattui.engine.events import PeerStatus, Role, State, TransferStatus
 
 from ..format import (
+    clones_held,
     fit,
     fit_middle,
     format_bytes,
     format_rate,
     name_of,
     path_text,
+    peer_held,
     percent,
     rtt_text,
     safe,
@@ -54,6 +56,9 @@ _PEER_FIXED = (
     ("blocks_down", "blk ↓", 7, True),
     ("blocks_up", "blk ↑", 7, True),
 )
+# a share downloads nothing: the column says what each clone holds instead
+_SHARE_PEER_FIXED = tuple(("has", "has", 7, True) if c[0] == "blocks_down" else c
+                          for c in _PEER_FIXED)
 _PEER_FIXED_W = sum(c[2] for c in _PEER_FIXED)
 ADDR_MIN, ADDR_MAX = 12, 46
 
@@ -84,6 +89,7 @@ class TransferScreen(TransferActions):
         self.pattern = ""
         self._peer_rows: dict[str, tuple[Text, ...]] = {}
         self._addr_w = ADDR_MIN
+        self._columns: tuple = _PEER_FIXED
         self._fetching = False
         self._fetch_again = False
         self._gone = False
@@ -158,7 +164,12 @@ class TransferScreen(TransferActions):
         t = Text()
         t.append(f"{s.role.value} ", style="bold")
         t.append_text(state_text(s.state))
-        t.append(f"  {percent(frac)}  {format_bytes(s.bytes_have)} / {format_bytes(s.bytes_total)}")
+        held = clones_held(s)
+        if held is None:
+            t.append(f"  {percent(frac)}  {format_bytes(s.bytes_have)} / {format_bytes(s.bytes_total)}")
+        else:
+            who = "clone" if held[2] == 1 else f"{held[2]} clones"
+            t.append(f"  {who} {percent(frac)}  {format_bytes(held[0])} / {format_bytes(held[1])}")
         t.append(f"  {s.files_done}/{s.files_total} files")
         if s.version:
             t.append(f"  v{s.version}", style="dim")
@@ -191,14 +202,20 @@ class TransferScreen(TransferActions):
         width = self.size.width or 80
         return max(ADDR_MIN, min(ADDR_MAX, width - _PEER_FIXED_W - 2))
 
+    def _peer_columns(self) -> tuple:
+        status = self.selected()
+        return _SHARE_PEER_FIXED if status is not None and status.role is Role.SHARE \
+            else _PEER_FIXED
+
     def _build_peer_columns(self) -> None:
         table = self.query_one("#peers", DataTable)
         table.clear(columns=True)
         self._peer_rows.clear()
         self._addr_w = self._addr_width()
-        table.add_column(_cell("peer"), width=_PEER_FIXED[0][2], key="peer")
+        self._columns = self._peer_columns()
+        table.add_column(_cell("peer"), width=self._columns[0][2], key="peer")
         table.add_column(_cell("address"), width=self._addr_w, key="address")
-        for key, label, width, right in _PEER_FIXED[1:]:
+        for key, label, width, right in self._columns[1:]:
             table.add_column(_cell(label, right), width=width, key=key)
 
     def on_resize(self) -> None:
@@ -216,13 +233,16 @@ class TransferScreen(TransferActions):
             _cell(rtt_text(p.rtt_ms), right=True),
             _cell(format_rate(p.rate_down), right=True),
             _cell(format_rate(p.rate_up), right=True),
-            _cell(str(p.blocks_down), right=True),
+            _cell(peer_held(p) if self._columns is _SHARE_PEER_FIXED else str(p.blocks_down),
+                  right=True),
             _cell(str(p.blocks_up), right=True),
         )
 
     def _sync_peers(self, peers: tuple[PeerStatus, ...]) -> None:
         table = self.query_one("#peers", DataTable)
-        keys = ("peer", "address") + tuple(c[0] for c in _PEER_FIXED[1:])
+        if self._peer_columns() is not self._columns:  # the role is known now
+            self._build_peer_columns()
+        keys = ("peer", "address") + tuple(c[0] for c in self._columns[1:])
         seen = set()
         for p in peers:
             seen.add(p.peer_id)
