@@ -23,7 +23,7 @@ does not work at all and the client fell back to TCP). A relayed connection
 keeps punching and moves to the direct path when a probe is answered, without
 interrupting the transfer. The TCP connection goes through an HTTP proxy's
 CONNECT tunnel when HTTPS_PROXY names one (and NO_PROXY does not exempt the
-server; see `proxy`).
+server; see `proxy`), straight to the server if the proxy refuses.
 
 A relay allocation may end (the server's maximum duration, or it went idle)
 while its connection still lives: the side that allocated it asks for a new
@@ -295,18 +295,20 @@ class _Client:
     async def open(self) -> None:
         if self.tcp:
             proxy = proxy_for(self.server[0], self.server[1], self.src.environ)
-            try:
-                if proxy is not None:  # HTTPS_PROXY: through the proxy's CONNECT tunnel
+            reader = None
+            if proxy is not None:  # HTTPS_PROXY: through the proxy's CONNECT tunnel first
+                try:
                     reader, self.writer = await open_tunnel(self.server[0], self.server[1], proxy, 10)
                     self.proxy = proxy
-                else:
+                except (OSError, asyncio.TimeoutError) as exc:
+                    log.info("no TCP relay through the proxy %s (%s): trying without", proxy, exc)
+            if reader is None:
+                try:
                     reader, self.writer = await asyncio.wait_for(
                         asyncio.open_connection(*self.server), 5)
-            except (OSError, asyncio.TimeoutError) as exc:
-                if proxy is not None:
-                    log.info("no TCP relay through the proxy %s: %s", proxy, exc)
-                self.alive = False
-                return
+                except (OSError, asyncio.TimeoutError):
+                    self.alive = False
+                    return
             self._reader_task = asyncio.ensure_future(self._read_tcp(reader))
 
     async def _read_tcp(self, reader: asyncio.StreamReader) -> None:
