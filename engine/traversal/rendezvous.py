@@ -440,6 +440,9 @@ class RendezvousSource:
     async def _open_tcp(self) -> None:
         if any(c.tcp and c.alive for c in self.clients):
             return
+        for dead in [c for c in self.clients if c.tcp]:  # a lost connection: replaced below
+            dead.close()
+            self.clients.remove(dead)
         for server in self.distinct:  # the first server that takes a TCP connection
             t = _Client(self, server, tcp=True)
             await t.open()
