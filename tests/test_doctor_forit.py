@@ -48,6 +48,14 @@ def test_for_it_follows_the_configuration():
     assert "239.255.32.82" in text and "5351" not in text
 
 
+def test_for_it_names_the_proxy():
+    assert "HTTP proxy" not in for_it_text(BASE)
+    text = for_it_text(_with(proxy="http://proxy.example.org:3128"))
+    assert "TCP goes through the HTTP proxy http://proxy.example.org:3128 (HTTPS_PROXY)" in text
+    assert "allow CONNECT to these servers and ports" in text
+    assert all(len(line) <= 78 for line in text.splitlines())
+
+
 def test_for_it_without_servers_says_where_one_comes_from():
     text = for_it_text(_with(servers=()))
     assert "none configured yet" in text
@@ -70,10 +78,17 @@ def test_verdicts_say_where_a_rendezvous_server_comes_from():
     assert v.kind == "tcp_relay" and not any("caps each connection" in s for s in v.steps)
 
 
+NO_PROXY_ENV = {k: "" for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy")}
+
+
 def test_cli_for_it(tmp_path):
     p = subprocess.run(cmd("doctor", "--for-it", "--rendezvous", "192.0.2.1:3478", "--no-dht", "--port", "3999"),
-                       env=env(tmp_path / "h"), capture_output=True, text=True, timeout=60)
+                       env=env(tmp_path / "h", **NO_PROXY_ENV), capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert "   - 192.0.2.1: UDP port 3478 and TCP port 3478" in p.stdout
     assert "UDP from local port 3999" in p.stdout
-    assert "DHT" not in p.stdout
+    assert "DHT" not in p.stdout and "HTTP proxy" not in p.stdout
+    p = subprocess.run(cmd("doctor", "--for-it", "--rendezvous", "192.0.2.1:3478"),
+                       env=env(tmp_path / "h", **{**NO_PROXY_ENV, "HTTPS_PROXY": "http://192.0.2.9:3128"}),
+                       capture_output=True, text=True, timeout=60)
+    assert "TCP goes through the HTTP proxy http://192.0.2.9:3128" in p.stdout

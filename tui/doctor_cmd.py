@@ -112,13 +112,16 @@ async def run_doctor(args, cfg) -> int:
 def for_it(opts: DoctorOptions) -> str:
     """The `--for-it` text for this machine's configuration. Server names are
     resolved (a DNS lookup; an IP address is taken as it is)."""
+    import os
     import socket
 
     from dattui.engine import netinfo
     from dattui.engine.discovery.static import parse_hostport
     from dattui.engine.doctor_checks.forit import RENDEZVOUS_PORT, ItFacts, for_it_text
+    from dattui.engine.traversal.proxy import proxy_for
 
     servers = []
+    proxies = set()
     for text in dict.fromkeys(opts.rendezvous):
         host, port = parse_hostport(text, RENDEZVOUS_PORT)
         try:
@@ -127,10 +130,14 @@ def for_it(opts: DoctorOptions) -> str:
         except OSError:
             ips = ()
         servers.append((text, ips, port))
+        proxy = proxy_for(host, port, os.environ)
+        if proxy is not None:
+            proxies.add(str(proxy))
     local = tuple(ip for i in netinfo.local_addresses() if i.up and not i.is_loopback for ip in i.ipv4)
     return for_it_text(ItFacts(hostname=socket.gethostname(), local_ips=local, port=opts.port,
                                servers=tuple(servers), dht=opts.dht, dht_bootstrap=opts.dht_bootstrap,
-                               lan=opts.lan, port_mapping=opts.lan and opts.port_mapping))
+                               lan=opts.lan, port_mapping=opts.lan and opts.port_mapping,
+                               proxy=", ".join(sorted(proxies)) or None))
 
 
 # -- the two-machine test ------------------------------------------------------------------

@@ -32,6 +32,7 @@ class ItFacts:
     dht_bootstrap: tuple[str, ...]
     lan: bool
     port_mapping: bool
+    proxy: str | None = None                          # the HTTP proxy TCP goes through (HTTPS_PROXY)
 
 
 def _server_line(name: str, ips: tuple[str, ...], port: int) -> str:
@@ -60,6 +61,9 @@ def for_it_text(f: ItFacts) -> str:
         for name, ips, port in f.servers:
             out.append(_server_line(name, ips, port))
         out.append("   TCP alone keeps transfers working (relayed over TCP) when UDP is refused.")
+        if f.proxy:
+            out += _wrap(f"   TCP goes through the HTTP proxy {f.proxy} (HTTPS_PROXY): the proxy must "
+                         "allow CONNECT to these servers and ports.", "   ")
     else:
         out.append(f"{n}. Rendezvous servers: none configured yet. When one is added, allow")
         out.append(f"   UDP and TCP to its port (by default {RENDEZVOUS_PORT}). Anyone can run one:")

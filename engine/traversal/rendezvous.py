@@ -21,7 +21,9 @@ A relay is requested when no probe has been answered after RELAY_AFTER seconds
 (at once when both sides' NATs map per destination, or when UDP to the server
 does not work at all and the client fell back to TCP). A relayed connection
 keeps punching and moves to the direct path when a probe is answered, without
-interrupting the transfer.
+interrupting the transfer. The TCP connection goes through an HTTP proxy's
+CONNECT tunnel when HTTPS_PROXY names one (and NO_PROXY does not exempt the
+server; see `proxy`), straight to the server if the proxy refuses.
 
 A relay allocation may end (the server's maximum duration, or it went idle)
 while its connection still lives: the side that allocated it asks for a new
@@ -42,9 +44,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from .. import netinfo, stun
 from ..events import PathAttempted, PathKind
@@ -55,6 +58,7 @@ from ..rendezvous.client_core import (ObservedAddressChanged, PeersListed, Punch
                                       RequestFailed)
 from ..transport.paths import DirectPath, RelayPath
 from .probes import probe_router
+from .proxy import open_tunnel, proxy_for
 from .punch import Punched, Puncher, PunchState, Send
 from .sockets import HelperSockets, sendto_ttl
 
@@ -280,6 +284,7 @@ class _Client:
         self.core = RendezvousClient(rng=src.rng, transport="tcp" if tcp else "udp",
                                      nonce=src.nonce)
         self.registered = False
+        self.proxy = None        # the HTTP proxy its TCP connection goes through, if any
         self.failed = False      # its registration or keepalive went unanswered
         self.asked: float | None = None   # monotonic time of the first unanswered registration
         self.writer: asyncio.StreamWriter | None = None
@@ -289,12 +294,21 @@ class _Client:
 
     async def open(self) -> None:
         if self.tcp:
-            try:
-                reader, self.writer = await asyncio.wait_for(
-                    asyncio.open_connection(*self.server), 5)
-            except (OSError, asyncio.TimeoutError):
-                self.alive = False
-                return
+            proxy = proxy_for(self.server[0], self.server[1], self.src.environ)
+            reader = None
+            if proxy is not None:  # HTTPS_PROXY: through the proxy's CONNECT tunnel first
+                try:
+                    reader, self.writer = await open_tunnel(self.server[0], self.server[1], proxy, 10)
+                    self.proxy = proxy
+                except (OSError, asyncio.TimeoutError) as exc:
+                    log.info("no TCP relay through the proxy %s (%s): trying without", proxy, exc)
+            if reader is None:
+                try:
+                    reader, self.writer = await asyncio.wait_for(
+                        asyncio.open_connection(*self.server), 5)
+                except (OSError, asyncio.TimeoutError):
+                    self.alive = False
+                    return
             self._reader_task = asyncio.ensure_future(self._read_tcp(reader))
 
     async def _read_tcp(self, reader: asyncio.StreamReader) -> None:
@@ -363,8 +377,9 @@ class RendezvousSource:
     name = "rendezvous"
 
     def __init__(self, node, servers: list[Address], *, rng: random.Random | None = None,
-                 emit: Callable = lambda e: None) -> None:
+                 emit: Callable = lambda e: None, environ: Mapping[str, str] | None = None) -> None:
         self.node = node
+        self.environ = os.environ if environ is None else environ  # HTTPS_PROXY, NO_PROXY
         self.loop = node.loop
         self.servers = servers
         self.rng = rng or random.Random()
@@ -425,6 +440,9 @@ class RendezvousSource:
     async def _open_tcp(self) -> None:
         if any(c.tcp and c.alive for c in self.clients):
             return
+        for dead in [c for c in self.clients if c.tcp]:  # a lost connection: replaced below
+            dead.close()
+            self.clients.remove(dead)
         for server in self.distinct:  # the first server that takes a TCP connection
             t = _Client(self, server, tcp=True)
             await t.open()
