@@ -20,6 +20,7 @@ command -v iptables >/dev/null 2>&1  || missing+=(iptables)
 command -v tmux >/dev/null 2>&1      || missing+=(tmux)
 command -v conntrack >/dev/null 2>&1 || missing+=(conntrack)
 command -v stun >/dev/null 2>&1      || missing+=(stun-client)
+[ -x /usr/bin/tinyproxy ] || [ -x /usr/sbin/tinyproxy ] || missing+=(tinyproxy)   # tests/test_proxy.py
 # Debian's python3 ships without ensurepip/venv unless python3-venv is installed
 if ! "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1 && [ ! -x .venv/bin/python ]; then
     missing+=(python3-venv)
