@@ -30,7 +30,7 @@ def test_a_block_is_recorded_only_after_its_file_is_synced(parts, monkeypatch):
     order = []
     real_sync = durable.sync_jobs
     monkeypatch.setattr(durable, "sync_jobs",
-                        lambda jobs, d=True: (order.append(("sync", sorted(r for _, _, r in jobs))),
+                        lambda jobs, d=True: (order.append(("sync", sorted((r, h) for _, h, r in jobs))),
                                               real_sync(jobs, d)))
     real_commit = db.record_batch
     monkeypatch.setattr(db, "record_batch",
@@ -41,7 +41,7 @@ def test_a_block_is_recorded_only_after_its_file_is_synced(parts, monkeypatch):
     assert db.verified() == {} and rec.pending_bytes == 4096  # queued, not recorded
     assert rec.proof(0, 0) == (b"L" * 32, b"P" * 32)          # but served from the queue
     rec.flush()
-    assert order == [("sync", ["", "a.bin"]), ("commit", 1, 0)]  # the file and its folder first
+    assert order == [("sync", [("", "full"), ("a.bin", "data")]), ("commit", 1, 0)]  # the file and its folder first
     assert db.verified() == {0: {0: b"L" * 32}} and rec.pending_bytes == 0
 
 
