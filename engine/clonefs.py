@@ -25,7 +25,11 @@ from .errors import DiskError, UnsafeManifest
 OPEN_FILES = 64
 OPEN_DIRS = 64
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-SYNCFS_OVER = 64  # more dirty files than this: one syncfs(2) instead of an fsync each
+# more dirty files than this: one syncfs(2) instead of an fsync each (and their fds
+# closed). syncfs also writes out other programs' data on that file system, so it
+# is the fallback that bounds open fds, not the rule: batches close well before
+# (durable.FLUSH_FILES)
+SYNCFS_OVER = 512
 
 
 def _syncfs_call():
@@ -257,6 +261,11 @@ class TargetFolder:
             (os.fdatasync if data_only else os.fsync)(fd)
         except OSError as exc:
             raise disk_error(exc, rel or str(self.root)) from None
+
+    @property
+    def finished_open(self) -> int:
+        """Finished files kept open until the next sync."""
+        return len(self._finished)
 
     def take_dirty(self) -> list[tuple[int, str, str]]:
         """Everything not yet durable, as (fd, how, path) jobs for `sync_jobs`,

@@ -15,8 +15,8 @@ The contract, kept by this module and engine/clonefs.py:
    every other write waits for the batch through `flush`). After a power cut the state therefore never names a block
    whose bytes may be zeros; at worst it lacks the last batches' blocks,
    which are fetched again. One batch is synced at a time, in order.
-3. A batch is closed when it holds FLUSH_BYTES or FLUSH_RECORDS or is older
-   than FLUSH_SECONDS. `flush` does the same synchronously (waiting for the
+3. A batch is closed when it holds FLUSH_BYTES, FLUSH_RECORDS or FLUSH_FILES
+   finished files or is older than FLUSH_SECONDS. `flush` does the same synchronously (waiting for the
    batch in the thread first): before a new version is applied (the old
    version's files are then closed, and reopened at the new version's
    size), before `done` is reported (with every folder fsynced), and on a
@@ -46,6 +46,7 @@ from .store import CloneDB
 
 FLUSH_BYTES = 16 * 1024 * 1024
 FLUSH_RECORDS = 4096
+FLUSH_FILES = 256   # finished files held open for their fsync (clonefs.SYNCFS_OVER bounds them)
 FLUSH_SECONDS = 0.25
 
 
@@ -95,7 +96,8 @@ class DurableRecords:
         self._bytes += nbytes
         if self._since is None:
             self._since = self.clock()
-        if self._bytes >= FLUSH_BYTES or len(self._blocks) + len(self._done) >= FLUSH_RECORDS:
+        if self._bytes >= FLUSH_BYTES or len(self._blocks) + len(self._done) >= FLUSH_RECORDS \
+                or self.target.finished_open >= FLUSH_FILES:
             self._start()
 
     def maybe_flush(self) -> None:
