@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+from concurrent.futures import ThreadPoolExecutor
 from collections import OrderedDict
 from pathlib import Path
 
@@ -30,6 +31,8 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # is the fallback that bounds open fds, not the rule: batches close well before
 # (durable.FLUSH_FILES)
 SYNCFS_OVER = 512
+PARALLEL_OVER = 8   # more sync jobs than this run in SYNC_THREADS threads at once
+SYNC_THREADS = 8
 
 
 def _syncfs_call():
@@ -328,6 +331,19 @@ class TargetFolder:
             pass
 
 
+def _sync_one(job: tuple[int, str, str]) -> None:
+    fd, how, rel = job
+    if how == "fs":
+        if _SYNCFS(fd) != 0:
+            e = ctypes.get_errno()
+            raise disk_error(OSError(e, os.strerror(e)), rel or ".")
+        return
+    try:
+        (os.fdatasync if how == "data" else os.fsync)(fd)
+    except OSError as exc:
+        raise disk_error(exc, rel or ".") from None
+
+
 def sync_jobs(jobs: list[tuple[int, str, str]], durable: bool = True) -> None:
     """Run what take_dirty returned: fdatasync a file written ("data"), fsync
     a finished file (its mode and mtime too) or a folder (its entries)
@@ -336,16 +352,15 @@ def sync_jobs(jobs: list[tuple[int, str, str]], durable: bool = True) -> None:
     try:
         if not durable:
             return
-        for fd, how, rel in jobs:
-            if how == "fs":
-                if _SYNCFS(fd) != 0:
-                    e = ctypes.get_errno()
-                    raise disk_error(OSError(e, os.strerror(e)), rel or ".")
-                continue
-            try:
-                (os.fdatasync if how == "data" else os.fsync)(fd)
-            except OSError as exc:
-                raise disk_error(exc, rel or ".") from None
+        if len(jobs) > PARALLEL_OVER:
+            # the file system commits concurrent fsyncs together (one journal
+            # commit for many small files instead of one each)
+            with ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="dattui-fsync") as pool:
+                for _ in pool.map(_sync_one, jobs):
+                    pass
+        else:
+            for job in jobs:
+                _sync_one(job)
     finally:
         for fd, _, _ in jobs:
             try:
