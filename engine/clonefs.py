@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+from concurrent.futures import ThreadPoolExecutor
 from collections import OrderedDict
 from pathlib import Path
 
@@ -25,7 +26,13 @@ from .errors import DiskError, UnsafeManifest
 OPEN_FILES = 64
 OPEN_DIRS = 64
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-SYNCFS_OVER = 16  # more dirty files than this: one syncfs(2) instead of an fsync each
+# more dirty files than this: one syncfs(2) instead of an fsync each (and their fds
+# closed). syncfs also writes out other programs' data on that file system, so it
+# is the fallback that bounds open fds, not the rule: batches close well before
+# (durable.FLUSH_FILES)
+SYNCFS_OVER = 512
+PARALLEL_OVER = 8   # more sync jobs than this run in SYNC_THREADS threads at once
+SYNC_THREADS = 8
 
 
 def _syncfs_call():
@@ -63,6 +70,7 @@ class TargetFolder:
         self._dirty: set[str] = set()        # files written since the last sync
         self._finished: dict[str, int] = {}  # finished files, open until synced
         self._dirty_dirs: set[str] = set()   # folders with new/removed entries or new metadata
+        self._whole_fs = False               # so many dirty files that one syncfs(2) is due
         self.durable = True                  # False: sync does nothing (benchmarks only)
 
     # ---- folders -------------------------------------------------------------------
@@ -202,6 +210,12 @@ class TargetFolder:
         # open until the next sync, which makes its bytes and metadata durable
         self._finished[rel] = self._files.pop(rel)
         self._dirty.add(rel)
+        if len(self._finished) > SYNCFS_OVER and _SYNCFS is not None:
+            # many small files: one syncfs(2) will cover them, no need to keep their fds
+            self._whole_fs = True
+            for fd in self._finished.values():
+                os.close(fd)
+            self._finished.clear()
 
     def open_read(self, rel: str) -> int:
         """A read-only fd of a file in the target, never through a symlink."""
@@ -266,26 +280,36 @@ class TargetFolder:
         except OSError as exc:
             raise disk_error(exc, rel or str(self.root)) from None
 
-    def take_dirty(self) -> list[tuple[int, bool, str]]:
-        """Everything not yet durable, as (fd, data only, path) jobs for
-        `sync_jobs`, which may run in another thread: fds of files still open
-        for writing and of folders are duplicated, finished files' fds handed
-        over. Afterwards nothing here is dirty."""
-        jobs: list[tuple[int, bool, str]] = []
+    @property
+    def finished_open(self) -> int:
+        """Finished files kept open until the next sync."""
+        return len(self._finished)
+
+    def take_dirty(self) -> list[tuple[int, str, str]]:
+        """Everything not yet durable, as (fd, how, path) jobs for `sync_jobs`,
+        which may run in another thread (how: "data" fdatasync, "full" fsync,
+        "fs" syncfs): fds of files still open for writing and of folders are
+        duplicated, finished files' fds handed over. Afterwards nothing here
+        is dirty."""
+        jobs: list[tuple[int, str, str]] = []
         try:
-            if self.durable:
-                for rel in self._dirty:
-                    fd = self._files.get(rel)
-                    if fd is not None:
-                        jobs.append((os.dup(fd), True, rel))
-                for rel, fd in self._finished.items():
-                    jobs.append((fd, False, rel))
-                self._finished.clear()
-                for rel in self._dirty_dirs:
-                    try:
-                        jobs.append((os.dup(self.dir_fd(rel, create=False)), False, rel))
-                    except FileNotFoundError:
-                        pass
+            if not self.durable or not (self._dirty or self._dirty_dirs or self._whole_fs):
+                return jobs
+            if self._whole_fs or len(self._dirty) + len(self._dirty_dirs) > SYNCFS_OVER \
+                    and _SYNCFS is not None:
+                return [(os.dup(self.root_fd), "fs", "")]
+            for rel in self._dirty:
+                fd = self._files.get(rel)
+                if fd is not None:
+                    jobs.append((os.dup(fd), "data", rel))
+            for rel, fd in self._finished.items():
+                jobs.append((fd, "full", rel))
+            self._finished.clear()
+            for rel in self._dirty_dirs:
+                try:
+                    jobs.append((os.dup(self.dir_fd(rel, create=False)), "full", rel))
+                except FileNotFoundError:
+                    pass
         except OSError as exc:
             sync_jobs(jobs, False)
             raise disk_error(exc, str(self.root)) from None
@@ -295,6 +319,7 @@ class TargetFolder:
             self._finished.clear()
             self._dirty.clear()
             self._dirty_dirs.clear()
+            self._whole_fs = False
         return jobs
 
     def sync(self) -> None:
@@ -321,24 +346,36 @@ class TargetFolder:
             pass
 
 
-def sync_jobs(jobs: list[tuple[int, bool, str]], durable: bool = True) -> None:
-    """fdatasync each file written (fsync for finished ones: their mode and
-    mtime too, and for folders: their entries), or with more than
-    SYNCFS_OVER of them one syncfs(2) of their file system; then close every
-    fd. Safe in a worker thread (the calls release the GIL)."""
+def _sync_one(job: tuple[int, str, str]) -> None:
+    fd, how, rel = job
+    if how == "fs":
+        if _SYNCFS(fd) != 0:
+            e = ctypes.get_errno()
+            raise disk_error(OSError(e, os.strerror(e)), rel or ".")
+        return
     try:
-        if not durable or not jobs:
+        (os.fdatasync if how == "data" else os.fsync)(fd)
+    except OSError as exc:
+        raise disk_error(exc, rel or ".") from None
+
+
+def sync_jobs(jobs: list[tuple[int, str, str]], durable: bool = True) -> None:
+    """Run what take_dirty returned: fdatasync a file written ("data"), fsync
+    a finished file (its mode and mtime too) or a folder (its entries)
+    ("full"), syncfs(2) the whole file system ("fs"); then close every fd.
+    Safe in a worker thread (the calls release the GIL)."""
+    try:
+        if not durable:
             return
-        if len(jobs) > SYNCFS_OVER and _SYNCFS is not None:
-            if _SYNCFS(jobs[0][0]) != 0:
-                e = ctypes.get_errno()
-                raise disk_error(OSError(e, os.strerror(e)), jobs[0][2])
-            return
-        for fd, data_only, rel in jobs:
-            try:
-                (os.fdatasync if data_only else os.fsync)(fd)
-            except OSError as exc:
-                raise disk_error(exc, rel or ".") from None
+        if len(jobs) > PARALLEL_OVER:
+            # the file system commits concurrent fsyncs together (one journal
+            # commit for many small files instead of one each)
+            with ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="dattui-fsync") as pool:
+                for _ in pool.map(_sync_one, jobs):
+                    pass
+        else:
+            for job in jobs:
+                _sync_one(job)
     finally:
         for fd, _, _ in jobs:
             try:

@@ -9,13 +9,14 @@ The contract, kept by this module and engine/clonefs.py:
    files written since the last batch, finished files, folders whose entries
    changed); a worker thread makes it durable (clonefs.sync_jobs: fdatasync
    each, fsync for finished files and folders, or one syncfs(2) when many
-   are dirty) while the event loop goes on receiving; only when that has
-   returned are the batch's records committed, in one transaction, in the
-   loop's thread. After a power cut the state therefore never names a block
+   are dirty) and then, in the same thread, once that has returned, commits
+   the batch's records in one transaction, while the event loop goes on
+   receiving (the loop's thread writes nothing to the database meanwhile:
+   every other write waits for the batch through `flush`). After a power cut the state therefore never names a block
    whose bytes may be zeros; at worst it lacks the last batches' blocks,
    which are fetched again. One batch is synced at a time, in order.
-3. A batch is closed when it holds FLUSH_BYTES or FLUSH_RECORDS or is older
-   than FLUSH_SECONDS. `flush` does the same synchronously (waiting for the
+3. A batch is closed when it holds FLUSH_BYTES, FLUSH_RECORDS or FLUSH_FILES
+   finished files or is older than FLUSH_SECONDS. `flush` does the same synchronously (waiting for the
    batch in the thread first): before a new version is applied (the old
    version's files are then closed, and reopened at the new version's
    size), before `done` is reported (with every folder fsynced), and on a
@@ -35,15 +36,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from .clonefs import TargetFolder, sync_jobs
-from .errors import DattuiError
+from .errors import DattuiError, DiskError
 from .store import CloneDB
 
 FLUSH_BYTES = 16 * 1024 * 1024
 FLUSH_RECORDS = 4096
+FLUSH_FILES = 256   # finished files held open for their fsync (clonefs.SYNCFS_OVER bounds them)
 FLUSH_SECONDS = 0.25
 
 
@@ -93,7 +96,8 @@ class DurableRecords:
         self._bytes += nbytes
         if self._since is None:
             self._since = self.clock()
-        if self._bytes >= FLUSH_BYTES or len(self._blocks) + len(self._done) >= FLUSH_RECORDS:
+        if self._bytes >= FLUSH_BYTES or len(self._blocks) + len(self._done) >= FLUSH_RECORDS \
+                or self.target.finished_open >= FLUSH_FILES:
             self._start()
 
     def maybe_flush(self) -> None:
@@ -138,30 +142,36 @@ class DurableRecords:
         blocks, done, nbytes = self._take()
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="dattui-sync")
-        fut = self._pool.submit(sync_jobs, jobs, self.durable)
+        fut = self._pool.submit(self._sync_and_commit, jobs, blocks, done)
         self._syncing = (fut, blocks, done, nbytes)
         fut.add_done_callback(lambda f: loop.call_soon_threadsafe(self._landed, f))
 
+    def _sync_and_commit(self, jobs, blocks: dict, done: dict) -> None:
+        """In the worker thread: the bytes, then their records."""
+        sync_jobs(jobs, self.durable)
+        self._commit(blocks, done)
+
     def _landed(self, fut: Future) -> None:
         if self._syncing is None or self._syncing[0] is not fut:
-            return  # committed by flush already
-        _, blocks, done, _ = self._syncing
+            return  # waited for by flush already
         self._syncing = None
         try:
             fut.result()
-            self._commit(blocks, done)
         except DattuiError as exc:
             if self.on_error:
                 self.on_error(exc)
+        except sqlite3.Error as exc:
+            if self.on_error:
+                self.on_error(DiskError(f"cannot record progress in the state database: {exc}; "
+                                        "run the same command again"))
 
     def flush(self) -> None:
         """Everything queued durable and recorded, now: the batch in the
         thread first, then the rest; bytes always before their records."""
         if self._syncing is not None:
-            fut, blocks, done, _ = self._syncing
+            fut = self._syncing[0]
             self._syncing = None
             fut.result()  # raises DiskError
-            self._commit(blocks, done)
         sync_jobs(self.target.take_dirty(), self.durable)
         blocks, done, _ = self._take()
         self._commit(blocks, done)

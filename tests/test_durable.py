@@ -30,7 +30,7 @@ def test_a_block_is_recorded_only_after_its_file_is_synced(parts, monkeypatch):
     order = []
     real_sync = durable.sync_jobs
     monkeypatch.setattr(durable, "sync_jobs",
-                        lambda jobs, d=True: (order.append(("sync", sorted(r for _, _, r in jobs))),
+                        lambda jobs, d=True: (order.append(("sync", sorted((r, h) for _, h, r in jobs))),
                                               real_sync(jobs, d)))
     real_commit = db.record_batch
     monkeypatch.setattr(db, "record_batch",
@@ -41,7 +41,7 @@ def test_a_block_is_recorded_only_after_its_file_is_synced(parts, monkeypatch):
     assert db.verified() == {} and rec.pending_bytes == 4096  # queued, not recorded
     assert rec.proof(0, 0) == (b"L" * 32, b"P" * 32)          # but served from the queue
     rec.flush()
-    assert order == [("sync", ["", "a.bin"]), ("commit", 1, 0)]  # the file and its folder first
+    assert order == [("sync", [("", "full"), ("a.bin", "data")]), ("commit", 1, 0)]  # the file and its folder first
     assert db.verified() == {0: {0: b"L" * 32}} and rec.pending_bytes == 0
 
 
@@ -83,3 +83,16 @@ def test_free_space_is_checked_against_what_is_left_to_fetch(parts):
     assert e.value.exit_code == 5
     assert "needs 6000000 more bytes" in str(e.value) and "4096000 bytes" in str(e.value)
     check_free_space(target, m, {0}, statvfs=fs)  # a.bin complete: 1,000,000 left, fits
+
+
+def test_many_finished_files_are_not_kept_open_one_syncfs_covers_them(parts):
+    from dattui.engine import clonefs
+    folder, target, db = parts
+    for i in range(clonefs.SYNCFS_OVER + 1):
+        target.write(f"f{i}", 1, 0, b"x")
+        target.finish_file(f"f{i}", 1, 0o644, 0)
+    assert target.finished_open == 0  # closed: the syncfs needs no fd of theirs
+    jobs = target.take_dirty()
+    assert [how for _, how, _ in jobs] == ["fs"]
+    clonefs.sync_jobs(jobs)
+    assert target.take_dirty() == []
