@@ -936,7 +936,8 @@ class CloneSwarm(SwarmBase):
         self._ensure_tick()
 
     def detach(self, peer: PeerConnection, reason: str) -> None:
-        self._feed(lv.PeerClosed(peer, peer.close_code in (ERR_BAD_BLOCK, ERR_PROTOCOL), reason))
+        self._feed(lv.PeerClosed(peer, getattr(peer, "close_code", None) in (ERR_BAD_BLOCK, ERR_PROTOCOL),
+                                 reason))
         super().detach(peer, reason)
         self._drop_availability(peer)
         for key in list(peer.app.get("inflight", {})):
