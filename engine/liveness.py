@@ -10,10 +10,13 @@ Rules, per peer (keyed by an opaque, hashable handle):
   three times what its in-flight bytes should take, between MIN and MAX - is
   SLOW: its requests go to other peers (`Reassign`), it gets no new ones until
   it delivers again, and it is sent a PING (`Ping`).
-- A SLOW peer that answers nothing at all (no byte, not even the PONG) within
-  `ping_timeout` is dropped: the connection is dead (the process restarted, a
-  frame stuck half sent). One that answers but delivers nothing useful for
-  `peer_idle_timeout` is dropped too.
+- A peer with requests out from which not a byte arrives for `ping_after`
+  (1 s, or 4 RTT) is sent a PING; one that then answers nothing at all (no
+  byte, not even the PONG) within `ping_timeout` (2 s, or 8 RTT) is dropped:
+  the connection is dead (the process restarted, a frame stuck half sent),
+  and waiting for QUIC's 30 s idle timeout would stall the transfer. A SLOW
+  peer that answers but delivers nothing useful for `peer_idle_timeout` is
+  dropped too.
 - A peer that sent bad data (a block that does not verify, a protocol
   violation) is banned for this transfer: its address is not dialled again and
   its node id is refused. One that merely closed is dialled again after a
@@ -38,6 +41,7 @@ MAX_REQUEST_TIMEOUT = 30.0  # never wait longer for a peer with requests out
 FIRST_REQUEST_TIMEOUT = 8.0  # a peer that has delivered nothing yet (no rate measured)
 REQUEST_TIMEOUT_FACTOR = 3.0
 MIN_PING_TIMEOUT = 2.0
+MIN_PING_AFTER = 1.0
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
 
 
@@ -56,7 +60,14 @@ def request_timeout(inflight_bytes: int, rate: float, rtt: float) -> float:
 
 
 def ping_timeout(rtt: float) -> float:
+    """How long a PING may go unanswered (with nothing else heard) before the
+    connection counts as dead."""
     return max(MIN_PING_TIMEOUT, 8 * rtt)
+
+
+def ping_after(rtt: float) -> float:
+    """Requests out and not a byte heard for this long: PING."""
+    return max(MIN_PING_AFTER, 4 * rtt)
 
 
 # ---- events (in) --------------------------------------------------------------------
@@ -147,7 +158,7 @@ class PeerState:
     phase: Phase = Phase.OK
     waiting_since: float | None = None  # requests out and nothing useful since
     slow_since: float = 0.0
-    ping_at: float = 0.0
+    ping_at: float | None = None  # when we last sent a PING
     offered: int | None = None
     dropped: bool = False
     first_useful: float | None = None
@@ -263,17 +274,27 @@ class Liveness:
                 continue
             if s.waiting_since is None:
                 s.waiting_since = now
+            pinged = s.ping_at is not None and load.last_heard < s.ping_at
+            if pinged and now - s.ping_at >= ping_timeout(load.rtt):
+                # not even a PONG: the connection is dead (the peer restarted,
+                # a frame is stuck half sent); no need to wait for QUIC's idle timeout
+                s.dropped = True
+                out.append(Drop(load.peer, f"answered nothing for {now - s.ping_at:.0f} s"))
+                continue
             if s.phase is Phase.OK:
                 if now - max(s.waiting_since, s.last_useful) >= request_timeout(
                         load.inflight_bytes, max(load.rate, s.rate()), load.rtt):
-                    s.phase, s.slow_since, s.ping_at = Phase.SLOW, now, now
-                    out += [Reassign(load.peer), Ping(load.peer)]
+                    s.phase, s.slow_since = Phase.SLOW, now
+                    out.append(Reassign(load.peer))
+                    if not pinged:
+                        s.ping_at = now
+                        out.append(Ping(load.peer))
+                elif not pinged and now - max(load.last_heard, s.waiting_since) >= ping_after(load.rtt):
+                    s.ping_at = now  # quiet while we wait: is it there at all?
+                    out.append(Ping(load.peer))
                 continue
-            # SLOW: dead, or alive and useless?
-            if load.last_heard < s.ping_at and now - s.ping_at >= ping_timeout(load.rtt):
-                s.dropped = True
-                out.append(Drop(load.peer, f"answered nothing for {now - s.ping_at:.0f} s"))
-            elif now - s.last_useful >= self.rules.peer_idle_timeout:
+            # SLOW: alive, but useless?
+            if now - s.last_useful >= self.rules.peer_idle_timeout:
                 s.dropped = True
                 out.append(Drop(load.peer, f"sent no data for {now - s.last_useful:.0f} s"))
             elif load.inflight_bytes > 0:
