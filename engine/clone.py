@@ -72,7 +72,7 @@ from .blocksource import FileBlockSource
 from .clonefs import TargetFolder
 from .serve import BlockServer, manifest_frames, send_manifest
 from .clonefs import disk_error
-from .errors import DattuiError, NotFound, ProtocolError, UnsafeManifest
+from .errors import DattuiError, ProtocolError, UnsafeManifest
 from .events import (BadBlockReceived, CloneCompleted, FileCompleted, FileProgress, Logged,
                      ManifestReceived, Role, State, TransferFailed, TransferStatus)
 from .lanes import share_lanes as lanes_policy
@@ -81,6 +81,7 @@ from .lanes.lane_peer import LanePeer
 from .peer import ERR_BAD_BLOCK, ERR_GONE, ERR_PROTOCOL, PeerConnection
 from .store import CloneDB
 from .swarmbase import SwarmBase
+from .clone_liveness import LivenessGlue
 
 MAX_UNSOLICITED = 64
 MIN_PIPELINE_BLOCKS = 4  # requests kept at every peer, however slow it looks
@@ -96,7 +97,6 @@ SEED_SENDING = 2         # a seed's oldest requests: likely on the wire, never m
 MAX_OFFERS = 4096        # per peer: blocks it announced that we lack, queued to ask it for
 SCAN_LIMIT = 4096        # blocks looked at per pick within one file
 SEED_COPY_AFTER = 1.5    # endgame: a seed copies a clone peer's request only when older
-WATCH = 0.5              # how often the liveness rules (engine/liveness.py) look at the peers
 
 Key = tuple[int, int]  # (file index, block index)
 
@@ -166,7 +166,7 @@ def ranges_mask(ranges, nblocks: int) -> bytearray | None:
     return mask
 
 
-class CloneSwarm(SwarmBase):
+class CloneSwarm(LivenessGlue, SwarmBase):
     role = Role.CLONE
 
     def __init__(self, public_key: bytes, folder: Path, db: CloneDB, emit: Callable, *,
@@ -222,10 +222,8 @@ class CloneSwarm(SwarmBase):
         self.completed = False
         self.completed_at: float | None = None
         self.contacted = False  # a peer holding the link has authenticated in this run
-        self.live = lv.Liveness(rules, started=time.monotonic())
         self._folding: tuple[bool, bool] | None = None  # names.folding of the target, once
-        self._watch_handle = self.loop.call_later(WATCH, self._watch)
-        self._ping_token = 1 << 32
+        self._start_watch(rules)
         self.lanes = lanes  # at most this many lane processes (engine/lanes/) per version
         self.lane_options = lane_options or {}
         self.lane_peers: list[LanePeer] = []
@@ -869,61 +867,6 @@ class CloneSwarm(SwarmBase):
         super().attach(peer)
         self._start_peer(peer)
 
-    def may_dial(self, addr) -> bool:
-        """Not a peer banned for bad data, nor one backing off after a close."""
-        return self.live.may_dial(addr, time.monotonic())
-
-    # ---- liveness: engine/liveness.py decides, this carries it out ----------------
-    def _watch(self) -> None:
-        self._watch_handle = None
-        if self._closed or self.failed or (self.completed and not self.sync):
-            return
-        now = time.monotonic()
-        loads = tuple(
-            lv.PeerLoad(p, p.app.get("inflight_bytes", 0), p.down.rate(now), p.link.rtt,
-                        p.last_heard, p.app.get("version") == self.version and self.version > 0)
-            for p in self.peers if isinstance(p, PeerConnection))
-        tick = lv.Tick(loads, self.version, not self.completed and self._remaining > 0)
-        for act in self.live.handle(tick, now):
-            self._carry_out(act)
-        self._watch_handle = self.loop.call_later(WATCH, self._watch)
-
-    def _feed(self, event) -> None:
-        for act in self.live.handle(event, time.monotonic()):
-            self._carry_out(act)
-
-    def _carry_out(self, act) -> None:
-        if isinstance(act, lv.Reassign):
-            peer = act.peer
-            mine = list(peer.app.get("inflight", {}))
-            if mine and not peer.link.closed:
-                peer.send_raw(b"".join(wire.encode(wire.Cancel(self.version, *k)) for k in mine))
-            for key in mine:
-                self._remember_cancel(peer, key)
-                if self._release(peer, key):
-                    self.retry[key] = None
-            self._kick()
-        elif isinstance(act, lv.Ping):
-            self._ping_token += 1
-            if not act.peer.link.closed:
-                act.peer.send(wire.Ping(self._ping_token))
-        elif isinstance(act, lv.Drop):
-            self.emit(Logged(self.tid, "warning", f"peer {act.peer.peer_id} at {act.peer.address} "
-                                                  f"dropped: {act.reason}"))
-            act.peer.close(ERR_GONE, act.reason)
-            self.detach(act.peer, act.reason)  # now: a dead connection takes a while to close
-        elif isinstance(act, lv.Stuck):
-            if self.completed:
-                return  # a finished --sync clone waits for new versions: nothing is stuck
-            if self.sync:
-                self.message = f"waiting: {act.cause}"
-                self.emit(Logged(self.tid, "warning", self.message))
-            else:
-                self._fail(NotFound(f"{act.cause}; giving up (run the same command again "
-                                    "to continue: what was verified is kept)"))
-        elif isinstance(act, lv.Unstuck):
-            self.message = ""
-
     def _start_peer(self, peer) -> None:
         peer.app["inflight"] = {}
         peer.app["inflight_bytes"] = 0
@@ -936,8 +879,8 @@ class CloneSwarm(SwarmBase):
         self._ensure_tick()
 
     def detach(self, peer: PeerConnection, reason: str) -> None:
-        self._feed(lv.PeerClosed(peer, getattr(peer, "close_code", None) in (ERR_BAD_BLOCK, ERR_PROTOCOL),
-                                 reason))
+        bad = getattr(peer, "close_code", None) in (ERR_BAD_BLOCK, ERR_PROTOCOL)  # lanes have none
+        self._feed(lv.PeerClosed(peer, bad, reason))
         super().detach(peer, reason)
         self._drop_availability(peer)
         for key in list(peer.app.get("inflight", {})):
@@ -1296,9 +1239,7 @@ class CloneSwarm(SwarmBase):
         if self._tick_handle is not None:
             self._tick_handle.cancel()
             self._tick_handle = None
-        if self._watch_handle is not None:
-            self._watch_handle.cancel()
-            self._watch_handle = None
+        self._stop_watch()
         await asyncio.gather(*(lp.process.stop() for lp in self.lane_peers), return_exceptions=True)
         await super().close()
         self.blocks.close()
