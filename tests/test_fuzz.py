@@ -73,3 +73,26 @@ def test_real_clone_of_a_seeded_hostile_manifest_ends_cleanly(world, seed, nasty
     assert after - before <= {str(world.path / d) for d in os.listdir(world.path)
                               if d.startswith("clone-home")} | {
         p for p in after if "/clone-home" in p}  # only the clone's own state appears
+
+
+@pytest.mark.parametrize("target", ["wire", "manifest"])
+def test_atheris_briefly(target):
+    """Coverage-guided, a few seconds; longer: python scripts/fuzz.py atheris TARGET -max_total_time=600."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    pytest.importorskip("atheris", reason="atheris is not installed (pip install atheris)")
+    script = Path(__file__).resolve().parent.parent / "scripts" / "fuzz.py"
+    p = subprocess.run([sys.executable, str(script), "atheris", target, "-runs=20000", "-seed=1"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+
+
+def test_seeded_script_runs():
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = Path(__file__).resolve().parent.parent / "scripts" / "fuzz.py"
+    p = subprocess.run([sys.executable, str(script), "seeded", "--seconds", "1"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and "no finding" in p.stdout, p.stderr
