@@ -173,7 +173,8 @@ class CloneSwarm(LivenessGlue, SwarmBase):
                  sync: bool = False, max_inflight_bytes: int = 16 * 1024 * 1024,
                  max_inflight_requests: int = 256, upload: bool = True,
                  rng: random.Random | None = None, lanes: int = 0,
-                 lane_options: dict | None = None, rules: lv.Rules = lv.Rules()) -> None:
+                 lane_options: dict | None = None, rules: lv.Rules = lv.Rules(),
+                 folding: tuple[bool, bool] | None = None) -> None:
         super().__init__(public_key, folder, emit)
         self.db = db
         self.sync = sync
@@ -222,7 +223,7 @@ class CloneSwarm(LivenessGlue, SwarmBase):
         self.completed = False
         self.completed_at: float | None = None
         self.contacted = False  # a peer holding the link has authenticated in this run
-        self._folding: tuple[bool, bool] | None = None  # names.folding of the target, once
+        self._folding = folding  # (case, normalisation) the target folds; None: probe it
         self._start_watch(rules)
         self.lanes = lanes  # at most this many lane processes (engine/lanes/) per version
         self.lane_options = lane_options or {}
