@@ -23,8 +23,9 @@ Rules, per peer (keyed by an opaque, hashable handle):
   backoff (1, 2, 4 ... 30 s), reset by useful data from that address.
 
 Rules for the transfer: progress is useful data, or a node authenticating for
-the first time in this run. When there has been none for `stall_timeout`
-seconds, `Stuck(cause)` names why in one line (no peer left, every peer
+the first time in this run. Once a node has authenticated (before, finding
+one is the front end's `find_timeout`), when there has been no progress for
+`stall_timeout` seconds, `Stuck(cause)` names why in one line (no peer left, every peer
 banned, peers only offer an older version, peers stopped sending, the peers
 hold none of what is missing); `Unstuck` follows when progress resumes. A
 foreground clone gives up on `Stuck`; `--sync` and the daemon show it.
@@ -299,7 +300,8 @@ class Liveness:
                 out.append(Drop(load.peer, f"sent no data for {now - s.last_useful:.0f} s"))
             elif load.inflight_bytes > 0:
                 out.append(Reassign(load.peer))  # late requests (endgame copies) move on too
-        if self.stuck is None and now - self.last_progress >= self.rules.stall_timeout:
+        # before any peer authenticated, finding one is the front end's find_timeout
+        if self.stuck is None and self.seen_ids and now - self.last_progress >= self.rules.stall_timeout:
             self.stuck = self._cause(t, now)
             out.append(Stuck(self.stuck))
         return out
@@ -316,7 +318,7 @@ class Liveness:
             if self.closes:
                 return (f"no peer left: the last one closed ({self.last_close}) and none "
                         f"came back for {idle}")
-            return f"no peer sharing this link answered for {idle}"
+            return f"no peer sharing this link answered for {idle}"  # (not reached: see _tick)
         older = [s.offered for s in live if s.offered is not None and s.offered < t.version]
         serving = [l for l in t.loads if l.serves and l.peer in self.peers
                    and not self.peers[l.peer].dropped]

@@ -112,8 +112,7 @@ def test_stuck_causes():
     assert "hold none of the blocks" in acts[0].cause
 
     live = lv.Liveness(RULES, started=0.0)
-    acts = tick(live, 20.0)
-    assert "no peer sharing this link answered" in acts[0].cause
+    assert tick(live, 100.0) == []  # no peer yet: that is find_timeout's to say
 
     live = lv.Liveness(RULES, started=0.0)
     live.handle(lv.PeerAuthenticated("p", A, b"o"), 0.0)
