@@ -313,8 +313,8 @@ class Liveness:
         banned = sum(1 for a in self.addrs.values() if a.banned)
         if not live:
             if banned and banned == len(self.addrs):
-                return (f"every peer found ({banned}) sent data that does not verify and was "
-                        f"disconnected; nothing else answered for {idle}")
+                return (f"every peer found ({banned}) sent data that does not verify or broke the "
+                        f"protocol, and was disconnected; nothing else answered for {idle}")
             if self.closes:
                 return (f"no peer left: the last one closed ({self.last_close}) and none "
                         f"came back for {idle}")
