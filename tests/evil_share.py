@@ -13,6 +13,7 @@ requests honestly and then, by MODE:
   bad       answers with a block whose bytes do not match the signed tree
   other     answers with a block of another file under this one's name
   oversize  sends a frame longer than any frame may be
+  mute      authenticates, then never sends the manifest (a slow, huge one)
 --extra names a set of hostile paths (EXTRA below); --extra-json lists more.
 Prints one JSON line {"link", "port"} once serving, then {"event": "tripped"}
 when it starts misbehaving. Runs until killed.
@@ -74,7 +75,7 @@ async def main() -> None:
         dead = False
 
         def on_frame(self, peer, frame):
-            if self.dead:
+            if self.dead or (mode == "mute" and isinstance(frame, wire.GetManifest)):
                 return
             if type(frame) is wire.Request and mode != "honest":
                 self.requests += 1

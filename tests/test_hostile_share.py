@@ -209,6 +209,17 @@ def test_a_share_restarted_on_the_same_port_is_reconnected_within_seconds(world)
             clone.wait()
 
 
+def test_first_contact_is_authentication_not_the_manifest(world):
+    """A peer that authenticates and is slow with its manifest (a 2,000,000-entry
+    one, say) is no 'no peer answered' at find_timeout; the clone says so only
+    after stall_timeout, naming what it waits for."""
+    evil = world.share(mode="mute")
+    p, _ = world.clone(evil, find=1, stall=4)
+    assert p.returncode == 3
+    line = world.one_line(p)
+    assert "sent no manifest" in line and "no peer sharing this link answered" not in line
+
+
 def test_peer_with_nothing_there_says_nothing_answered_at_host_port(world):
     p, _ = world.clone(None, peer="127.0.0.1:9", find=2)
     assert p.returncode == 3
