@@ -69,9 +69,9 @@ from . import liveness as lv
 from . import manifest as mf
 from . import merkle, names, wire
 from .blocksource import FileBlockSource
-from .clonefs import TargetFolder
+from .clone_liveness import LivenessGlue
+from .clonefs import TargetFolder, disk_error
 from .serve import BlockServer, manifest_frames, send_manifest
-from .clonefs import disk_error
 from .errors import DattuiError, ProtocolError, UnsafeManifest
 from .events import (BadBlockReceived, CloneCompleted, FileCompleted, FileProgress, Logged,
                      ManifestReceived, Role, State, TransferFailed, TransferStatus)
@@ -81,7 +81,6 @@ from .lanes.lane_peer import LanePeer
 from .peer import ERR_BAD_BLOCK, ERR_GONE, ERR_PROTOCOL, PeerConnection
 from .store import CloneDB
 from .swarmbase import SwarmBase
-from .clone_liveness import LivenessGlue
 
 MAX_UNSOLICITED = 64
 MIN_PIPELINE_BLOCKS = 4  # requests kept at every peer, however slow it looks
