@@ -50,7 +50,13 @@ gives its requests back. Files, state and picking stay in this process.
 
 Each arriving block is checked against its file's Merkle root from the signed
 manifest before a byte is written. A peer that sends a block that does not
-verify is disconnected and its requests go back to the queue.
+verify is disconnected and its requests go back to the queue; it is not
+dialled again in this run.
+
+Liveness. What the clone waits for, and when it stops waiting (requests a
+peer does not answer in time, silent or dead connections, bans and backoff,
+giving up with a cause) is decided by engine/liveness.py, sans-IO, and
+carried out by engine/clone_liveness.py.
 """
 
 from __future__ import annotations
