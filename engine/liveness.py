@@ -8,15 +8,16 @@ Rules, per peer (keyed by an opaque, hashable handle):
 - A peer with requests out that delivers nothing useful (a verified block, a
   manifest part) for `request_timeout` - scaled to its measured rate and RTT:
   three times what its in-flight bytes should take, between MIN and MAX - is
-  SLOW: its requests go to other peers (`Reassign`), it gets no new ones until
-  it delivers again, and it is sent a PING (`Ping`).
+  SLOW: its requests go to other peers (`Reassign`) and it is sent a PING
+  (`Ping`); it gets new requests once it answers (a congested seed may be the
+  only one with the blocks).
 - A peer with requests out from which not a byte arrives for `ping_after`
   (1 s, or 4 RTT) is sent a PING; one that then answers nothing at all (no
   byte, not even the PONG) within `ping_timeout` (2 s, or 8 RTT) is dropped:
   the connection is dead (the process restarted, a frame stuck half sent),
-  and waiting for QUIC's 30 s idle timeout would stall the transfer. A SLOW
-  peer that answers but delivers nothing useful for `peer_idle_timeout` is
-  dropped too.
+  and waiting for QUIC's 30 s idle timeout would stall the transfer. A peer
+  that answers but, asked again and again, delivers nothing useful for
+  `peer_idle_timeout` is dropped too.
 - A peer that sent bad data (a block that does not verify, a protocol
   violation) is banned for this transfer: its address is not dialled again and
   its node id is refused. One that merely closed is dialled again after a
@@ -148,7 +149,7 @@ class Unstuck:
 # ---- state --------------------------------------------------------------------------
 class Phase(enum.Enum):
     OK = "ok"        # delivering, or nothing asked of it
-    SLOW = "slow"    # requests reassigned, pinged, gets no new requests
+    SLOW = "slow"    # requests reassigned, pinged; no new requests until it answers
 
 
 @dataclass(slots=True)
@@ -158,7 +159,8 @@ class PeerState:
     last_useful: float
     phase: Phase = Phase.OK
     waiting_since: float | None = None  # requests out and nothing useful since
-    slow_since: float = 0.0
+    streak_since: float | None = None   # asked (again and again) and nothing useful since
+    reassigned: bool = False            # its requests were taken away since its last data
     ping_at: float | None = None  # when we last sent a PING
     offered: int | None = None
     dropped: bool = False
@@ -243,7 +245,7 @@ class Liveness:
             else:
                 s.delivered += nbytes
             s.last_useful = now
-            s.phase = Phase.OK
+            s.phase, s.reassigned, s.streak_since = Phase.OK, False, None
             a = self.addrs.get(s.addr)
             if a is not None and not a.banned:
                 a.failures = 0
@@ -270,36 +272,43 @@ class Liveness:
             s = self.peers.get(load.peer)
             if s is None or s.dropped:
                 continue
+            answered = s.ping_at is None or load.last_heard >= s.ping_at
+            if s.phase is Phase.SLOW and answered:
+                # alive after all (a congested seed, say): it may be asked again, on
+                # probation: the streak of asking without data goes on
+                s.phase, s.waiting_since = Phase.OK, None
             if load.inflight_bytes <= 0 and s.phase is Phase.OK:
                 s.waiting_since = None
+                if not s.reassigned:
+                    s.streak_since = None  # nothing asked of it: nothing it failed to do
                 continue
             if s.waiting_since is None:
                 s.waiting_since = now
-            pinged = s.ping_at is not None and load.last_heard < s.ping_at
-            if pinged and now - s.ping_at >= ping_timeout(load.rtt):
+            if s.streak_since is None:
+                s.streak_since = now
+            if not answered and now - s.ping_at >= ping_timeout(load.rtt):
                 # not even a PONG: the connection is dead (the peer restarted,
                 # a frame is stuck half sent); no need to wait for QUIC's idle timeout
                 s.dropped = True
                 out.append(Drop(load.peer, f"answered nothing for {now - s.ping_at:.0f} s"))
                 continue
+            if now - s.streak_since >= self.rules.peer_idle_timeout:
+                s.dropped = True  # alive, asked, and useless
+                out.append(Drop(load.peer, f"sent no data for {now - s.streak_since:.0f} s"))
+                continue
             if s.phase is Phase.OK:
                 if now - max(s.waiting_since, s.last_useful) >= request_timeout(
                         load.inflight_bytes, max(load.rate, s.rate()), load.rtt):
-                    s.phase, s.slow_since = Phase.SLOW, now
+                    s.phase, s.reassigned = Phase.SLOW, True
                     out.append(Reassign(load.peer))
-                    if not pinged:
+                    if answered:
                         s.ping_at = now
                         out.append(Ping(load.peer))
-                elif not pinged and now - max(load.last_heard, s.waiting_since) >= ping_after(load.rtt):
+                elif answered and now - max(load.last_heard, s.waiting_since) >= ping_after(load.rtt):
                     s.ping_at = now  # quiet while we wait: is it there at all?
                     out.append(Ping(load.peer))
-                continue
-            # SLOW: alive, but useless?
-            if now - s.last_useful >= self.rules.peer_idle_timeout:
-                s.dropped = True
-                out.append(Drop(load.peer, f"sent no data for {now - s.last_useful:.0f} s"))
             elif load.inflight_bytes > 0:
-                out.append(Reassign(load.peer))  # late requests (endgame copies) move on too
+                out.append(Reassign(load.peer))  # SLOW, asked meanwhile (a moved request): on
         # before any peer authenticated, finding one is the front end's find_timeout
         if self.stuck is None and self.seen_ids and now - self.last_progress >= self.rules.stall_timeout:
             self.stuck = self._cause(t, now)

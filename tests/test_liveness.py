@@ -56,8 +56,12 @@ def test_a_peer_that_answers_pings_but_sends_no_data_is_dropped_after_idle_timeo
     live.handle(lv.DataArrived("p"), 1.0)
     tick(live, 1.5, load("p", heard=1.0))
     assert tick(live, 3.5, load("p", heard=1.0))[0] == lv.Reassign("p")
+    assert tick(live, 4.0, load("p", inflight=0, heard=3.6)) == []  # the PONG: asked again
+    assert not live.is_slow("p")
+    assert tick(live, 4.1, load("p", heard=4.0)) == []  # asked again
+    assert tick(live, 6.1, load("p", heard=5.9))[0] == lv.Reassign("p")  # and again nothing
     assert tick(live, 10.0, load("p", inflight=0, heard=9.9)) == []
-    acts = tick(live, 11.0, load("p", inflight=0, heard=10.9))
+    acts = tick(live, 11.6, load("p", heard=11.0))
     assert [type(a) for a in acts] == [lv.Drop] and "no data for 10 s" in acts[0].reason
 
 
