@@ -84,6 +84,10 @@ async def main() -> None:
                     return
             super().on_frame(peer, frame)
 
+        def on_writable(self, peer):
+            if not self.dead:  # after a half frame, not one more byte
+                super().on_writable(peer)
+
         def trip(self, peer, req):
             if not self.tripped:
                 self.tripped = True
@@ -94,6 +98,7 @@ async def main() -> None:
             if mode == "half":
                 frame = wire.encode_data_header(req.version, req.file, req.block, proof,
                                                 len(data)) + bytes(data)
+                peer.app.pop("serve_queue", None)  # nothing queued goes out after it
                 peer.send_raw(frame[:len(frame) // 2])
                 self.dead = True
             elif mode == "bad":

@@ -122,18 +122,19 @@ def world(tmp_path):
 
 
 @pytest.mark.parametrize("mode,words", [
-    ("stall:3", "stopped sending"),  # the connection stays up, PINGs answered
-    ("half:3", ""),                   # a DATA frame half sent, then silence
-    ("bad:3", "does not verify"),
-    ("other:3", "does not verify"),
-    ("oversize:3", "does not verify"),
+    # the connection stays up, PINGs answered: still connected, or dropped already
+    ("stall:3", ("stopped sending", "sent no data")),
+    ("half:3", ("answered nothing", "stopped sending")),  # a DATA frame half sent, then silence
+    ("bad:3", ("does not verify",)),
+    ("other:3", ("does not verify",)),
+    ("oversize:3", ("broke the protocol",)),
 ])
 def test_misbehaving_share_ends_with_exit_3_and_keeps_what_was_verified(world, mode, words):
     evil = world.share(mode=mode)
     p, lines = world.clone(evil)
     assert p.returncode == 3, p.stderr
     line = world.one_line(p)
-    assert words in line and "giving up" in line
+    assert any(w in line for w in words) and "giving up" in line, line
     kept = world.have(lines)
     evil.stop()
     world.finish_honestly(kept)
