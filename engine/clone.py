@@ -50,7 +50,13 @@ gives its requests back. Files, state and picking stay in this process.
 
 Each arriving block is checked against its file's Merkle root from the signed
 manifest before a byte is written. A peer that sends a block that does not
-verify is disconnected and its requests go back to the queue.
+verify is disconnected and its requests go back to the queue; it is not
+dialled again in this run.
+
+Liveness. What the clone waits for, and when it stops waiting (requests a
+peer does not answer in time, silent or dead connections, bans and backoff,
+giving up with a cause) is decided by engine/liveness.py, sans-IO, and
+carried out by engine/clone_liveness.py.
 
 On disk: a block is recorded verified only once its bytes are durable
 (engine/durable.py); a new version cuts every file to its new size and
@@ -76,13 +82,13 @@ from . import collaborators, manifest as mf
 from . import adopt, merkle, names, wire
 from .bandwidth import Throttle
 from .blocksource import FileBlockSource
-from .clonefs import TargetFolder
+from .clone_liveness import LivenessGlue
+from .clonefs import TargetFolder, disk_error
 from .durable import DurableRecords
 from .selection import Selection
+from .serve import BlockServer, manifest_frames, send_manifest
 from .space import check_free_space
 from .treeops import remove_left_behind, sizes_differ
-from .serve import BlockServer, manifest_frames, send_manifest
-from .clonefs import disk_error
 from .errors import DattuiError, DiskError, NotFound, ProtocolError, UnsafeManifest
 from .events import (BadBlockReceived, CloneCompleted, FileCompleted, FileProgress, Logged,
                      ManifestReceived, Role, State, TransferFailed, TransferStatus)
@@ -107,7 +113,6 @@ SEED_SENDING = 2         # a seed's oldest requests: likely on the wire, never m
 MAX_OFFERS = 4096        # per peer: blocks it announced that we lack, queued to ask it for
 SCAN_LIMIT = 4096        # blocks looked at per pick within one file
 SEED_COPY_AFTER = 1.5    # endgame: a seed copies a clone peer's request only when older
-WATCH = 0.5              # how often the liveness rules (engine/liveness.py) look at the peers
 
 Key = tuple[int, int]  # (file index, block index)
 
@@ -177,7 +182,7 @@ def ranges_mask(ranges, nblocks: int) -> bytearray | None:
     return mask
 
 
-class CloneSwarm(SwarmBase):
+class CloneSwarm(LivenessGlue, SwarmBase):
     role = Role.CLONE
 
     def __init__(self, public_key: bytes, folder: Path, db: CloneDB, emit: Callable, *,
@@ -186,7 +191,7 @@ class CloneSwarm(SwarmBase):
                  rng: random.Random | None = None, lanes: int = 0,
                  lane_options: dict | None = None, selection: Selection | None = None,
                  durable: bool = True, adopt: str | None = None,
-                 rules: lv.Rules = lv.Rules()) -> None:
+                 rules: lv.Rules = lv.Rules(), folding: tuple[bool, bool] | None = None) -> None:
         super().__init__(public_key, folder, emit)
         self.db = db
         self.sync = sync
@@ -248,10 +253,8 @@ class CloneSwarm(SwarmBase):
         self.completed = False
         self.completed_at: float | None = None
         self.contacted = False  # a peer holding the link has authenticated in this run
-        self.live = lv.Liveness(rules, started=time.monotonic())
-        self._folding: tuple[bool, bool] | None = None  # names.folding of the target, once
-        self._watch_handle = self.loop.call_later(WATCH, self._watch)
-        self._ping_token = 1 << 32
+        self._folding = folding  # (case, normalisation) the target folds; None: probe it
+        self._start_watch(rules)
         self.lanes = lanes  # at most this many lane processes (engine/lanes/) per version
         self.lane_options = lane_options or {}
         self.lane_peers: list[LanePeer] = []
@@ -937,61 +940,6 @@ class CloneSwarm(SwarmBase):
         super().attach(peer)
         self._start_peer(peer)
 
-    def may_dial(self, addr) -> bool:
-        """Not a peer banned for bad data, nor one backing off after a close."""
-        return self.live.may_dial(addr, time.monotonic())
-
-    # ---- liveness: engine/liveness.py decides, this carries it out ----------------
-    def _watch(self) -> None:
-        self._watch_handle = None
-        if self._closed or self.failed or (self.completed and not self.sync):
-            return
-        now = time.monotonic()
-        loads = tuple(
-            lv.PeerLoad(p, p.app.get("inflight_bytes", 0), p.down.rate(now), p.link.rtt,
-                        p.last_heard, p.app.get("version") == self.version and self.version > 0)
-            for p in self.peers if isinstance(p, PeerConnection))
-        tick = lv.Tick(loads, self.version, not self.completed and self._remaining > 0)
-        for act in self.live.handle(tick, now):
-            self._carry_out(act)
-        self._watch_handle = self.loop.call_later(WATCH, self._watch)
-
-    def _feed(self, event) -> None:
-        for act in self.live.handle(event, time.monotonic()):
-            self._carry_out(act)
-
-    def _carry_out(self, act) -> None:
-        if isinstance(act, lv.Reassign):
-            peer = act.peer
-            mine = list(peer.app.get("inflight", {}))
-            if mine and not peer.link.closed:
-                peer.send_raw(b"".join(wire.encode(wire.Cancel(self.version, *k)) for k in mine))
-            for key in mine:
-                self._remember_cancel(peer, key)
-                if self._release(peer, key):
-                    self.retry[key] = None
-            self._kick()
-        elif isinstance(act, lv.Ping):
-            self._ping_token += 1
-            if not act.peer.link.closed:
-                act.peer.send(wire.Ping(self._ping_token))
-        elif isinstance(act, lv.Drop):
-            self.emit(Logged(self.tid, "warning", f"peer {act.peer.peer_id} at {act.peer.address} "
-                                                  f"dropped: {act.reason}"))
-            act.peer.close(ERR_GONE, act.reason)
-            self.detach(act.peer, act.reason)  # now: a dead connection takes a while to close
-        elif isinstance(act, lv.Stuck):
-            if self.completed:
-                return  # a finished --sync clone waits for new versions: nothing is stuck
-            if self.sync:
-                self.message = f"waiting: {act.cause}"
-                self.emit(Logged(self.tid, "warning", self.message))
-            else:
-                self._fail(NotFound(f"{act.cause}; giving up (run the same command again "
-                                    "to continue: what was verified is kept)"))
-        elif isinstance(act, lv.Unstuck):
-            self.message = ""
-
     def _start_peer(self, peer) -> None:
         peer.app["inflight"] = {}
         peer.app["inflight_bytes"] = 0
@@ -1004,7 +952,8 @@ class CloneSwarm(SwarmBase):
         self._ensure_tick()
 
     def detach(self, peer: PeerConnection, reason: str) -> None:
-        self._feed(lv.PeerClosed(peer, peer.close_code in (ERR_BAD_BLOCK, ERR_PROTOCOL), reason))
+        bad = getattr(peer, "close_code", None) in (ERR_BAD_BLOCK, ERR_PROTOCOL)  # lanes have none
+        self._feed(lv.PeerClosed(peer, bad, reason))
         super().detach(peer, reason)
         self._drop_availability(peer)
         for key in list(peer.app.get("inflight", {})):
@@ -1371,9 +1320,7 @@ class CloneSwarm(SwarmBase):
         if self._tick_handle is not None:
             self._tick_handle.cancel()
             self._tick_handle = None
-        if self._watch_handle is not None:
-            self._watch_handle.cancel()
-            self._watch_handle = None
+        self._stop_watch()
         await asyncio.gather(*(lp.process.stop() for lp in self.lane_peers), return_exceptions=True)
         await super().close()
         try:

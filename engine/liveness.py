@@ -8,11 +8,15 @@ Rules, per peer (keyed by an opaque, hashable handle):
 - A peer with requests out that delivers nothing useful (a verified block, a
   manifest part) for `request_timeout` - scaled to its measured rate and RTT:
   three times what its in-flight bytes should take, between MIN and MAX - is
-  SLOW: its requests go to other peers (`Reassign`), it gets no new ones until
-  it delivers again, and it is sent a PING (`Ping`).
-- A SLOW peer that answers nothing at all (no byte, not even the PONG) within
-  `ping_timeout` is dropped: the connection is dead (the process restarted, a
-  frame stuck half sent). One that answers but delivers nothing useful for
+  SLOW: its requests go to other peers (`Reassign`) and it is sent a PING
+  (`Ping`); it gets new requests once it answers (a congested seed may be the
+  only one with the blocks).
+- A peer with requests out from which not a byte arrives for `ping_after`
+  (1 s, or 4 RTT) is sent a PING; one that then answers nothing at all (no
+  byte, not even the PONG) within `ping_timeout` (2 s, or 8 RTT) is dropped:
+  the connection is dead (the process restarted, a frame stuck half sent),
+  and waiting for QUIC's 30 s idle timeout would stall the transfer. A peer
+  that answers but, asked again and again, delivers nothing useful for
   `peer_idle_timeout` is dropped too.
 - A peer that sent bad data (a block that does not verify, a protocol
   violation) is banned for this transfer: its address is not dialled again and
@@ -20,8 +24,9 @@ Rules, per peer (keyed by an opaque, hashable handle):
   backoff (1, 2, 4 ... 30 s), reset by useful data from that address.
 
 Rules for the transfer: progress is useful data, or a node authenticating for
-the first time in this run. When there has been none for `stall_timeout`
-seconds, `Stuck(cause)` names why in one line (no peer left, every peer
+the first time in this run. Once a node has authenticated (before, finding
+one is the front end's `find_timeout`), when there has been no progress for
+`stall_timeout` seconds, `Stuck(cause)` names why in one line (no peer left, every peer
 banned, peers only offer an older version, peers stopped sending, the peers
 hold none of what is missing); `Unstuck` follows when progress resumes. A
 foreground clone gives up on `Stuck`; `--sync` and the daemon show it.
@@ -38,6 +43,7 @@ MAX_REQUEST_TIMEOUT = 30.0  # never wait longer for a peer with requests out
 FIRST_REQUEST_TIMEOUT = 8.0  # a peer that has delivered nothing yet (no rate measured)
 REQUEST_TIMEOUT_FACTOR = 3.0
 MIN_PING_TIMEOUT = 2.0
+MIN_PING_AFTER = 1.0
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
 
 
@@ -56,7 +62,14 @@ def request_timeout(inflight_bytes: int, rate: float, rtt: float) -> float:
 
 
 def ping_timeout(rtt: float) -> float:
+    """How long a PING may go unanswered (with nothing else heard) before the
+    connection counts as dead."""
     return max(MIN_PING_TIMEOUT, 8 * rtt)
+
+
+def ping_after(rtt: float) -> float:
+    """Requests out and not a byte heard for this long: PING."""
+    return max(MIN_PING_AFTER, 4 * rtt)
 
 
 # ---- events (in) --------------------------------------------------------------------
@@ -136,7 +149,7 @@ class Unstuck:
 # ---- state --------------------------------------------------------------------------
 class Phase(enum.Enum):
     OK = "ok"        # delivering, or nothing asked of it
-    SLOW = "slow"    # requests reassigned, pinged, gets no new requests
+    SLOW = "slow"    # requests reassigned, pinged; no new requests until it answers
 
 
 @dataclass(slots=True)
@@ -146,8 +159,9 @@ class PeerState:
     last_useful: float
     phase: Phase = Phase.OK
     waiting_since: float | None = None  # requests out and nothing useful since
-    slow_since: float = 0.0
-    ping_at: float = 0.0
+    streak_since: float | None = None   # asked (again and again) and nothing useful since
+    reassigned: bool = False            # its requests were taken away since its last data
+    ping_at: float | None = None  # when we last sent a PING
     offered: int | None = None
     dropped: bool = False
     first_useful: float | None = None
@@ -231,7 +245,7 @@ class Liveness:
             else:
                 s.delivered += nbytes
             s.last_useful = now
-            s.phase = Phase.OK
+            s.phase, s.reassigned, s.streak_since = Phase.OK, False, None
             a = self.addrs.get(s.addr)
             if a is not None and not a.banned:
                 a.failures = 0
@@ -258,27 +272,45 @@ class Liveness:
             s = self.peers.get(load.peer)
             if s is None or s.dropped:
                 continue
+            answered = s.ping_at is None or load.last_heard >= s.ping_at
+            if s.phase is Phase.SLOW and answered:
+                # alive after all (a congested seed, say): it may be asked again, on
+                # probation: the streak of asking without data goes on
+                s.phase, s.waiting_since = Phase.OK, None
             if load.inflight_bytes <= 0 and s.phase is Phase.OK:
                 s.waiting_since = None
+                if not s.reassigned:
+                    s.streak_since = None  # nothing asked of it: nothing it failed to do
                 continue
             if s.waiting_since is None:
                 s.waiting_since = now
+            if s.streak_since is None:
+                s.streak_since = now
+            if not answered and now - s.ping_at >= ping_timeout(load.rtt):
+                # not even a PONG: the connection is dead (the peer restarted,
+                # a frame is stuck half sent); no need to wait for QUIC's idle timeout
+                s.dropped = True
+                out.append(Drop(load.peer, f"answered nothing for {now - s.ping_at:.0f} s"))
+                continue
+            if now - s.streak_since >= self.rules.peer_idle_timeout:
+                s.dropped = True  # alive, asked, and useless
+                out.append(Drop(load.peer, f"sent no data for {now - s.streak_since:.0f} s"))
+                continue
             if s.phase is Phase.OK:
                 if now - max(s.waiting_since, s.last_useful) >= request_timeout(
                         load.inflight_bytes, max(load.rate, s.rate()), load.rtt):
-                    s.phase, s.slow_since, s.ping_at = Phase.SLOW, now, now
-                    out += [Reassign(load.peer), Ping(load.peer)]
-                continue
-            # SLOW: dead, or alive and useless?
-            if load.last_heard < s.ping_at and now - s.ping_at >= ping_timeout(load.rtt):
-                s.dropped = True
-                out.append(Drop(load.peer, f"answered nothing for {now - s.ping_at:.0f} s"))
-            elif now - s.last_useful >= self.rules.peer_idle_timeout:
-                s.dropped = True
-                out.append(Drop(load.peer, f"sent no data for {now - s.last_useful:.0f} s"))
+                    s.phase, s.reassigned = Phase.SLOW, True
+                    out.append(Reassign(load.peer))
+                    if answered:
+                        s.ping_at = now
+                        out.append(Ping(load.peer))
+                elif answered and now - max(load.last_heard, s.waiting_since) >= ping_after(load.rtt):
+                    s.ping_at = now  # quiet while we wait: is it there at all?
+                    out.append(Ping(load.peer))
             elif load.inflight_bytes > 0:
-                out.append(Reassign(load.peer))  # late requests (endgame copies) move on too
-        if self.stuck is None and now - self.last_progress >= self.rules.stall_timeout:
+                out.append(Reassign(load.peer))  # SLOW, asked meanwhile (a moved request): on
+        # before any peer authenticated, finding one is the front end's find_timeout
+        if self.stuck is None and self.seen_ids and now - self.last_progress >= self.rules.stall_timeout:
             self.stuck = self._cause(t, now)
             out.append(Stuck(self.stuck))
         return out
@@ -290,12 +322,12 @@ class Liveness:
         banned = sum(1 for a in self.addrs.values() if a.banned)
         if not live:
             if banned and banned == len(self.addrs):
-                return (f"every peer found ({banned}) sent data that does not verify and was "
-                        f"disconnected; nothing else answered for {idle}")
+                return (f"every peer found ({banned}) sent data that does not verify or broke the "
+                        f"protocol, and was disconnected; nothing else answered for {idle}")
             if self.closes:
                 return (f"no peer left: the last one closed ({self.last_close}) and none "
                         f"came back for {idle}")
-            return f"no peer sharing this link answered for {idle}"
+            return f"no peer sharing this link answered for {idle}"  # (not reached: see _tick)
         older = [s.offered for s in live if s.offered is not None and s.offered < t.version]
         serving = [l for l in t.loads if l.serves and l.peer in self.peers
                    and not self.peers[l.peer].dropped]

@@ -13,6 +13,7 @@ requests honestly and then, by MODE:
   bad       answers with a block whose bytes do not match the signed tree
   other     answers with a block of another file under this one's name
   oversize  sends a frame longer than any frame may be
+  mute      authenticates, then never sends the manifest (a slow, huge one)
 --extra names a set of hostile paths (EXTRA below); --extra-json lists more.
 Prints one JSON line {"link", "port"} once serving, then {"event": "tripped"}
 when it starts misbehaving. Runs until killed.
@@ -74,7 +75,7 @@ async def main() -> None:
         dead = False
 
         def on_frame(self, peer, frame):
-            if self.dead:
+            if self.dead or (mode == "mute" and isinstance(frame, wire.GetManifest)):
                 return
             if type(frame) is wire.Request and mode != "honest":
                 self.requests += 1
@@ -82,6 +83,10 @@ async def main() -> None:
                     self.trip(peer, frame)
                     return
             super().on_frame(peer, frame)
+
+        def on_writable(self, peer):
+            if not self.dead:  # after a half frame, not one more byte
+                super().on_writable(peer)
 
         def trip(self, peer, req):
             if not self.tripped:
@@ -93,6 +98,7 @@ async def main() -> None:
             if mode == "half":
                 frame = wire.encode_data_header(req.version, req.file, req.block, proof,
                                                 len(data)) + bytes(data)
+                peer.app.pop("serve_queue", None)  # nothing queued goes out after it
                 peer.send_raw(frame[:len(frame) // 2])
                 self.dead = True
             elif mode == "bad":

@@ -73,3 +73,39 @@ def test_dir_fd_does_not_recurse_per_level(tmp_path):
         assert (tmp_path / deep / "e").is_dir()
     finally:
         t.close()
+        # removed here, bottom up: shutil.rmtree (pytest's clean-up of old
+        # temporary folders) recurses per level and fails at this depth
+        parts = (deep + "/e").split("/")
+        for i in range(len(parts), 0, -1):
+            os.rmdir(tmp_path.joinpath(*parts[:i]))
+
+
+@pytest.mark.parametrize("folding,pair", [((True, False), ("Readme.txt", "README.txt")),
+                                          ((False, True), ("caf\u00e9", "cafe\u0301"))])
+async def test_names_one_file_on_a_folding_target_are_refused_before_anything_is_written(
+        tmp_path, folding, pair):
+    """This machine's filesystems keep both (see the probe test above); a
+    case- or normalisation-insensitive target (macOS, Windows, ext4 casefold)
+    is given to the clone as its probe would find it."""
+    from dattui.engine import keys
+    from dattui.engine.clone import CloneSwarm
+    from dattui.engine.store import CloneDB
+    key = keys.ShareKey.from_seed(b"\x05" * 32)
+    m = mf.Manifest(2, 262144, "d", (mf.Entry(mf.Kind.DIR, "sub", 0o755, 0),) + tuple(
+        mf.Entry(mf.Kind.FILE, "sub/" + p, 0o644, 0, 0, b"\0" * 32) for p in pair))
+    enc, sig = mf.sign(m, key)
+    folder = tmp_path / "dst"
+    folder.mkdir()
+    swarm = CloneSwarm(key.public, folder, CloneDB(folder), lambda e: None, folding=folding)
+    try:
+        with pytest.raises(UnsafeManifest) as e:
+            swarm._apply_manifest(enc, sig)
+        assert "would be one file" in str(e.value) and e.value.exit_code == 4
+        assert sorted(os.listdir(folder)) == [".dat"]
+        swarm_plain = CloneSwarm(key.public, tmp_path, CloneDB(tmp_path), lambda e: None,
+                                 folding=(False, False))
+        swarm_plain._apply_manifest(enc, sig)  # kept apart where the filesystem keeps them
+        assert set(os.listdir(tmp_path / "sub")) == set(pair)
+        await swarm_plain.close()
+    finally:
+        await swarm.close()
