@@ -114,10 +114,9 @@ def test_disk_full_is_found_before_writing_and_the_same_command_resumes(tmp_path
         free = int(re.search(r"(\d+) bytes \([\d.]+ MiB\) are free", p.stderr).group(1))
         assert "needs 6000000 more bytes" in p.stderr and 3_000_000 < free <= 4 * 2**20
         assert "Traceback" not in p.stderr
-        written = [f for f in (small / "dst").rglob("*") if f.is_file() and ".dat" not in f.parts]
-        assert sum(f.stat().st_blocks for f in written) == 0  # not a byte of data written
-        # move the clone folder to a roomier disk and run the same command: it finishes
-        subprocess.run(["cp", "-a", small / "dst", tmp_path / "dst"], check=True)
+        # not a byte written, and a clone that took no version leaves no folder it made
+        assert not (small / "dst").exists()
+        # the same command on a roomier disk finishes
         p, lines = run_clone(sp.link, tmp_path / "dst", home, "--peer", f"127.0.0.1:{sp.port}")
         assert p.returncode == 0, p.stderr
         assert lines[-1]["bytes_received"] == 6_000_000

@@ -47,10 +47,10 @@ async def run_daemon_command(args, cfg) -> int:
     client = await ensure_daemon(state, _daemon_args(args))
     try:
         if getattr(args, "limit_up", None) is not None or getattr(args, "limit_down", None) is not None:
-            from dattui.engine.bandwidth import format_rate
+            from dattui.engine import bandwidth
             up, down = await client.limits(args.limit_up, args.limit_down)
-            print(f"bandwidth of every transfer in the daemon: up {format_rate(up)}, "
-                  f"down {format_rate(down)}", file=sys.stderr)
+            print(f"bandwidth of every transfer in the daemon: up {bandwidth.format_rate(up)}, "
+                  f"down {bandwidth.format_rate(down)}", file=sys.stderr)
         if args.command == "dashboard":
             from .app import QUIT_MESSAGE, DattuiApp
             app = DattuiApp(client, cfg)
