@@ -91,7 +91,7 @@ from .space import check_free_space
 from .treeops import remove_left_behind, sizes_differ
 from .errors import DattuiError, DiskError, NotFound, ProtocolError, UnsafeManifest
 from .events import (BadBlockReceived, CloneCompleted, FileCompleted, FileProgress, Logged,
-                     ManifestReceived, Role, State, TransferFailed, TransferStatus)
+                     ManifestProgressed, ManifestReceived, Role, State, TransferFailed, TransferStatus)
 from .lanes import share_lanes as lanes_policy
 from .lanes.cpu import CpuGauge
 from .lanes.lane_peer import LanePeer
@@ -105,6 +105,7 @@ PIPELINE_RTTS = 2        # in-flight bytes per peer: rate x RTT x this
 DEFAULT_RTT = 0.1        # until QUIC has measured one
 ENDGAME_COPIES = 3       # at most this many peers asked for one block at once
 CANCELLED_MEMORY = 1024  # per peer: cancelled requests whose late DATA is not a violation
+MANIFEST_PROGRESS_STEP = 4 * 1024 * 1024  # a file list this large shows its download
 TICK = 0.25              # every peer's pipeline is topped up at least this often
 ORDER_REFRESH = 0.05     # the rarest-first order is rebuilt at most this often ...
 ORDER_REFRESH_PER_FILE = 1e-5  # ... and less often for large folders (1 s for 100,000 files)
@@ -1061,9 +1062,14 @@ class CloneSwarm(LivenessGlue, SwarmBase):
             parts = peer.app["manifest"] = (f.version, f.total, bytearray())
         if parts is None or parts[0] != f.version or parts[1] != f.total or len(parts[2]) != f.offset:
             raise ProtocolError("manifest parts out of order")
+        before = len(parts[2])
         parts[2].extend(f.chunk)
         if len(parts[2]) > f.total:
             raise ProtocolError("manifest longer than announced")
+        if f.total >= MANIFEST_PROGRESS_STEP and f.version > self.version and (
+                before == 0 or before // MANIFEST_PROGRESS_STEP != len(parts[2]) // MANIFEST_PROGRESS_STEP
+                or len(parts[2]) == f.total):
+            self.emit(ManifestProgressed(self.tid, f.version, len(parts[2]), f.total))
 
     def _on_manifest_sig(self, peer: PeerConnection, f: wire.ManifestSignature) -> None:
         self._feed(lv.VersionOffered(peer, f.version))

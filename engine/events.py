@@ -132,6 +132,15 @@ class PeerCompleted(Event):
 
 
 @dataclass(frozen=True)
+class ManifestProgressed(Event):
+    """Part of a large signed file list arrived (the first, then about every
+    MANIFEST_PROGRESS_STEP bytes, then the whole)."""
+    version: int
+    received: int
+    total: int
+
+
+@dataclass(frozen=True)
 class ManifestReceived(Event):
     version: int
     files: int

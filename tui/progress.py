@@ -25,6 +25,7 @@ from dattui.engine.events import (
     BadBlockReceived,
     Event,
     FileCompleted,
+    ManifestProgressed,
     PeerCompleted,
     PeerConnected,
     PeerDisconnected,
@@ -377,6 +378,9 @@ class ProgressView:
                 f"{_safe(ev.peer_id[:8])}: discarded",
                 style="bold yellow",
             )
+        elif isinstance(ev, ManifestProgressed):
+            body = Text(f"receiving the list of files of version {ev.version}: "
+                        f"{format_bytes(ev.received)} of {format_bytes(ev.total)}", style="dim")
         elif isinstance(ev, SymlinkSkipped):
             body = Text(f"skipped symlink {_safe(ev.path)}", style="dim")
         elif isinstance(ev, FileCompleted):
