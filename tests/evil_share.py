@@ -53,6 +53,9 @@ async def main() -> None:
     ap.add_argument("--extra", default="")
     ap.add_argument("--extra-json", default="", help='[["file"|"dir", path], ...] to append')
     ap.add_argument("--home", default=None)
+    ap.add_argument("--synthetic", type=int, default=0,
+                    help="append N one-byte files s/DDDD/NNN (in N/1000 folders) that exist "
+                         "nowhere: a huge signed manifest (bench/bench_big_manifest.py)")
     args = ap.parse_args()
     from dattui.engine import api
     from dattui.engine import manifest as mf
@@ -127,6 +130,14 @@ async def main() -> None:
     if args.extra_json:
         extra += tuple(mf.Entry(mf.Kind.FILE, p, 0o644, 0, 0, b"\x00" * 32) if k == "file"
                        else mf.Entry(mf.Kind.DIR, p, 0o755, 0) for k, p in json.loads(args.extra_json))
+    if args.synthetic:
+        per = 1000
+        syn = [mf.Entry(mf.Kind.DIR, "s", 0o755, 0)]
+        for d in range((args.synthetic + per - 1) // per):
+            syn.append(mf.Entry(mf.Kind.DIR, f"s/{d:04d}", 0o755, 0))
+            syn += [mf.Entry(mf.Kind.FILE, f"s/{d:04d}/{i % per:03d}", 0o644, 0, 1, b"\x01" * 32)
+                    for i in range(d * per, min(args.synthetic, (d + 1) * per))]
+        extra += tuple(syn)
     m = dataclasses.replace(m, version=args.version, entries=m.entries + extra)
     encoded, sig = mf.sign(m, key)
     swarm._set_manifest(m, encoded, sig)
