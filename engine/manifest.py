@@ -14,6 +14,7 @@ refuses any path that could leave the target folder.
 from __future__ import annotations
 
 import hashlib
+import io
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
@@ -71,17 +72,48 @@ class Manifest:
         return sum(e.size for e in self.entries if e.kind == Kind.FILE)
 
     def encode(self) -> bytes:
-        name = self.name.encode()
-        out = [_HEAD.pack(MAGIC, FORMAT, self.version, self.block_size, len(name)), name,
-               struct.pack(">I", len(self.entries))]
-        for e in self.entries:
-            p = e.path.encode()
-            out.append(_ENTRY.pack(e.kind, len(p)))
-            out.append(p)
-            out.append(_META.pack(e.mode & 0o7777, e.mtime_ns, e.size))
-            if e.kind == Kind.FILE:
-                out.append(e.root)
-        return b"".join(out)
+        return encode_rows(self.version, self.block_size, self.name, len(self.entries),
+                           ((e.kind, e.path, e.mode, e.mtime_ns, e.size, e.root) for e in self.entries))
+
+
+def encode_rows(version: int, block_size: int, name: str, count: int, rows) -> bytes:
+    """The encoding of a manifest whose `count` entries come, in order, from the
+    iterable `rows` of (kind, path, mode, mtime_ns, size, root): a share encodes
+    straight from its database, never holding the entries as objects."""
+    buf = io.BytesIO()
+    buf.write(header(version, block_size, name))
+    buf.write(struct.pack(">I", count))
+    write, pack_entry, pack_meta = buf.write, _ENTRY.pack, _META.pack
+    n = 0
+    for kind, path, mode, mtime_ns, size, root in rows:
+        p = path.encode()
+        write(pack_entry(kind, len(p)))
+        write(p)
+        write(pack_meta(mode & 0o7777, mtime_ns, size))
+        if kind == Kind.FILE:
+            write(root)
+        n += 1
+    if n != count:
+        raise ValueError(f"{n} entries, announced {count}")
+    return buf.getvalue()  # shares the buffer: no second copy of a large manifest
+
+
+def header(version: int, block_size: int, name: str) -> bytes:
+    """What precedes the entry count: the only part that differs between two
+    versions with the same entries."""
+    raw = name.encode()
+    return _HEAD.pack(MAGIC, FORMAT, version, block_size, len(raw)) + raw
+
+
+def header_size(encoded) -> int:
+    """Length of the header (see `header`) of an encoded manifest."""
+    return _HEAD.size + _HEAD.unpack_from(encoded, 0)[4]
+
+
+def peek(encoded) -> tuple[int, int]:
+    """(version, block_size) of an encoded manifest, without decoding its entries."""
+    _, _, version, block_size, _ = _HEAD.unpack_from(encoded, 0)
+    return version, block_size
 
 
 def signing_message(encoded: bytes) -> bytes:

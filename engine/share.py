@@ -6,7 +6,9 @@ import asyncio
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import manifest as mf
@@ -23,9 +25,26 @@ from .swarmbase import SwarmBase
 
 
 
+ENTRY_CACHE = 256  # entries kept between requests (their leaves included)
+
+
+@dataclass(frozen=True)
+class Published:
+    """What a share knows of the version it serves, besides the database."""
+    version: int
+    block_size: int
+    files: int
+    total_bytes: int
+
+
 class ShareServer(SwarmBase):
     """Serving one signed version of a shared folder to authenticated peers:
-    the share itself, and each of its lane processes (engine/lanes/)."""
+    the share itself, and each of its lane processes (engine/lanes/).
+
+    A request finds its entry (path, size, root, leaves) in the version's table
+    in the database, through a small cache; the manifest's entries are never
+    held as objects, so memory does not grow with the number of files (the
+    encoded manifest, which peers are sent, is held: about 80 bytes a file)."""
 
     role = Role.SHARE
 
@@ -34,23 +53,65 @@ class ShareServer(SwarmBase):
         super().__init__(public_key, folder, emit)
         self.db = db
         self.version = 0
-        self.manifest: mf.Manifest | None = None
+        self.published: Published | None = None
+        self._manifest: mf.Manifest | None = None
         self.encoded = b""
         self.signature = b""
-        self.blocks = FileBlockSource(self._open, lambda i, e: self.db.leaves(e.path), changed)
+        self._entries: OrderedDict[int, tuple[mf.Entry, bytes | None] | None] = OrderedDict()
+        self.blocks = FileBlockSource(self._open, self._leaves, changed)
         self.server = BlockServer(self)
 
-    def _set_manifest(self, m: mf.Manifest, encoded: bytes, sig: bytes) -> None:
-        self.manifest, self.encoded, self.signature, self.version = m, encoded, sig, m.version
+    @property
+    def manifest(self) -> mf.Manifest | None:
+        """The served version decoded whole (an object per entry): for tests and
+        tools; serving never needs it."""
+        if self._manifest is None and self.encoded:
+            self._manifest = mf.decode(self.encoded)
+        return self._manifest
+
+    @manifest.setter
+    def manifest(self, m: mf.Manifest | None) -> None:
+        self._manifest = m
+
+    def _set_version(self, published: Published, encoded: bytes, sig: bytes) -> None:
+        self.published, self.version = published, published.version
+        self.encoded, self.signature, self._manifest = encoded, sig, None
+        self._entries.clear()
         self.blocks.reset()
+
+    def _published_from_db(self, encoded: bytes) -> Published:
+        version, block_size = mf.peek(encoded)
+        _, files, nbytes = self.db.totals(version)
+        return Published(version, block_size, files, nbytes)
+
+    def _entry(self, file: int) -> tuple[mf.Entry, bytes | None] | None:
+        if file in self._entries:
+            self._entries.move_to_end(file)
+            return self._entries[file]
+        row = self.db.entry(self.version, file)
+        got = None
+        if row is not None:
+            kind, path, mode, mtime_ns, size, root, leaves = row
+            got = (mf.Entry(mf.Kind(kind), path, mode, mtime_ns, size, root), leaves)
+        self._entries[file] = got
+        if len(self._entries) > ENTRY_CACHE:
+            self._entries.popitem(last=False)
+        return got
+
+    def _leaves(self, file: int, entry: mf.Entry) -> bytes | None:
+        got = self._entry(file)
+        return got[1] if got is not None and got[0] == entry else None
 
     def _open(self, path: str) -> int:
         return os.open(self.folder / path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
 
     def read_block(self, version: int, file: int, block: int) -> tuple[bytes, list[bytes]] | None:
-        if self.manifest is None or version != self.version:
+        if self.published is None or version != self.version:
             return None
-        return self.blocks.read(self.manifest, file, block)
+        got = self._entry(file)
+        if got is None:
+            return None
+        return self.blocks.read_entry(self.published.block_size, file, got[0], block)
 
     def on_frame(self, peer: PeerConnection, frame) -> None:
         if isinstance(frame, wire.Request):
@@ -67,7 +128,7 @@ class ShareServer(SwarmBase):
         self.server.pump(peer)
 
     def send_manifest(self, peer: PeerConnection, have_version: int) -> None:
-        if self.manifest is not None:  # still scanning: peers hear NewVersion when published
+        if self.published is not None:  # still scanning: peers hear NewVersion when published
             send_manifest(peer, self.version, self.encoded, self.signature, have_version)
 
     async def close(self) -> None:
@@ -99,8 +160,6 @@ class ShareSwarm(ShareServer):
     async def publish(self) -> bool:
         """Scan the folder; sign and store a new version if anything changed."""
         async with self._scan_lock:
-            previous = {p: scan.ScannedFile(p, r[0], r[1], r[2], r[4], r[3])
-                        for p, r in self.db.scanned().items()}
             last_emit = [0.0]
 
             def progress(files: int, nbytes: int) -> None:
@@ -110,45 +169,38 @@ class ShareSwarm(ShareServer):
                     last_emit[0] = now
                     self.loop.call_soon_threadsafe(self.emit, ScanProgressed(self.tid, files, nbytes))
 
-            result = await asyncio.to_thread(
-                scan.scan, self.folder, self.block_size, include_hidden=self.include_hidden,
-                previous=previous, progress=progress, cancel=self._cancel)
-            for link in result.symlinks:
+            latest = self.db.latest_head()
+            result = await asyncio.to_thread(self._scan, latest, progress)
+            summary, published, encoded, changed = result
+            for link in summary.symlinks:
                 if link not in self.symlinks:
                     self.emit(SymlinkSkipped(self.tid, link))
-            self.symlinks = list(result.symlinks)
-            for path, reason in result.skipped:
+            self.symlinks = list(summary.symlinks)
+            for path, reason in summary.skipped:
                 self.emit(Logged(self.tid, "warning", f"skipped {path}: {reason}"))
-            latest = self.db.latest_manifest()
-            name = self.folder.name
-            candidate = scan.to_manifest(result, 0, self.block_size, name)
-            changed = True
-            if latest is not None:
-                old = mf.decode(latest[1])
-                changed = old.entries != candidate.entries or old.block_size != self.block_size
             if changed:
-                version = (latest[0] if latest else 0) + 1
-                m = scan.to_manifest(result, version, self.block_size, name)
-                encoded, sig = mf.sign(m, self.key)
-                self.db.replace_scanned([(f.path, f.size, f.mode, f.mtime_ns, f.root, f.leaves)
-                                         for f in result.files])
-                self.db.save_manifest(version, encoded, sig)
-            else:
-                version, encoded, sig = latest
-                m = mf.decode(encoded)
-                self.db.replace_scanned([(f.path, f.size, f.mode, f.mtime_ns, f.root, f.leaves)
-                                         for f in result.files])
-            self._set_manifest(m, encoded, sig)
+                sig = self.key.sign(mf.signing_message(encoded))
+                self.db.save_manifest(published.version, encoded, sig)
+                self._set_version(published, encoded, sig)
+            elif self.published is None:  # first scan of a share that published before
+                _, encoded, sig = self.db.latest_manifest()
+                self._set_version(self._published_from_db(encoded), encoded, sig)
             if self.lanes is not None and changed:
                 self.lanes.publish()
             self.state = State.SEEDING
             first = not self._published
             self._published = True
             if changed or first:
-                self.emit(VersionPublished(self.tid, m.version, len(m.files), m.total_bytes))
+                p = self.published
+                self.emit(VersionPublished(self.tid, p.version, p.files, p.total_bytes))
                 for peer in self.peers:
-                    peer.send(wire.NewVersion(m.version))
+                    peer.send(wire.NewVersion(p.version))
             return changed
+
+    def _scan(self, latest, progress) -> tuple[scan.ScanSummary, Published, bytes, bool]:
+        return scan_version(self.db, self.folder, self.block_size, latest,
+                            include_hidden=self.include_hidden, progress=progress,
+                            cancel=self._cancel)
 
     def start_rescans(self) -> None:
         if self._rescan_task is None and self.rescan_interval > 0:
@@ -171,16 +223,17 @@ class ShareSwarm(ShareServer):
     # ---- lanes ---------------------------------------------------------------------
     def attach(self, peer: PeerConnection) -> None:
         super().attach(peer)
-        if self.lanes is not None and self.manifest is not None:
+        if self.lanes is not None and self.published is not None:
             self.lanes.offer(peer)
 
     def file_progress(self) -> list[FileProgress]:
-        m = self.manifest
-        return [FileProgress(e.path, e.size, e.size) for e in m.files] if m else []
+        if self.published is None:
+            return []
+        return [FileProgress(path, size, size) for path, size in self.db.files(self.version)]
 
     def status(self) -> TransferStatus:
-        m = self.manifest
-        files, nbytes = (len(m.files), m.total_bytes) if m else self.scan_progress
+        p = self.published
+        files, nbytes = (p.files, p.total_bytes) if p else self.scan_progress
         return self._status(
             state=self.state, version=self.version, files_total=files, files_done=files,
             bytes_total=nbytes, bytes_have=nbytes,
@@ -204,3 +257,40 @@ class ShareSwarm(ShareServer):
         if self.lanes is not None:
             await self.lanes.close()
         await super().close()
+
+
+def scan_version(db: ShareDB, folder: Path, block_size: int, latest: tuple[int, bytes] | None, *,
+                 include_hidden: bool = False, progress=None, cancel: threading.Event | None = None,
+                 ) -> tuple[scan.ScanSummary, Published, bytes, bool]:
+    """Scan `folder` into the database as the version after `latest` (its
+    `ShareDB.latest_head`), writing its entries table, and encode it: (what the
+    scan found besides files, the version, its encoding, whether it differs from
+    `latest`). When it does not, its table is dropped (or becomes `latest`'s, if
+    that has none) and the encoding is empty. Runs on any thread; it holds no
+    per-file state: files go to SQLite as they are hashed, and the encoding is
+    read back from there."""
+    old = latest[0] if latest else None
+    version = (old or 0) + 1
+    same_bs = latest is not None and mf.peek(latest[1])[1] == block_size
+    w = db.scan_writer(old if same_bs else None)  # leaves of another block size differ
+    try:
+        def lookup(path: str) -> scan.ScannedFile | None:
+            row = w.lookup(path)
+            return None if row is None else scan.ScannedFile(path, *row)
+
+        def store(f: scan.ScannedFile) -> None:
+            w.add(mf.Kind.FILE, f.path, f.mode, f.mtime_ns, f.size, f.root, f.leaves)
+
+        summary = scan.scan_into(folder, block_size, lookup, store, include_hidden=include_hidden,
+                                 progress=progress, cancel=cancel)
+        for path, mode, mtime_ns in summary.dirs:
+            w.add(mf.Kind.DIR, path, mode, mtime_ns, 0, b"", None)
+        count, files, nbytes = w.finish(version)
+        encoded = mf.encode_rows(version, block_size, folder.name, count, w.rows(version))
+        changed = not same_bs or not w.same_entries(old, encoded)
+        if not changed:
+            encoded = b""
+            w.discard(version, keep_as=old)
+    finally:
+        w.close()
+    return summary, Published(version, block_size, files, nbytes), encoded, changed

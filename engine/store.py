@@ -1,7 +1,11 @@
 """SQLite state in a share's or clone's `.dat/` folder (WAL mode).
 
-ShareDB: the share's public key, every signed manifest version, and the scan
-results (leaf hashes per file) that serve blocks and make rescans cheap.
+ShareDB: the share's public key, its newest two signed manifest versions and,
+per version, a table `entries_<version>` with one row per entry in manifest
+order (idx = the entry's index: folders first, then files, each by path), with
+each file's leaf hashes. It serves blocks (a row per request, not the whole
+manifest in memory) and makes rescans cheap (unchanged files keep their
+hashes). A scan writes through its own connection (`ScanWriter`) as it goes.
 CloneDB: the link, the newest verified manifest, and which blocks of it are
 verified on disk, each with the Merkle proof it came with (so a clone serves
 any block it has verified, before the whole file is there). A block is
@@ -24,11 +28,15 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB);
 CREATE TABLE IF NOT EXISTS manifests (
     version INTEGER PRIMARY KEY, encoded BLOB NOT NULL, signature BLOB NOT NULL);
 """
+# `scanned` held one scan in a single table (dattui before per-version entry
+# tables); its files are hashed again once.
 _SHARE = """
-CREATE TABLE IF NOT EXISTS scanned (
-    path TEXT PRIMARY KEY, size INTEGER, mode INTEGER, mtime_ns INTEGER,
-    root BLOB, leaves BLOB);
+DROP TABLE IF EXISTS scanned;
 """
+_ENTRIES = """CREATE TABLE {table} (
+    idx INTEGER PRIMARY KEY, kind INTEGER NOT NULL, path TEXT NOT NULL UNIQUE,
+    mode INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, size INTEGER NOT NULL,
+    root BLOB NOT NULL, leaves BLOB)"""
 _CLONE = """
 CREATE TABLE IF NOT EXISTS verified (
     file INTEGER NOT NULL, block INTEGER NOT NULL, leaf BLOB NOT NULL, proof BLOB,
@@ -83,28 +91,172 @@ class _DB:
             pass
 
 
+def entries_table(version: int) -> str:
+    return f"entries_{int(version)}"
+
+
 class ShareDB(_DB):
     SCHEMA = _SHARE
 
     def save_manifest(self, version: int, encoded: bytes, signature: bytes) -> None:
-        self.conn.execute("INSERT OR REPLACE INTO manifests VALUES (?, ?, ?)",
-                          (version, encoded, signature))
-        # old versions are kept only as long as they are the newest two
-        self.conn.execute("DELETE FROM manifests WHERE version < ?", (version - 1,))
-
-    def scanned(self) -> dict[str, tuple[int, int, int, bytes, bytes]]:
-        return {r[0]: tuple(r[1:]) for r in self.conn.execute(
-            "SELECT path, size, mode, mtime_ns, root, leaves FROM scanned")}
-
-    def replace_scanned(self, rows: list[tuple[str, int, int, int, bytes, bytes]]) -> None:
+        """Store a version whose entries table is written; versions (and their
+        entry tables) older than the newest two go."""
         with self.conn:
             self.conn.execute("BEGIN")
-            self.conn.execute("DELETE FROM scanned")
-            self.conn.executemany("INSERT INTO scanned VALUES (?, ?, ?, ?, ?, ?)", rows)
+            self.conn.execute("INSERT OR REPLACE INTO manifests VALUES (?, ?, ?)",
+                              (version, encoded, signature))
+            self.conn.execute("DELETE FROM manifests WHERE version < ?", (version - 1,))
+            for v in self.entry_versions():
+                if v < version - 1:
+                    self.conn.execute(f"DROP TABLE {entries_table(v)}")
 
-    def leaves(self, path: str) -> bytes | None:
-        row = self.conn.execute("SELECT leaves FROM scanned WHERE path=?", (path,)).fetchone()
-        return None if row is None else row[0]
+    def latest_head(self) -> tuple[int, bytes] | None:
+        """(version, the first bytes of its encoding) of the newest version,
+        without reading the whole manifest (tens of MB for a million files)."""
+        row = self.conn.execute("SELECT max(version) FROM manifests").fetchone()
+        if row is None or row[0] is None:
+            return None
+        with self.conn.blobopen("manifests", "encoded", row[0], readonly=True) as blob:
+            return row[0], blob.read(64)
+
+    def entry_versions(self) -> list[int]:
+        names = [r[0] for r in self.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name GLOB 'entries_[0-9]*'")]
+        return sorted(int(n.split("_", 1)[1]) for n in names)
+
+    def has_entries(self, version: int) -> bool:
+        return _has_table(self.conn, entries_table(version))
+
+    def entry(self, version: int, idx: int) -> tuple | None:
+        """(kind, path, mode, mtime_ns, size, root, leaves) of entry `idx` of a
+        version, or None (no such entry, or the version's table is gone)."""
+        try:
+            return self.conn.execute(
+                f"SELECT kind, path, mode, mtime_ns, size, root, leaves FROM {entries_table(version)} "
+                "WHERE idx=?", (idx,)).fetchone()
+        except sqlite3.OperationalError:
+            return None
+
+    def totals(self, version: int) -> tuple[int, int, int]:
+        """(entries, files, bytes) of a version."""
+        row = self.conn.execute(
+            f"SELECT count(*), total(kind=1), total(size) FROM {entries_table(version)}").fetchone()
+        return row[0], int(row[1]), int(row[2])
+
+    def files(self, version: int):
+        """(path, size) of every file of a version, in manifest order (a cursor)."""
+        return self.conn.execute(
+            f"SELECT path, size FROM {entries_table(version)} WHERE kind=1 ORDER BY idx")
+
+    def scan_writer(self, previous: int | None) -> "ScanWriter":
+        return ScanWriter(self.folder, previous if previous is not None and self.has_entries(previous)
+                          else None)
+
+
+class ScanWriter:
+    """One scan's results, written while it runs, through a connection of its
+    own (the scan runs on a thread while the share serves from the database).
+
+    Files and folders go to a temporary table in walk order; `finish` copies them
+    into `entries_<version>` in manifest order; `rows` reads them back in that
+    order for encoding. Memory: a batch of rows and SQLite's page cache."""
+
+    BATCH = 1000
+
+    def __init__(self, folder: Path, previous: int | None) -> None:
+        self.conn = _connect(folder, False)
+        self.conn.execute("PRAGMA temp_store=FILE")
+        self.previous = previous
+        self.conn.execute("DROP TABLE IF EXISTS temp.scan_next")
+        self.conn.execute("CREATE TEMP TABLE scan_next (kind INTEGER, path TEXT, mode INTEGER, "
+                          "mtime_ns INTEGER, size INTEGER, root BLOB, leaves BLOB)")
+        self._rows: list[tuple] = []
+
+    def lookup(self, path: str) -> tuple[int, int, int, bytes, bytes] | None:
+        """(size, mode, mtime_ns, leaves, root) of a file of the previous version."""
+        if self.previous is None:
+            return None
+        return self.conn.execute(
+            f"SELECT size, mode, mtime_ns, leaves, root FROM {entries_table(self.previous)} "
+            "WHERE path=? AND kind=1", (path,)).fetchone()
+
+    def add(self, kind: int, path: str, mode: int, mtime_ns: int, size: int, root: bytes,
+            leaves: bytes | None) -> None:
+        self._rows.append((kind, path, mode, mtime_ns, size, root, leaves))
+        if len(self._rows) >= self.BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._rows:
+            with self.conn:
+                self.conn.execute("BEGIN")
+                self.conn.executemany("INSERT INTO temp.scan_next VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                      self._rows)
+            self._rows.clear()
+
+    def finish(self, version: int) -> tuple[int, int, int]:
+        """Write `entries_<version>` (folders first, then files, each by path:
+        SQLite's BINARY order of UTF-8 is Python's order of str); its
+        (entries, files, bytes)."""
+        self._flush()
+        table = entries_table(version)
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.execute(f"DROP TABLE IF EXISTS {table}")
+            self.conn.execute(_ENTRIES.format(table=table))
+            self.conn.execute(
+                f"INSERT INTO {table} SELECT row_number() OVER (ORDER BY kind DESC, path) - 1, "
+                "kind, path, mode, mtime_ns, size, root, leaves FROM temp.scan_next "
+                "ORDER BY kind DESC, path")
+            self.conn.execute("DROP TABLE temp.scan_next")
+        row = self.conn.execute(
+            f"SELECT count(*), total(kind=1), total(size) FROM {table}").fetchone()
+        return row[0], int(row[1]), int(row[2])
+
+    def rows(self, version: int):
+        """(kind, path, mode, mtime_ns, size, root) of each entry, in manifest order."""
+        return self.conn.execute(f"SELECT kind, path, mode, mtime_ns, size, root "
+                                 f"FROM {entries_table(version)} ORDER BY idx")
+
+    def same_entries(self, version: int, encoded: bytes) -> bool:
+        """Whether the stored manifest `version` lists the same entries as
+        `encoded` (its header, which names the version, aside), read in chunks."""
+        from .manifest import header_size
+        try:
+            blob = self.conn.blobopen("manifests", "encoded", version, readonly=True)
+        except sqlite3.OperationalError:
+            return False
+        with blob:
+            old_head = header_size(blob.read(4096))
+            new_head = header_size(encoded)
+            if len(blob) - old_head != len(encoded) - new_head:
+                return False
+            blob.seek(old_head)
+            view, pos, chunk = memoryview(encoded), new_head, 1 << 20
+            while pos < len(encoded):
+                if blob.read(chunk) != view[pos:pos + chunk]:
+                    return False
+                pos += chunk
+            return True
+
+    def discard(self, version: int, keep_as: int) -> None:
+        """Drop `entries_<version>` (its scan found nothing new), or keep it as
+        `keep_as`'s when that version has no table (state of an older dattui)."""
+        if _has_table(self.conn, entries_table(keep_as)):
+            self.conn.execute(f"DROP TABLE {entries_table(version)}")
+        else:
+            self.conn.execute(f"ALTER TABLE {entries_table(version)} RENAME TO {entries_table(keep_as)}")
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except sqlite3.Error:
+            pass
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
+                        (name,)).fetchone() is not None
 
 
 class CloneDB(_DB):

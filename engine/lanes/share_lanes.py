@@ -45,8 +45,8 @@ class ShareLanes:
 
     # ---- the share's calls -----------------------------------------------------
     def offer(self, peer) -> None:
-        m = self.swarm.manifest
-        if not lane_path_ok(peer) or m is None or m.total_bytes < MIN_BYTES:
+        p = self.swarm.published
+        if not lane_path_ok(peer) or p is None or p.total_bytes < MIN_BYTES:
             return
         if self._ready:
             self._tell(peer)
