@@ -95,7 +95,7 @@ def check_copy(src: Path, out: Path, files: int, large_mb: int, sample: int = 20
     problems: list[str] = []
     seen = 0
     for top in os.scandir(out):
-        if top.name.startswith(".dat") or top.name == LARGE_NAME:
+        if top.name.startswith(".") or top.name == LARGE_NAME:
             continue
         if not top.is_dir(follow_symlinks=False):
             problems.append(f"extra {top.name}")
@@ -192,7 +192,8 @@ def rusage(resfile: Path) -> dict:
         return {}
 
 
-def run_dattui(share_h, clone_h, data: Path, out: Path, work: Path, timeout: float) -> dict:
+def run_dattui(share_h, clone_h, data: Path, out: Path, work: Path, timeout: float,
+               share_only: bool = False) -> dict:
     homes = {s: work / f"home-{s}" for s in ("share", "clone")}
     for h in homes.values():
         h.mkdir(parents=True, exist_ok=True)
@@ -220,6 +221,8 @@ def run_dattui(share_h, clone_h, data: Path, out: Path, work: Path, timeout: flo
             elif ev.get("event") == "version_published":
                 res["scan_s"] = time.perf_counter() - t_share
                 break
+        if share_only:
+            return res
         clone_err = open(work / "clone.stderr", "w+")
         t0 = time.perf_counter()
         clone = launched(clone_h, work / "clone.rusage.json",
@@ -285,7 +288,11 @@ def main(argv=None) -> int:
     ap.add_argument("--tmp", help="parent dir of the trees (default: the system temp)")
     ap.add_argument("--timeout", type=float, default=3600, help="per share scan / clone, seconds")
     ap.add_argument("--no-tar", action="store_true", help="skip the tar | tar reference")
+    ap.add_argument("--share-only", action="store_true",
+                    help="only dattui share until its version is published (scan time, share RSS)")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (trees, stderr, rusage)")
+    ap.add_argument("--tree", help="build the tree here, or reuse the one built there by an earlier "
+                                   "run with the same --files and --large-mb; it is kept")
     ap.add_argument("--json-out", default=str(ROOT / "bench" / "out" / "bench_scale.json"))
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
@@ -297,9 +304,19 @@ def main(argv=None) -> int:
     from netlab import Lab
 
     work = Path(tempfile.mkdtemp(prefix="dattui-scale-", dir=args.tmp))
-    data = work / "data"
+    data = Path(args.tree) if args.tree else work / "data"
     t = time.perf_counter()
-    total = make_tree(data, args.files, args.large_mb)
+    stamp = data / ".bench-tree"
+    want = f"{args.files} {args.large_mb}"
+    if args.tree and stamp.exists() and stamp.read_text() == want:
+        total = args.files * FILE_SIZE + args.large_mb * MiB
+        shutil.rmtree(data / ".dat", ignore_errors=True)  # a fresh share every run
+    else:
+        if args.tree:
+            shutil.rmtree(data, ignore_errors=True)
+        total = make_tree(data, args.files, args.large_mb)
+        if args.tree:
+            stamp.write_text(want)  # hidden: not shared
     nfiles = args.files + (1 if args.large_mb else 0)
     print(f"tree: {args.files:,} files of {FILE_SIZE} B in {-(-args.files // PER_DIR):,} folders"
           + (f" + one {args.large_mb} MiB file" if args.large_mb else "")
@@ -311,14 +328,15 @@ def main(argv=None) -> int:
         with Lab() as lab:
             sh, ch = lab.add_host("share"), lab.add_host("clone")
             lab.link(sh, SHARE_IP, ch, CLONE_IP, mtu=1500)
-            for tool in ([] if args.no_tar else ["tar"]) + ["dattui"]:
+            for tool in ([] if args.no_tar or args.share_only else ["tar"]) + ["dattui"]:
                 out = work / f"out-{tool}"
                 try:
                     if tool == "tar":
                         r = run_tar(sh, ch, data, out, args.timeout)
                     else:
-                        r = run_dattui(sh, ch, data, out, work / "dattui", args.timeout)
-                    r["problems"] = check_copy(data, out, args.files, args.large_mb)
+                        r = run_dattui(sh, ch, data, out, work / "dattui", args.timeout, args.share_only)
+                    r["problems"] = [] if args.share_only else check_copy(data, out, args.files,
+                                                                          args.large_mb)
                 except (RuntimeError, OSError, ValueError) as exc:
                     r = {"problems": [f"{type(exc).__name__}: {exc}"]}
                 if r.get("total_s"):
@@ -327,7 +345,8 @@ def main(argv=None) -> int:
                 failed |= bool(r["problems"])
                 report[tool] = r
                 print(f"{tool}: " + ("; ".join(r["problems"][:5]) if r["problems"] else
-                                     f"{r['total_s']:.1f}s, copy ok"), file=sys.stderr, flush=True)
+                                     "published" if args.share_only else f"{r['total_s']:.1f}s, copy ok"),
+                      file=sys.stderr, flush=True)
                 shutil.rmtree(out, ignore_errors=True)
     finally:
         if args.keep:
@@ -343,10 +362,11 @@ def main(argv=None) -> int:
           f"namespaces, MTU 1500, MB = MiB")
     print(f"  share: scan {fmt(d.get('scan_s'))} s (start until version published), "
           f"peak RSS {fmt(d.get('share_rss_mb'))} MB, CPU {fmt(d.get('share_cpu_s'))} s")
-    print(f"  clone: first byte {fmt(d.get('first_byte_s'))} s, total {fmt(d.get('total_s'))} s, "
-          f"{fmt(d.get('files_per_s'), ',.0f')} files/s, {fmt(d.get('mb_per_s'))} MB/s, "
-          f"peak RSS {fmt(d.get('clone_rss_mb'))} MB, CPU {fmt(d.get('clone_cpu_s'))} s")
-    if not args.no_tar:
+    if not args.share_only:
+        print(f"  clone: first byte {fmt(d.get('first_byte_s'))} s, total {fmt(d.get('total_s'))} s, "
+              f"{fmt(d.get('files_per_s'), ',.0f')} files/s, {fmt(d.get('mb_per_s'))} MB/s, "
+              f"peak RSS {fmt(d.get('clone_rss_mb'))} MB, CPU {fmt(d.get('clone_cpu_s'))} s")
+    if not (args.no_tar or args.share_only):
         print(f"  tar c | tar x over TCP: total {fmt(tar.get('total_s'))} s, "
               f"{fmt(tar.get('files_per_s'), ',.0f')} files/s, {fmt(tar.get('mb_per_s'))} MB/s; "
               f"dattui / tar {fmt(ratio, '.2f')}")
