@@ -14,7 +14,6 @@ refuses any path that could leave the target folder.
 from __future__ import annotations
 
 import hashlib
-import io
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
@@ -78,24 +77,39 @@ class Manifest:
 
 def encode_rows(version: int, block_size: int, name: str, count: int, rows) -> bytes:
     """The encoding of a manifest whose `count` entries come, in order, from the
-    iterable `rows` of (kind, path, mode, mtime_ns, size, root): a share encodes
-    straight from its database, never holding the entries as objects."""
-    buf = io.BytesIO()
-    buf.write(header(version, block_size, name))
-    buf.write(struct.pack(">I", count))
-    write, pack_entry, pack_meta = buf.write, _ENTRY.pack, _META.pack
+    iterable `rows` of (kind, path, mode, mtime_ns, size, root)."""
+    return b"".join(encode_chunks(version, block_size, name, count, rows))
+
+
+def encode_chunks(version: int, block_size: int, name: str, count: int, rows,
+                  chunk: int = 1 << 16):
+    """`encode_rows` in pieces: first the header (see `header`), then the rest in
+    pieces of about `chunk` bytes. A share encodes straight from its database
+    into its database this way, never holding the entries or the encoding."""
+    yield header(version, block_size, name)
+    buf = bytearray(struct.pack(">I", count))
+    pack_entry, pack_meta = _ENTRY.pack, _META.pack
     n = 0
     for kind, path, mode, mtime_ns, size, root in rows:
         p = path.encode()
-        write(pack_entry(kind, len(p)))
-        write(p)
-        write(pack_meta(mode & 0o7777, mtime_ns, size))
+        buf += pack_entry(kind, len(p))
+        buf += p
+        buf += pack_meta(mode & 0o7777, mtime_ns, size)
         if kind == Kind.FILE:
-            write(root)
+            buf += root
         n += 1
+        if len(buf) >= chunk:
+            yield bytes(buf)
+            buf.clear()
     if n != count:
         raise ValueError(f"{n} entries, announced {count}")
-    return buf.getvalue()  # shares the buffer: no second copy of a large manifest
+    yield bytes(buf)
+
+
+def encoded_size(header_size: int, path_bytes: int, entries: int, files: int) -> int:
+    """Length of an encoding: header, entry count, per entry its fixed fields,
+    its path and, for a file, its root."""
+    return header_size + 4 + entries * (_ENTRY.size + _META.size) + path_bytes + files * merkle.HASH_SIZE
 
 
 def header(version: int, block_size: int, name: str) -> bytes:
@@ -117,7 +131,12 @@ def peek(encoded) -> tuple[int, int]:
 
 
 def signing_message(encoded: bytes) -> bytes:
-    return SIGN_CONTEXT + hashlib.blake2b(encoded, digest_size=32).digest()
+    return signing_message_of(hashlib.blake2b(encoded, digest_size=32).digest())
+
+
+def signing_message_of(digest: bytes) -> bytes:
+    """The message signed for an encoding whose BLAKE2b-256 is `digest`."""
+    return SIGN_CONTEXT + digest
 
 
 def sign(manifest: Manifest, key: keys.ShareKey) -> tuple[bytes, bytes]:

@@ -20,7 +20,7 @@ from .lanes.share_lanes import ShareLanes
 from .keys import ShareKey
 from .peer import PeerConnection
 from .serve import BlockServer, send_manifest
-from .store import ShareDB
+from .store import ShareDB, StoredManifest
 from .swarmbase import SwarmBase
 
 
@@ -35,6 +35,7 @@ class Published:
     block_size: int
     files: int
     total_bytes: int
+    encoded_length: int = 0
 
 
 class ShareServer(SwarmBase):
@@ -42,9 +43,10 @@ class ShareServer(SwarmBase):
     the share itself, and each of its lane processes (engine/lanes/).
 
     A request finds its entry (path, size, root, leaves) in the version's table
-    in the database, through a small cache; the manifest's entries are never
-    held as objects, so memory does not grow with the number of files (the
-    encoded manifest, which peers are sent, is held: about 80 bytes a file)."""
+    in the database, through a small cache, and the encoded manifest is read
+    from there in parts when a peer is sent it: neither is held, so memory does
+    not grow with the number of files (but for the parts queued to a peer that
+    is being sent the manifest)."""
 
     role = Role.SHARE
 
@@ -66,7 +68,7 @@ class ShareServer(SwarmBase):
         """The served version decoded whole (an object per entry): for tests and
         tools; serving never needs it."""
         if self._manifest is None and self.encoded:
-            self._manifest = mf.decode(self.encoded)
+            self._manifest = mf.decode(bytes(self.encoded))
         return self._manifest
 
     @manifest.setter
@@ -79,10 +81,15 @@ class ShareServer(SwarmBase):
         self._entries.clear()
         self.blocks.reset()
 
+    def _set_stored(self, p: Published) -> None:
+        """Serve a version stored in the database; its encoding stays there."""
+        self._set_version(p, StoredManifest(self.db.conn, p.version, p.encoded_length),
+                          self.db.signature(p.version))
+
     def _published_from_db(self, encoded: bytes) -> Published:
         version, block_size = mf.peek(encoded)
         _, files, nbytes = self.db.totals(version)
-        return Published(version, block_size, files, nbytes)
+        return Published(version, block_size, files, nbytes, len(encoded))
 
     def _entry(self, file: int) -> tuple[mf.Entry, bytes | None] | None:
         if file in self._entries:
@@ -171,7 +178,7 @@ class ShareSwarm(ShareServer):
 
             latest = self.db.latest_head()
             result = await asyncio.to_thread(self._scan, latest, progress)
-            summary, published, encoded, changed = result
+            summary, published, changed = result
             for link in summary.symlinks:
                 if link not in self.symlinks:
                     self.emit(SymlinkSkipped(self.tid, link))
@@ -179,12 +186,12 @@ class ShareSwarm(ShareServer):
             for path, reason in summary.skipped:
                 self.emit(Logged(self.tid, "warning", f"skipped {path}: {reason}"))
             if changed:
-                sig = self.key.sign(mf.signing_message(encoded))
-                self.db.save_manifest(published.version, encoded, sig)
-                self._set_version(published, encoded, sig)
+                self.db.prune(published.version)
+                self._set_stored(published)
             elif self.published is None:  # first scan of a share that published before
-                _, encoded, sig = self.db.latest_manifest()
-                self._set_version(self._published_from_db(encoded), encoded, sig)
+                v = latest[0]
+                _, files, nbytes = self.db.totals(v)
+                self._set_stored(Published(v, self.block_size, files, nbytes, self.db.manifest_length(v)))
             if self.lanes is not None and changed:
                 self.lanes.publish()
             self.state = State.SEEDING
@@ -197,8 +204,8 @@ class ShareSwarm(ShareServer):
                     peer.send(wire.NewVersion(p.version))
             return changed
 
-    def _scan(self, latest, progress) -> tuple[scan.ScanSummary, Published, bytes, bool]:
-        return scan_version(self.db, self.folder, self.block_size, latest,
+    def _scan(self, latest, progress) -> tuple[scan.ScanSummary, Published, bool]:
+        return scan_version(self.db, self.folder, self.block_size, latest, self.key.sign,
                             include_hidden=self.include_hidden, progress=progress,
                             cancel=self._cancel)
 
@@ -259,16 +266,16 @@ class ShareSwarm(ShareServer):
         await super().close()
 
 
-def scan_version(db: ShareDB, folder: Path, block_size: int, latest: tuple[int, bytes] | None, *,
-                 include_hidden: bool = False, progress=None, cancel: threading.Event | None = None,
-                 ) -> tuple[scan.ScanSummary, Published, bytes, bool]:
+def scan_version(db: ShareDB, folder: Path, block_size: int, latest: tuple[int, bytes] | None,
+                 sign: Callable[[bytes], bytes], *, include_hidden: bool = False, progress=None,
+                 cancel: threading.Event | None = None) -> tuple[scan.ScanSummary, Published, bool]:
     """Scan `folder` into the database as the version after `latest` (its
-    `ShareDB.latest_head`), writing its entries table, and encode it: (what the
-    scan found besides files, the version, its encoding, whether it differs from
-    `latest`). When it does not, its table is dropped (or becomes `latest`'s, if
-    that has none) and the encoding is empty. Runs on any thread; it holds no
-    per-file state: files go to SQLite as they are hashed, and the encoding is
-    read back from there."""
+    `ShareDB.latest_head`): its entries table, its encoding signed with
+    `sign(digest)` -> signature. Returns what the scan found besides files, the
+    version, and whether it differs from `latest`; when it does not, nothing of
+    it is kept (its table becomes `latest`'s if that has none). Runs on any
+    thread and holds no per-file state: files go to SQLite as they are hashed,
+    and the encoding is written from there to there."""
     old = latest[0] if latest else None
     version = (old or 0) + 1
     same_bs = latest is not None and mf.peek(latest[1])[1] == block_size
@@ -285,12 +292,11 @@ def scan_version(db: ShareDB, folder: Path, block_size: int, latest: tuple[int, 
                                  progress=progress, cancel=cancel)
         for path, mode, mtime_ns in summary.dirs:
             w.add(mf.Kind.DIR, path, mode, mtime_ns, 0, b"", None)
-        count, files, nbytes = w.finish(version)
-        encoded = mf.encode_rows(version, block_size, folder.name, count, w.rows(version))
-        changed = not same_bs or not w.same_entries(old, encoded)
-        if not changed:
-            encoded = b""
+        _, files, nbytes = w.finish(version)
+        length = w.write_manifest(version, block_size, folder.name, old if same_bs else None,
+                                  lambda digest: sign(mf.signing_message_of(digest)))
+        if length is None:
             w.discard(version, keep_as=old)
     finally:
         w.close()
-    return summary, Published(version, block_size, files, nbytes), encoded, changed
+    return summary, Published(version, block_size, files, nbytes, length or 0), length is not None

@@ -15,7 +15,9 @@ refetches at most the blocks that were in flight.
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 from .errors import DiskError
@@ -99,16 +101,27 @@ class ShareDB(_DB):
     SCHEMA = _SHARE
 
     def save_manifest(self, version: int, encoded: bytes, signature: bytes) -> None:
-        """Store a version whose entries table is written; versions (and their
-        entry tables) older than the newest two go."""
+        """Store a version (its entries table written), then `prune`."""
+        self.conn.execute("INSERT OR REPLACE INTO manifests VALUES (?, ?, ?)",
+                          (version, encoded, signature))
+        self.prune(version)
+
+    def prune(self, version: int) -> None:
+        """Versions (and their entry tables) older than the newest two go."""
         with self.conn:
             self.conn.execute("BEGIN")
-            self.conn.execute("INSERT OR REPLACE INTO manifests VALUES (?, ?, ?)",
-                              (version, encoded, signature))
             self.conn.execute("DELETE FROM manifests WHERE version < ?", (version - 1,))
             for v in self.entry_versions():
                 if v < version - 1:
                     self.conn.execute(f"DROP TABLE {entries_table(v)}")
+
+    def manifest_length(self, version: int) -> int:
+        return self.conn.execute("SELECT length(encoded) FROM manifests WHERE version=?",
+                                 (version,)).fetchone()[0]
+
+    def signature(self, version: int) -> bytes:
+        return self.conn.execute("SELECT signature FROM manifests WHERE version=?",
+                                 (version,)).fetchone()[0]
 
     def latest_head(self) -> tuple[int, bytes] | None:
         """(version, the first bytes of its encoding) of the newest version,
@@ -213,31 +226,51 @@ class ScanWriter:
             f"SELECT count(*), total(kind=1), total(size) FROM {table}").fetchone()
         return row[0], int(row[1]), int(row[2])
 
-    def rows(self, version: int):
-        """(kind, path, mode, mtime_ns, size, root) of each entry, in manifest order."""
-        return self.conn.execute(f"SELECT kind, path, mode, mtime_ns, size, root "
-                                 f"FROM {entries_table(version)} ORDER BY idx")
+    def write_manifest(self, version: int, block_size: int, name: str, previous: int | None,
+                       sign: Callable[[bytes], bytes]) -> int | None:
+        """Encode `entries_<version>` straight into the manifests table, in
+        pieces, hashing as it goes, and sign it (`sign(digest)` -> signature),
+        all in one transaction, so no other connection sees it unsigned. When
+        its entries are those of the stored version `previous`, nothing is
+        stored and None is returned; else the encoding's length."""
+        from . import manifest as mf
+        table = entries_table(version)
+        head = mf.header(version, block_size, name)
+        count, files, path_bytes = self.conn.execute(
+            f"SELECT count(*), total(kind=1), total(length(CAST(path AS BLOB))) FROM {table}").fetchone()
+        length = mf.encoded_size(len(head), int(path_bytes), count, int(files))
+        rows = self.conn.execute(f"SELECT kind, path, mode, mtime_ns, size, root FROM {table} ORDER BY idx")
+        whole, body = hashlib.blake2b(digest_size=32), hashlib.blake2b(digest_size=32)
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.execute("DELETE FROM manifests WHERE version=?", (version,))
+            self.conn.execute("INSERT INTO manifests VALUES (?, zeroblob(?), x'')", (version, length))
+            with self.conn.blobopen("manifests", "encoded", version) as blob:
+                for i, piece in enumerate(mf.encode_chunks(version, block_size, name, count, rows)):
+                    blob.write(piece)
+                    whole.update(piece)
+                    if i:
+                        body.update(piece)
+            if previous is not None and self._body_digest(previous) == body.digest():
+                self.conn.rollback()
+                return None
+            self.conn.execute("UPDATE manifests SET signature=? WHERE version=?",
+                              (sign(whole.digest()), version))
+        return length
 
-    def same_entries(self, version: int, encoded: bytes) -> bool:
-        """Whether the stored manifest `version` lists the same entries as
-        `encoded` (its header, which names the version, aside), read in chunks."""
+    def _body_digest(self, version: int) -> bytes | None:
+        """BLAKE2b of a stored encoding past its header (which names the version)."""
         from .manifest import header_size
         try:
             blob = self.conn.blobopen("manifests", "encoded", version, readonly=True)
         except sqlite3.OperationalError:
-            return False
+            return None
+        h = hashlib.blake2b(digest_size=32)
         with blob:
-            old_head = header_size(blob.read(4096))
-            new_head = header_size(encoded)
-            if len(blob) - old_head != len(encoded) - new_head:
-                return False
-            blob.seek(old_head)
-            view, pos, chunk = memoryview(encoded), new_head, 1 << 20
-            while pos < len(encoded):
-                if blob.read(chunk) != view[pos:pos + chunk]:
-                    return False
-                pos += chunk
-            return True
+            blob.seek(header_size(blob.read(1 << 16)))
+            while piece := blob.read(1 << 20):
+                h.update(piece)
+        return h.digest()
 
     def discard(self, version: int, keep_as: int) -> None:
         """Drop `entries_<version>` (its scan found nothing new), or keep it as
@@ -252,6 +285,29 @@ class ScanWriter:
             self.conn.close()
         except sqlite3.Error:
             pass
+
+
+class StoredManifest:
+    """A version's encoding as stored, read in slices when it is sent (the
+    only use of it a share has), so a million-file manifest is not held."""
+
+    def __init__(self, conn: sqlite3.Connection, version: int, length: int) -> None:
+        self.conn, self.version, self.length = conn, version, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, s: slice) -> bytes:
+        start, stop, _ = s.indices(self.length)
+        with self.conn.blobopen("manifests", "encoded", self.version, readonly=True) as blob:
+            blob.seek(start)
+            return blob.read(max(0, stop - start))
+
+    def __bytes__(self) -> bytes:
+        return self[:]
+
+    def __bool__(self) -> bool:
+        return self.length > 0
 
 
 def _has_table(conn: sqlite3.Connection, name: str) -> bool:

@@ -28,7 +28,7 @@ class LaneShare(ShareServer):
         if got is not None:
             version, encoded, signature = got
             newer = self.published is not None and version != self.version
-            self._set_version(self._published_from_db(encoded), encoded, signature)
+            self._set_stored(self._published_from_db(encoded))  # read from the database when sent
             if newer:
                 for peer in self.peers:
                     peer.send(wire.NewVersion(self.version))
