@@ -26,6 +26,7 @@ from .swarmbase import SwarmBase
 
 
 ENTRY_CACHE = 256  # entries kept between requests (their leaves included)
+RESCAN_DUTY = 10   # a rescan starts at least 10x its last duration after the last one began
 
 
 @dataclass(frozen=True)
@@ -220,12 +221,23 @@ class ShareSwarm(ShareServer):
             except asyncio.TimeoutError:
                 pass
             self._rescan_soon.clear()
+            t0 = time.monotonic()
             try:
                 await self.publish()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # keep serving the last good version
                 self.emit(Logged(self.tid, "error", f"rescan failed: {exc}"))
+            # a folder that takes long to scan is scanned at most 1/RESCAN_DUTY of
+            # the time (a rescan of a million files takes tens of seconds of CPU
+            # that serving needs); a changed file seen while serving still
+            # triggers one at once
+            busy = (time.monotonic() - t0) * (RESCAN_DUTY - 1)
+            if busy > self.rescan_interval:
+                try:
+                    await asyncio.wait_for(self._rescan_soon.wait(), busy - self.rescan_interval)
+                except asyncio.TimeoutError:
+                    pass
 
     # ---- lanes ---------------------------------------------------------------------
     def attach(self, peer: PeerConnection) -> None:
@@ -280,18 +292,28 @@ def scan_version(db: ShareDB, folder: Path, block_size: int, latest: tuple[int, 
     version = (old or 0) + 1
     same_bs = latest is not None and mf.peek(latest[1])[1] == block_size
     w = db.scan_writer(old if same_bs else None)  # leaves of another block size differ
+    looked_up: list[scan.ScannedFile | None] = [None]
+    differs = [w.previous is None]  # any file hashed, not reused from the previous version
     try:
         def lookup(path: str) -> scan.ScannedFile | None:
             row = w.lookup(path)
-            return None if row is None else scan.ScannedFile(path, *row)
+            looked_up[0] = None if row is None else scan.ScannedFile(path, *row)
+            return looked_up[0]
 
         def store(f: scan.ScannedFile) -> None:
+            if f is not looked_up[0]:
+                differs[0] = True
             w.add(mf.Kind.FILE, f.path, f.mode, f.mtime_ns, f.size, f.root, f.leaves)
 
         summary = scan.scan_into(folder, block_size, lookup, store, include_hidden=include_hidden,
                                  progress=progress, cancel=cancel)
         for path, mode, mtime_ns in summary.dirs:
+            differs[0] = differs[0] or not w.same_dir(path, mode, mtime_ns)
             w.add(mf.Kind.DIR, path, mode, mtime_ns, 0, b"", None)
+        if not differs[0] and w.previous_count() == summary.files + len(summary.dirs):
+            # every file and folder as in the previous version, and no more of
+            # them: the same entries, known without sorting, encoding or hashing
+            return summary, Published(version, block_size, 0, 0), False
         _, files, nbytes = w.finish(version)
         length = w.write_manifest(version, block_size, folder.name, old if same_bs else None,
                                   lambda digest: sign(mf.signing_message_of(digest)))

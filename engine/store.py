@@ -193,6 +193,19 @@ class ScanWriter:
             f"SELECT size, mode, mtime_ns, leaves, root FROM {entries_table(self.previous)} "
             "WHERE path=? AND kind=1", (path,)).fetchone()
 
+    def same_dir(self, path: str, mode: int, mtime_ns: int) -> bool:
+        """Whether the previous version has this folder, with this mode and mtime."""
+        if self.previous is None:
+            return False
+        row = self.conn.execute(f"SELECT mode, mtime_ns FROM {entries_table(self.previous)} "
+                                "WHERE path=? AND kind=2", (path,)).fetchone()
+        return row == (mode, mtime_ns)
+
+    def previous_count(self) -> int | None:
+        if self.previous is None:
+            return None
+        return self.conn.execute(f"SELECT count(*) FROM {entries_table(self.previous)}").fetchone()[0]
+
     def add(self, kind: int, path: str, mode: int, mtime_ns: int, size: int, root: bytes,
             leaves: bytes | None) -> None:
         self._rows.append((kind, path, mode, mtime_ns, size, root, leaves))

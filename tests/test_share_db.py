@@ -90,6 +90,13 @@ def test_rescan_reuses_leaves_from_the_database_and_keeps_the_version(tmp_path: 
     (src / "new.txt").write_bytes(b"n")
     publish(db, src)
     assert db.entry_versions() == [2, 3]
+    # what no file's hash shows is a change too: a file gone, a folder added
+    (src / "d000" / "f000005.bin").unlink()
+    assert publish(db, src)[0].version == 4
+    (src / "another-empty-dir").mkdir()
+    pub, encoded, changed = publish(db, src)
+    assert changed and pub.version == 5 and "another-empty-dir" in {e.path for e in mf.decode(encoded).entries}
+    assert not publish(db, src)[2]
 
 
 def test_state_of_an_older_dattui_is_rescanned_once(tmp_path: Path) -> None:
