@@ -43,7 +43,7 @@ class Kind(IntEnum):
     DIR = 2
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # a clone holds one per entry: 80 bytes, not 280
 class Entry:
     kind: Kind
     path: str
