@@ -23,6 +23,7 @@ from pathlib import Path
 from .errors import DiskError
 
 DB_DIR = ".dat"
+SIGNATURE_SIZE = 64  # ed25519
 DB_NAME = "dattui.db"
 
 _COMMON = """
@@ -257,7 +258,8 @@ class ScanWriter:
         with self.conn:
             self.conn.execute("BEGIN")
             self.conn.execute("DELETE FROM manifests WHERE version=?", (version,))
-            self.conn.execute("INSERT INTO manifests VALUES (?, zeroblob(?), x'')", (version, length))
+            self.conn.execute("INSERT INTO manifests VALUES (?, zeroblob(?), zeroblob(?))",
+                              (version, length, SIGNATURE_SIZE))
             with self.conn.blobopen("manifests", "encoded", version) as blob:
                 for i, piece in enumerate(mf.encode_chunks(version, block_size, name, count, rows)):
                     blob.write(piece)
@@ -267,8 +269,12 @@ class ScanWriter:
             if previous is not None and self._body_digest(previous) == body.digest():
                 self.conn.rollback()
                 return None
-            self.conn.execute("UPDATE manifests SET signature=? WHERE version=?",
-                              (sign(whole.digest()), version))
+            # written in place: an UPDATE would rewrite the row, manifest and all, in memory
+            sig = sign(whole.digest())
+            if len(sig) != SIGNATURE_SIZE:
+                raise ValueError(f"a signature of {len(sig)} bytes")
+            with self.conn.blobopen("manifests", "signature", version) as blob:
+                blob.write(sig)
         return length
 
     def _body_digest(self, version: int) -> bytes | None:
