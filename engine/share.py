@@ -26,7 +26,7 @@ from .swarmbase import SwarmBase
 
 
 ENTRY_CACHE = 256  # entries kept between requests (their leaves included)
-RESCAN_DUTY = 10   # a rescan starts at least 10x its last duration after the last one began
+RESCAN_DUTY = 10   # rescans wait at least 9x as long as the last scan took
 
 
 @dataclass(frozen=True)
@@ -160,6 +160,7 @@ class ShareSwarm(ShareServer):
         self._cancel = threading.Event()
         self._rescan_task: asyncio.Task | None = None
         self.scan_progress = (0, 0)
+        self.scan_seconds = 0.0  # how long the last scan took
         self.symlinks: list[str] = []
         self._published = False
         self.lanes = ShareLanes(self, lanes, lane_options or {}) if lanes > 0 else None
@@ -178,7 +179,9 @@ class ShareSwarm(ShareServer):
                     self.loop.call_soon_threadsafe(self.emit, ScanProgressed(self.tid, files, nbytes))
 
             latest = self.db.latest_head()
+            t0 = time.monotonic()
             result = await asyncio.to_thread(self._scan, latest, progress)
+            self.scan_seconds = time.monotonic() - t0
             summary, published, changed = result
             for link in summary.symlinks:
                 if link not in self.symlinks:
@@ -216,28 +219,24 @@ class ShareSwarm(ShareServer):
 
     async def _rescan_loop(self) -> None:
         while True:
+            # a folder whose scan takes over a second is scanned at most
+            # 1/RESCAN_DUTY of the time (a rescan of a million files takes tens of seconds of CPU
+            # that serving needs); a changed file seen while serving still
+            # triggers one at once
+            wait = self.rescan_interval
+            if self.scan_seconds > 1.0:
+                wait = max(wait, self.scan_seconds * (RESCAN_DUTY - 1))
             try:
-                await asyncio.wait_for(self._rescan_soon.wait(), self.rescan_interval)
+                await asyncio.wait_for(self._rescan_soon.wait(), wait)
             except asyncio.TimeoutError:
                 pass
             self._rescan_soon.clear()
-            t0 = time.monotonic()
             try:
                 await self.publish()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # keep serving the last good version
                 self.emit(Logged(self.tid, "error", f"rescan failed: {exc}"))
-            # a folder that takes long to scan is scanned at most 1/RESCAN_DUTY of
-            # the time (a rescan of a million files takes tens of seconds of CPU
-            # that serving needs); a changed file seen while serving still
-            # triggers one at once
-            busy = (time.monotonic() - t0) * (RESCAN_DUTY - 1)
-            if busy > self.rescan_interval:
-                try:
-                    await asyncio.wait_for(self._rescan_soon.wait(), busy - self.rescan_interval)
-                except asyncio.TimeoutError:
-                    pass
 
     # ---- lanes ---------------------------------------------------------------------
     def attach(self, peer: PeerConnection) -> None:
