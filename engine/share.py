@@ -19,7 +19,7 @@ from .events import (FileProgress, Logged, PeerStatus, Role, ScanProgressed, Sta
 from .lanes.share_lanes import ShareLanes
 from .keys import ShareKey
 from .peer import PeerConnection
-from .serve import BlockServer, send_manifest
+from .serve import MANIFEST_CHUNK, BlockServer, manifest_parts, send_manifest
 from .store import ShareDB, StoredManifest
 from .swarmbase import SwarmBase
 
@@ -27,6 +27,7 @@ from .swarmbase import SwarmBase
 
 ENTRY_CACHE = 256  # entries kept between requests (their leaves included)
 RESCAN_DUTY = 10   # rescans wait at least 9x as long as the last scan took
+MANIFEST_BACKLOG = 4 * MANIFEST_CHUNK  # manifest bytes queued to a peer at most
 
 
 @dataclass(frozen=True)
@@ -133,11 +134,33 @@ class ShareServer(SwarmBase):
             self.common_frame(peer, frame)
 
     def on_writable(self, peer: PeerConnection) -> None:
+        self._push_manifest(peer)
         self.server.pump(peer)
 
     def send_manifest(self, peer: PeerConnection, have_version: int) -> None:
-        if self.published is not None:  # still scanning: peers hear NewVersion when published
+        if self.published is None:  # still scanning: peers hear NewVersion when published
+            return
+        if have_version == self.version:
             send_manifest(peer, self.version, self.encoded, self.signature, have_version)
+            return
+        # the parts go out as the connection drains, read from the database one
+        # at a time: queued whole, a million-file manifest (70 MB) sat in QUIC's
+        # send buffer
+        peer.app["manifest_out"] = (self.version, manifest_parts(self.version, self.encoded))
+        self._push_manifest(peer)
+
+    def _push_manifest(self, peer: PeerConnection) -> None:
+        out = peer.app.get("manifest_out")
+        while out is not None and peer.backlog < MANIFEST_BACKLOG and not peer.link.closed:
+            version, parts = out
+            part = next(parts, None) if version == self.version else None
+            if part is not None:
+                peer.send(part)
+                continue
+            del peer.app["manifest_out"]
+            out = None
+            if version == self.version:  # else a NewVersion has gone out: it asks again
+                send_manifest(peer, version, self.encoded, self.signature, version)
 
     async def close(self) -> None:
         self.blocks.close()

@@ -143,3 +143,40 @@ def test_share_scan_memory_does_not_grow_with_files(tmp_path: Path) -> None:
 
 def test_entries_table_name_is_a_number() -> None:
     assert entries_table(12) == "entries_12"
+
+
+async def test_a_manifest_larger_than_the_backlog_reaches_the_clone_in_paced_parts(
+        tmp_path: Path, monkeypatch) -> None:
+    """Over a megabyte of manifest (8,000 long names) goes out as the connection
+    drains (share.MANIFEST_BACKLOG), not queued whole, and the clone gets it all."""
+    import asyncio
+
+    from dattui.engine import share as share_mod
+    from helpers import engine
+
+    src = tmp_path / "src"
+    long = "x" * 120
+    for d in range(8):
+        (src / f"d{d}").mkdir(parents=True)
+        for i in range(1000):
+            (src / f"d{d}" / f"{long}-{i:04d}").write_bytes(b"")
+    a = await engine(tmp_path / "ha")
+    b = await engine(tmp_path / "hb")
+    try:
+        tid = await a.share(src)
+        swarm = a.transfer(tid)
+        assert len(swarm.encoded) > share_mod.MANIFEST_BACKLOG
+        most = [0]
+        orig = share_mod.ShareServer._push_manifest
+
+        def push(self, peer):  # the unsent bytes never exceed the backlog by more than a part
+            orig(self, peer)
+            most[0] = max(most[0], peer.backlog)
+        monkeypatch.setattr(share_mod.ShareServer, "_push_manifest", push)
+        ctid = await b.clone(swarm.link, tmp_path / "dst", peers=[f"127.0.0.1:{a.port}"])
+        done = await asyncio.wait_for(b.wait(ctid, find_timeout=10), 60)
+        assert done.files == 8000
+        assert 0 < most[0] <= share_mod.MANIFEST_BACKLOG + share_mod.MANIFEST_CHUNK + 1024
+    finally:
+        await b.close()
+        await a.close()
