@@ -63,15 +63,19 @@ class FileBlockSource:
     def read(self, m: mf.Manifest, file: int, block: int) -> tuple[bytes, list[bytes]] | None:
         if not 0 <= file < len(m.entries):
             return None
-        entry = m.entries[file]
-        if entry.kind != mf.Kind.FILE or not 0 <= block < entry.blocks(m.block_size):
+        return self.read_entry(m.block_size, file, m.entries[file], block)
+
+    def read_entry(self, block_size: int, file: int, entry: mf.Entry,
+                   block: int) -> tuple[bytes, list[bytes]] | None:
+        """`read` given the entry (a share looks it up in its database)."""
+        if entry.kind != mf.Kind.FILE or not 0 <= block < entry.blocks(block_size):
             return None
         tree = self._tree(file, entry)
         if tree is None:
             return None
         try:
             fd = self._fd(entry.path)
-            data = os.pread(fd, m.block_size, block * m.block_size)
+            data = os.pread(fd, block_size, block * block_size)
             st = os.fstat(fd)
         except OSError:
             self._changed()

@@ -450,24 +450,39 @@ class _Walker:
 # --------------------------------------------------------------------------- scan
 
 
-class _Scan:
-    """One scan: walks, reuses unchanged files, hashes the rest, collects results."""
+Lookup = Callable[[str], "ScannedFile | None"]
+Store = Callable[[ScannedFile], None]
 
-    def __init__(self, root: Path, block_size: int, include_hidden: bool,
-                 previous: Mapping[str, ScannedFile] | None, workers: int | None,
-                 progress: Progress | None, cancel: threading.Event | None) -> None:
+
+@dataclass(frozen=True)
+class ScanSummary:
+    """What a scan into a store (`scan_into`) returns: everything but the files."""
+    files: int                         # files stored (hashed or reused)
+    dirs: list[tuple[str, int, int]]   # (path, mode & 0o777, mtime_ns), sorted; not the root
+    symlinks: list[str]
+    skipped: list[tuple[str, str]]
+
+
+class _Scan:
+    """One scan: walks, reuses unchanged files, hashes the rest, stores each
+    file as it is done; holds no per-file state past a file's hashing."""
+
+    def __init__(self, root: Path, block_size: int, include_hidden: bool, lookup: Lookup,
+                 store: Store, workers: int | None, progress: Progress | None,
+                 cancel: threading.Event | None) -> None:
         self.block_size = block_size
-        self.previous = previous or {}
+        self.lookup = lookup
+        self.store = store
+        self.stored = 0
         self.walker = _Walker(root, include_hidden, load_ignore(root), cancel)
         self.hasher = _Hasher(block_size, workers, cancel, progress)
-        self.files: dict[str, ScannedFile] = {}
 
-    def run(self) -> ScanResult:
+    def run(self) -> ScanSummary:
         self.hasher.run(self._jobs(), self._finish)
         self.hasher.tick(final=True)
         w = self.walker
-        return ScanResult(
-            files=[self.files[p] for p in sorted(self.files)],
+        return ScanSummary(
+            files=self.stored,
             dirs=sorted((p, mode, mtime) for p, (mode, mtime) in w.dirs.items()),
             symlinks=sorted(w.symlinks),
             skipped=sorted(w.skipped),
@@ -475,14 +490,18 @@ class _Scan:
 
     def _jobs(self) -> Iterator[_Job]:
         for rel, path, st in self.walker.files():
-            old = self.previous.get(rel)
+            old = self.lookup(rel)
             if old is not None and self._unchanged(old, st):
-                self.files[rel] = old
+                self._store(old)
                 self.hasher.files_done += 1
                 self.hasher.bytes_done += st.st_size
                 self.hasher.tick()
             else:
                 yield _Job(rel, path, st)
+
+    def _store(self, f: ScannedFile) -> None:
+        self.store(f)
+        self.stored += 1
 
     def _unchanged(self, old: ScannedFile, st: os.stat_result) -> bool:
         blocks = -(-st.st_size // self.block_size)
@@ -506,22 +525,38 @@ class _Scan:
             return None
         leaves = b"".join(job.parts)
         st = job.st
-        self.files[job.rel] = ScannedFile(job.rel, st.st_size, st.st_mode & 0o777,
-                                          st.st_mtime_ns, leaves, _root(leaves))
+        self._store(ScannedFile(job.rel, st.st_size, st.st_mode & 0o777, st.st_mtime_ns,
+                                leaves, _root(leaves)))
         return None
 
 
 def scan(root: Path, block_size: int = manifest.DEFAULT_BLOCK_SIZE, *, include_hidden: bool = False,
          previous: Mapping[str, ScannedFile] | None = None, workers: int | None = None,
          progress: Progress | None = None, cancel: threading.Event | None = None) -> ScanResult:
-    """Walk `root` and hash every kept file.
+    """Walk `root` and hash every kept file, in memory (see `scan_into` for a
+    scan whose memory does not grow with the number of files).
 
     `previous` (from a scan with the same block size) lets files whose size,
     mtime and mode are unchanged keep their hashes without being read.
     `progress(files_done, bytes_done)` runs on the calling thread; files_done
     counts files finished (hashed, reused or skipped). Raises ScanCancelled when
     `cancel` is set, OSError when `root` cannot be listed."""
-    return _Scan(Path(root), block_size, include_hidden, previous, workers, progress, cancel).run()
+    files: dict[str, ScannedFile] = {}
+    old = previous or {}
+    summary = _Scan(Path(root), block_size, include_hidden, old.get,
+                    lambda f: files.__setitem__(f.path, f), workers, progress, cancel).run()
+    return ScanResult(files=[files[p] for p in sorted(files)], dirs=summary.dirs,
+                      symlinks=summary.symlinks, skipped=summary.skipped)
+
+
+def scan_into(root: Path, block_size: int, lookup: Lookup, store: Store, *,
+              include_hidden: bool = False, workers: int | None = None,
+              progress: Progress | None = None, cancel: threading.Event | None = None) -> ScanSummary:
+    """`scan`, streaming: `lookup(path)` gives the previous scan's file (or None),
+    `store(file)` gets each file once it is hashed or reused, in walk order, on
+    the calling thread. Only the folders, symlinks and skips are kept in memory."""
+    return _Scan(Path(root), block_size, include_hidden, lookup, store, workers, progress,
+                 cancel).run()
 
 
 def to_manifest(result: ScanResult, version: int, block_size: int, name: str) -> manifest.Manifest:

@@ -108,12 +108,16 @@ class BlockServer:
 MANIFEST_CHUNK = 256 * 1024
 
 
+def manifest_parts(version: int, encoded: bytes):
+    """The parts of a version's encoding, cut one at a time (a share reads each
+    from its database: a million-file manifest is never whole in memory here)."""
+    for off in range(0, max(len(encoded), 1), MANIFEST_CHUNK):
+        yield wire.ManifestPart(version, len(encoded), off, encoded[off:off + MANIFEST_CHUNK])
+
+
 def manifest_frames(version: int, encoded: bytes, signature: bytes) -> list:
     """A signed version as frames: its parts, then its signature."""
-    out = [wire.ManifestPart(version, len(encoded), off, encoded[off:off + MANIFEST_CHUNK])
-           for off in range(0, max(len(encoded), 1), MANIFEST_CHUNK)]
-    out.append(wire.ManifestSignature(version, signature))
-    return out
+    return [*manifest_parts(version, encoded), wire.ManifestSignature(version, signature)]
 
 
 def send_manifest(peer: PeerConnection, version: int, encoded: bytes, signature: bytes,
@@ -122,9 +126,10 @@ def send_manifest(peer: PeerConnection, version: int, encoded: bytes, signature:
     its signature, then what the sender serves of that version: the frames of
     `summary` (HAVE_ALL or BITFIELD, then HAVE_BLOCKS), or HAVE_ALL when it is
     None (a share serves every file)."""
-    frames = manifest_frames(version, encoded, signature)
-    for f in frames if have_version != version else frames[-1:]:
-        peer.send(f)
+    if have_version != version:
+        for f in manifest_parts(version, encoded):
+            peer.send(f)
+    peer.send(wire.ManifestSignature(version, signature))
     if summary is None:
         peer.send(wire.HaveAll(version))
     else:

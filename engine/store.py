@@ -1,7 +1,11 @@
 """SQLite state in a share's or clone's `.dat/` folder (WAL mode).
 
-ShareDB: the share's public key, every signed manifest version, and the scan
-results (leaf hashes per file) that serve blocks and make rescans cheap.
+ShareDB: the share's public key, its newest two signed manifest versions and,
+per version, a table `entries_<version>` with one row per entry in manifest
+order (idx = the entry's index: folders first, then files, each by path), with
+each file's leaf hashes. It serves blocks (a row per request, not the whole
+manifest in memory) and makes rescans cheap (unchanged files keep their
+hashes). A scan writes through its own connection (`ScanWriter`) as it goes.
 CloneDB: the link, the newest verified manifest, and which blocks of it are
 verified on disk, each with the Merkle proof it came with (so a clone serves
 any block it has verified, before the whole file is there). A block is
@@ -18,7 +22,9 @@ a one-line error; `dattui clone` recovers from it (engine/adopt.py).
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 from .errors import DattuiError, DiskError
@@ -37,6 +43,7 @@ def damaged(folder: Path, exc: Exception) -> StateDamaged:
         "and fetches only what differs")
 
 DB_DIR = ".dat"
+SIGNATURE_SIZE = 64  # ed25519
 DB_NAME = "dattui.db"
 
 _COMMON = """
@@ -44,11 +51,15 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB);
 CREATE TABLE IF NOT EXISTS manifests (
     version INTEGER PRIMARY KEY, encoded BLOB NOT NULL, signature BLOB NOT NULL);
 """
+# `scanned` held one scan in a single table (dattui before per-version entry
+# tables); its files are hashed again once.
 _SHARE = """
-CREATE TABLE IF NOT EXISTS scanned (
-    path TEXT PRIMARY KEY, size INTEGER, mode INTEGER, mtime_ns INTEGER,
-    root BLOB, leaves BLOB);
+DROP TABLE IF EXISTS scanned;
 """
+_ENTRIES = """CREATE TABLE {table} (
+    idx INTEGER PRIMARY KEY, kind INTEGER NOT NULL, path TEXT NOT NULL UNIQUE,
+    mode INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, size INTEGER NOT NULL,
+    root BLOB NOT NULL, leaves BLOB)"""
 _CLONE = """
 CREATE TABLE IF NOT EXISTS verified (
     file INTEGER NOT NULL, block INTEGER NOT NULL, leaf BLOB NOT NULL, proof BLOB,
@@ -118,28 +129,244 @@ class _DB:
             pass
 
 
+def entries_table(version: int) -> str:
+    return f"entries_{int(version)}"
+
+
 class ShareDB(_DB):
     SCHEMA = _SHARE
 
     def save_manifest(self, version: int, encoded: bytes, signature: bytes) -> None:
+        """Store a version (its entries table written), then `prune`."""
         self.conn.execute("INSERT OR REPLACE INTO manifests VALUES (?, ?, ?)",
                           (version, encoded, signature))
-        # old versions are kept only as long as they are the newest two
-        self.conn.execute("DELETE FROM manifests WHERE version < ?", (version - 1,))
+        self.prune(version)
 
-    def scanned(self) -> dict[str, tuple[int, int, int, bytes, bytes]]:
-        return {r[0]: tuple(r[1:]) for r in self.conn.execute(
-            "SELECT path, size, mode, mtime_ns, root, leaves FROM scanned")}
-
-    def replace_scanned(self, rows: list[tuple[str, int, int, int, bytes, bytes]]) -> None:
+    def prune(self, version: int) -> None:
+        """Versions (and their entry tables) older than the newest two go."""
         with self.conn:
             self.conn.execute("BEGIN")
-            self.conn.execute("DELETE FROM scanned")
-            self.conn.executemany("INSERT INTO scanned VALUES (?, ?, ?, ?, ?, ?)", rows)
+            self.conn.execute("DELETE FROM manifests WHERE version < ?", (version - 1,))
+            for v in self.entry_versions():
+                if v < version - 1:
+                    self.conn.execute(f"DROP TABLE {entries_table(v)}")
 
-    def leaves(self, path: str) -> bytes | None:
-        row = self.conn.execute("SELECT leaves FROM scanned WHERE path=?", (path,)).fetchone()
-        return None if row is None else row[0]
+    def manifest_length(self, version: int) -> int:
+        return self.conn.execute("SELECT length(encoded) FROM manifests WHERE version=?",
+                                 (version,)).fetchone()[0]
+
+    def signature(self, version: int) -> bytes:
+        return self.conn.execute("SELECT signature FROM manifests WHERE version=?",
+                                 (version,)).fetchone()[0]
+
+    def latest_head(self) -> tuple[int, bytes] | None:
+        """(version, the first bytes of its encoding) of the newest version,
+        without reading the whole manifest (tens of MB for a million files)."""
+        row = self.conn.execute("SELECT max(version) FROM manifests").fetchone()
+        if row is None or row[0] is None:
+            return None
+        with self.conn.blobopen("manifests", "encoded", row[0], readonly=True) as blob:
+            return row[0], blob.read(64)
+
+    def entry_versions(self) -> list[int]:
+        names = [r[0] for r in self.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name GLOB 'entries_[0-9]*'")]
+        return sorted(int(n.split("_", 1)[1]) for n in names)
+
+    def has_entries(self, version: int) -> bool:
+        return _has_table(self.conn, entries_table(version))
+
+    def entry(self, version: int, idx: int) -> tuple | None:
+        """(kind, path, mode, mtime_ns, size, root, leaves) of entry `idx` of a
+        version, or None (no such entry, or the version's table is gone)."""
+        try:
+            return self.conn.execute(
+                f"SELECT kind, path, mode, mtime_ns, size, root, leaves FROM {entries_table(version)} "
+                "WHERE idx=?", (idx,)).fetchone()
+        except sqlite3.OperationalError:
+            return None
+
+    def totals(self, version: int) -> tuple[int, int, int]:
+        """(entries, files, bytes) of a version."""
+        row = self.conn.execute(
+            f"SELECT count(*), total(kind=1), total(size) FROM {entries_table(version)}").fetchone()
+        return row[0], int(row[1]), int(row[2])
+
+    def files(self, version: int):
+        """(path, size) of every file of a version, in manifest order (a cursor)."""
+        return self.conn.execute(
+            f"SELECT path, size FROM {entries_table(version)} WHERE kind=1 ORDER BY idx")
+
+    def scan_writer(self, previous: int | None) -> "ScanWriter":
+        return ScanWriter(self.folder, previous if previous is not None and self.has_entries(previous)
+                          else None)
+
+
+class ScanWriter:
+    """One scan's results, written while it runs, through a connection of its
+    own (the scan runs on a thread while the share serves from the database).
+
+    Files and folders go to a temporary table in walk order; `finish` copies them
+    into `entries_<version>` in manifest order; `rows` reads them back in that
+    order for encoding. Memory: a batch of rows and SQLite's page cache."""
+
+    BATCH = 1000
+
+    def __init__(self, folder: Path, previous: int | None) -> None:
+        self.conn = _connect(folder, False)
+        self.conn.execute("PRAGMA temp_store=FILE")
+        self.previous = previous
+        self.conn.execute("DROP TABLE IF EXISTS temp.scan_next")
+        self.conn.execute("CREATE TEMP TABLE scan_next (kind INTEGER, path TEXT, mode INTEGER, "
+                          "mtime_ns INTEGER, size INTEGER, root BLOB, leaves BLOB)")
+        self._rows: list[tuple] = []
+
+    def lookup(self, path: str) -> tuple[int, int, int, bytes, bytes] | None:
+        """(size, mode, mtime_ns, leaves, root) of a file of the previous version."""
+        if self.previous is None:
+            return None
+        return self.conn.execute(
+            f"SELECT size, mode, mtime_ns, leaves, root FROM {entries_table(self.previous)} "
+            "WHERE path=? AND kind=1", (path,)).fetchone()
+
+    def same_dir(self, path: str, mode: int, mtime_ns: int) -> bool:
+        """Whether the previous version has this folder, with this mode and mtime."""
+        if self.previous is None:
+            return False
+        row = self.conn.execute(f"SELECT mode, mtime_ns FROM {entries_table(self.previous)} "
+                                "WHERE path=? AND kind=2", (path,)).fetchone()
+        return row == (mode, mtime_ns)
+
+    def previous_count(self) -> int | None:
+        if self.previous is None:
+            return None
+        return self.conn.execute(f"SELECT count(*) FROM {entries_table(self.previous)}").fetchone()[0]
+
+    def add(self, kind: int, path: str, mode: int, mtime_ns: int, size: int, root: bytes,
+            leaves: bytes | None) -> None:
+        self._rows.append((kind, path, mode, mtime_ns, size, root, leaves))
+        if len(self._rows) >= self.BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._rows:
+            with self.conn:
+                self.conn.execute("BEGIN")
+                self.conn.executemany("INSERT INTO temp.scan_next VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                      self._rows)
+            self._rows.clear()
+
+    def finish(self, version: int) -> tuple[int, int, int]:
+        """Write `entries_<version>` (folders first, then files, each by path:
+        SQLite's BINARY order of UTF-8 is Python's order of str); its
+        (entries, files, bytes)."""
+        self._flush()
+        table = entries_table(version)
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.execute(f"DROP TABLE IF EXISTS {table}")
+            self.conn.execute(_ENTRIES.format(table=table))
+            self.conn.execute(
+                f"INSERT INTO {table} SELECT row_number() OVER (ORDER BY kind DESC, path) - 1, "
+                "kind, path, mode, mtime_ns, size, root, leaves FROM temp.scan_next "
+                "ORDER BY kind DESC, path")
+            self.conn.execute("DROP TABLE temp.scan_next")
+        row = self.conn.execute(
+            f"SELECT count(*), total(kind=1), total(size) FROM {table}").fetchone()
+        return row[0], int(row[1]), int(row[2])
+
+    def write_manifest(self, version: int, block_size: int, name: str, previous: int | None,
+                       sign: Callable[[bytes], bytes]) -> int | None:
+        """Encode `entries_<version>` straight into the manifests table, in
+        pieces, hashing as it goes, and sign it (`sign(digest)` -> signature),
+        all in one transaction, so no other connection sees it unsigned. When
+        its entries are those of the stored version `previous`, nothing is
+        stored and None is returned; else the encoding's length."""
+        from . import manifest as mf
+        table = entries_table(version)
+        head = mf.header(version, block_size, name)
+        count, files, path_bytes = self.conn.execute(
+            f"SELECT count(*), total(kind=1), total(length(CAST(path AS BLOB))) FROM {table}").fetchone()
+        length = mf.encoded_size(len(head), int(path_bytes), count, int(files))
+        rows = self.conn.execute(f"SELECT kind, path, mode, mtime_ns, size, root FROM {table} ORDER BY idx")
+        whole, body = hashlib.blake2b(digest_size=32), hashlib.blake2b(digest_size=32)
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.execute("DELETE FROM manifests WHERE version=?", (version,))
+            self.conn.execute("INSERT INTO manifests VALUES (?, zeroblob(?), zeroblob(?))",
+                              (version, length, SIGNATURE_SIZE))
+            with self.conn.blobopen("manifests", "encoded", version) as blob:
+                for i, piece in enumerate(mf.encode_chunks(version, block_size, name, count, rows)):
+                    blob.write(piece)
+                    whole.update(piece)
+                    if i:
+                        body.update(piece)
+            if previous is not None and self._body_digest(previous) == body.digest():
+                self.conn.rollback()
+                return None
+            # written in place: an UPDATE would rewrite the row, manifest and all, in memory
+            sig = sign(whole.digest())
+            if len(sig) != SIGNATURE_SIZE:
+                raise ValueError(f"a signature of {len(sig)} bytes")
+            with self.conn.blobopen("manifests", "signature", version) as blob:
+                blob.write(sig)
+        return length
+
+    def _body_digest(self, version: int) -> bytes | None:
+        """BLAKE2b of a stored encoding past its header (which names the version)."""
+        from .manifest import header_size
+        try:
+            blob = self.conn.blobopen("manifests", "encoded", version, readonly=True)
+        except sqlite3.OperationalError:
+            return None
+        h = hashlib.blake2b(digest_size=32)
+        with blob:
+            blob.seek(header_size(blob.read(1 << 16)))
+            while piece := blob.read(1 << 20):
+                h.update(piece)
+        return h.digest()
+
+    def discard(self, version: int, keep_as: int) -> None:
+        """Drop `entries_<version>` (its scan found nothing new), or keep it as
+        `keep_as`'s when that version has no table (state of an older dattui)."""
+        if _has_table(self.conn, entries_table(keep_as)):
+            self.conn.execute(f"DROP TABLE {entries_table(version)}")
+        else:
+            self.conn.execute(f"ALTER TABLE {entries_table(version)} RENAME TO {entries_table(keep_as)}")
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except sqlite3.Error:
+            pass
+
+
+class StoredManifest:
+    """A version's encoding as stored, read in slices when it is sent (the
+    only use of it a share has), so a million-file manifest is not held."""
+
+    def __init__(self, conn: sqlite3.Connection, version: int, length: int) -> None:
+        self.conn, self.version, self.length = conn, version, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, s: slice) -> bytes:
+        start, stop, _ = s.indices(self.length)
+        with self.conn.blobopen("manifests", "encoded", self.version, readonly=True) as blob:
+            blob.seek(start)
+            return blob.read(max(0, stop - start))
+
+    def __bytes__(self) -> bytes:
+        return self[:]
+
+    def __bool__(self) -> bool:
+        return self.length > 0
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
+                        (name,)).fetchone() is not None
 
 
 class CloneDB(_DB):

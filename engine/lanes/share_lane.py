@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from .. import manifest as mf
 from .. import wire
 from ..events import State
 from ..share import ShareServer
@@ -28,8 +27,8 @@ class LaneShare(ShareServer):
         got = self._parts.feed(msg)
         if got is not None:
             version, encoded, signature = got
-            newer = self.manifest is not None and version != self.version
-            self._set_manifest(mf.decode(encoded), encoded, signature)
+            newer = self.published is not None and version != self.version
+            self._set_stored(self._published_from_db(encoded))  # read from the database when sent
             if newer:
                 for peer in self.peers:
                     peer.send(wire.NewVersion(self.version))

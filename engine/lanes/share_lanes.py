@@ -12,7 +12,7 @@ import time
 
 from .. import wire
 from ..events import Logged, PathKind, PeerStatus
-from ..serve import manifest_frames
+from ..serve import manifest_parts
 from . import pipe
 from .cpu import CpuGauge
 from .process import LaneProcess
@@ -45,8 +45,8 @@ class ShareLanes:
 
     # ---- the share's calls -----------------------------------------------------
     def offer(self, peer) -> None:
-        m = self.swarm.manifest
-        if not lane_path_ok(peer) or m is None or m.total_bytes < MIN_BYTES:
+        p = self.swarm.published
+        if not lane_path_ok(peer) or p is None or p.total_bytes < MIN_BYTES:
             return
         if self._ready:
             self._tell(peer)
@@ -127,8 +127,9 @@ class ShareLanes:
 
     def _publish_to(self, proc: LaneProcess) -> None:
         sw = self.swarm
-        for f in manifest_frames(sw.version, sw.encoded, sw.signature):
+        for f in manifest_parts(sw.version, sw.encoded):
             proc.send(f)
+        proc.send(wire.ManifestSignature(sw.version, sw.signature))
 
     def _message(self, proc: LaneProcess, msg) -> None:
         if isinstance(msg, pipe.LaneListening):
