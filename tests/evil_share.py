@@ -61,7 +61,7 @@ async def main() -> None:
     from dattui.engine import manifest as mf
     from dattui.engine import wire
     from dattui.engine.keys import ShareKey
-    from dattui.engine.share import ShareSwarm
+    from dattui.engine.share import Published, ShareSwarm
     from dattui.engine.store import ShareDB
 
     mode, _, n = args.mode.partition(":")
@@ -86,6 +86,17 @@ async def main() -> None:
                     self.trip(peer, frame)
                     return
             super().on_frame(peer, frame)
+
+        evil = None  # (the signed manifest it serves, path -> leaves of its real files)
+
+        def _entry(self, file):
+            if self.evil is None:
+                return super()._entry(file)
+            m, leaves = self.evil
+            if not 0 <= file < len(m.entries):
+                return None
+            e = m.entries[file]
+            return e, leaves.get(e.path)
 
         def on_writable(self, peer):
             if not self.dead:  # after a half frame, not one more byte
@@ -140,7 +151,14 @@ async def main() -> None:
         extra += tuple(syn)
     m = dataclasses.replace(m, version=args.version, entries=m.entries + extra)
     encoded, sig = mf.sign(m, key)
-    swarm._set_manifest(m, encoded, sig)
+    leaves = {}
+    for i, e in enumerate(swarm.manifest.entries):  # the scanned version's own files
+        row = swarm.db.entry(swarm.version, i)
+        leaves[e.path] = row[6] if row is not None else None
+    swarm.evil = (m, leaves)
+    swarm._set_version(Published(m.version, m.block_size, len(m.files), m.total_bytes, len(encoded)),
+                       encoded, sig)
+    swarm.manifest = m
     engine.node.add_swarm(swarm)
     print(json.dumps({"link": swarm.link, "port": engine.port, "bytes": m.total_bytes}), flush=True)
     stop = asyncio.Event()
