@@ -29,6 +29,7 @@ KEEPALIVE = 10.0
 BUFFER_CHECK = 1.0  # how often the socket buffers are sized to the fastest path
 DUPLICATE = "duplicate connection"
 RECONNECTING = "reconnecting"  # closed by a peer that connects again at once (engine.stop)
+RECONNECT_GRACE = 5.0  # a peer that said so and did not come back by then has left
 SOURCE_PATH = {"lan": PathKind.LAN, "peer-arg": PathKind.DIRECT, "dht": PathKind.DIRECT}
 
 
@@ -190,7 +191,11 @@ class Node:
         if peer.swarm is not None and self.swarms.get(peer.dkey) is not peer.swarm:
             return  # its share or clone was stopped or paused here (remove_swarm): that is the news
         if peer.duplicate or peer.closed_reason in (DUPLICATE, RECONNECTING):
-            return  # the other connection to this peer stays, or the peer is coming back
+            # the other connection to this peer stays, or the peer is coming back:
+            # nothing to say now, unless it is gone after all when the grace ends
+            if self.loop is not None and key in self._announced:
+                self.loop.call_later(RECONNECT_GRACE, self._left_unless_back, peer)
+            return
         swarm = self.swarms.get(peer.dkey) or peer.swarm
         if any(p.remote_id == peer.remote_id and p is not peer and not p.link.closed
                for p in getattr(swarm, "peers", ())):
@@ -204,6 +209,20 @@ class Node:
             if swarm is not None and hasattr(swarm, "leave_reason"):
                 reason = swarm.leave_reason(peer, reason)
             self.emit(PeerDisconnected(tid, peer.peer_id, peer.address, reason))
+
+    def _left_unless_back(self, peer: PeerConnection) -> None:
+        """A connection closed as a duplicate or as reconnecting: if no other
+        connection of that node is up by now, the peer has left; say so once."""
+        key = (peer.dkey, peer.remote_id)
+        swarm = self.swarms.get(peer.dkey)
+        if key not in self._announced or swarm is None or any(
+                p.remote_id == peer.remote_id and not p.link.closed for p in getattr(swarm, "peers", ())):
+            return
+        self._announced.discard(key)
+        reason = "left"
+        if hasattr(swarm, "leave_reason"):
+            reason = swarm.leave_reason(peer, "closed")
+        self.emit(PeerDisconnected(swarm.tid, peer.peer_id, peer.address, reason))
 
     async def _keepalive_loop(self) -> None:
         token = 0

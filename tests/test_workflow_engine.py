@@ -87,3 +87,24 @@ async def test_versions_are_recorded_on_both_sides_for_dattui_log(tmp_path):
                        env=env(tmp_path / "hl"))
     assert p.returncode == 0 and p.stdout.splitlines()[1].startswith("v2 ")
     assert "+1 ~1 -0 files" in p.stdout.splitlines()[1]
+
+
+async def test_a_peer_that_said_it_reconnects_and_does_not_is_reported_gone(tmp_path, monkeypatch):
+    from dattui.engine import node as node_mod
+    monkeypatch.setattr(node_mod, "RECONNECT_GRACE", 0.2)
+    src = make_tree(tmp_path / "src")
+    a = await engine(tmp_path / "ha")
+    b = await engine(tmp_path / "hb")
+    qa = a.subscribe()
+    try:
+        tid = await a.share(src)
+        share = a.transfer(tid)
+        ctid = await b.clone(share.link, tmp_path / "dst", peers=[f"127.0.0.1:{a.port}"])
+        await asyncio.wait_for(b.wait(ctid), 20)
+        await b.stop(ctid, reconnecting=True)  # says it comes back, then never does
+        await until(lambda: any(isinstance(e, ev.PeerDisconnected) for e in list(qa._queue)))
+        gone = [e for e in _drain(qa) if isinstance(e, ev.PeerDisconnected)]
+        assert len(gone) == 1 and "whole version" in gone[0].reason
+    finally:
+        await b.close()
+        await a.close()
