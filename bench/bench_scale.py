@@ -23,8 +23,8 @@ Needs root (network namespaces) and iproute2, tar.  It
      bench/out/bench_scale.json
 
 Figures: scan = share start until its `version_published` line; first byte = clone
-start until its first `progress` line with bytes_received > 0 (progress lines come
-once a second, so this is rounded up to 1 s); total = clone start until it exits;
+start until its first `progress` line with bytes_received > 0, or its completion if
+that comes first (progress lines come once a second, so this is rounded up to 1 s); total = clone start until it exits;
 files/s and MB/s over total.  MB = MiB.  Exit status: 0 ok, 1 a copy was wrong or
 a run failed, 2 cannot run.
 """
@@ -234,7 +234,8 @@ def run_dattui(share_h, clone_h, data: Path, out: Path, work: Path, timeout: flo
             for raw in stream:
                 if not first_byte:
                     ev = (json_lines([raw]) or [{}])[0]
-                    if ev.get("event") == "progress" and ev.get("bytes_received", 0) > 0:
+                    if (ev.get("event") == "progress" and ev.get("bytes_received", 0) > 0) \
+                            or ev.get("event") in ("clone_completed", "done"):  # done within a second
                         first_byte.append(time.perf_counter() - t0)
                 watch.lines.append(raw)
         watch.lines = []
