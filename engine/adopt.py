@@ -23,7 +23,7 @@ from .clonefs import TargetFolder
 from .durable import DurableRecords
 from .errors import UsageError
 from .store import DB_DIR, DB_NAME, CloneDB, StateDamaged, db_path
-from .verify import OK, check_file
+from .verify import OK, check_file, files_on_disk
 
 DAMAGED = "damaged"   # the database could not be read
 MISSING = "missing"   # files, but no .dat/
@@ -81,25 +81,13 @@ def describe(reason: str, folder: Path) -> str:
             "only what differs is fetched")
 
 
-def _on_disk(folder: Path) -> list[str]:
-    out = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        rel = os.path.relpath(dirpath, folder)
-        rel = "" if rel == "." else rel + "/"
-        if not rel:
-            dirnames[:] = [d for d in dirnames if d != DB_DIR]
-        out.extend(rel + n for n in filenames)
-        out.extend(rel + d for d in dirnames if os.path.islink(os.path.join(dirpath, d)))
-    return out
-
-
 def adopt_files(folder: Path, m: mf.Manifest, target: TargetFolder, records: DurableRecords,
                 reason: str) -> dict[int, bytes]:
     """Check the files on disk against `m`; returns file index -> leaves of
     the files that match (recorded complete). Raises UsageError for a folder
     holding files the share does not have."""
     files = {e.path for e in m.entries if e.kind == mf.Kind.FILE}
-    foreign = sorted(p for p in _on_disk(folder) if p not in files)
+    foreign = sorted(p for p in files_on_disk(folder) if p not in files)
     if foreign:
         if reason == MISSING:  # the .dat/ made for it: gone again, the folder as it was
             records.db.close()

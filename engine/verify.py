@@ -112,18 +112,23 @@ def check_file(folder: Path, e: mf.Entry, block_size: int,
     return FileResult(e.path, DAMAGED, e.size, bad, e.root), leaves
 
 
-def _extra(folder: Path, m: mf.Manifest) -> list[str]:
-    named = {e.path for e in m.entries}
+def files_on_disk(folder: Path) -> list[str]:
+    """Every file (and symlinked folder) under `folder` but its .dat/, as
+    relative paths: what a clone folder holds, to hold against a manifest."""
     out = []
     for dirpath, dirnames, filenames in os.walk(folder):
         rel = os.path.relpath(dirpath, folder)
         rel = "" if rel == "." else rel + "/"
         if not rel:
             dirnames[:] = [d for d in dirnames if d != DB_DIR]
-        for name in sorted(filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]):
-            if rel + name not in named:
-                out.append(rel + name)
-    return sorted(out)
+        out.extend(rel + n for n in filenames)
+        out.extend(rel + d for d in dirnames if os.path.islink(os.path.join(dirpath, d)))
+    return out
+
+
+def _extra(folder: Path, m: mf.Manifest) -> list[str]:
+    named = {e.path for e in m.entries}
+    return sorted(p for p in files_on_disk(folder) if p not in named)
 
 
 def _load(folder: Path):
